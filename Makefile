@@ -1,0 +1,30 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each creates .venv when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pathotune-installed
+# The torch build that runs here (a CUDA build that also runs on CPUs); override for other machines.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: demo test install bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev,export,text]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pathotune demo --out demo-out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf demo-out .pytest_cache

@@ -1,0 +1,37 @@
+"""Frozen backbones behind one adapter interface, and where their weights come from.
+
+Families are a literal table from name to ``module:Class``, resolved lazily so nothing heavy loads early.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from pathotune_cli.backbones.weights import WeightSource, fetch_command, resolve_weights
+from pathotune_cli.config.schema import BackbonePreset
+
+FAMILIES: dict[str, str] = {
+    "timm_vit": "pathotune_cli.backbones.timm_vit:TimmViT",
+    "open_clip": "pathotune_cli.backbones.open_clip_tower:OpenClipTower",
+    "pathoduet": "pathotune_cli.backbones.pathoduet:PathoDuet",
+}
+
+__all__ = ["FAMILIES", "WeightSource", "fetch_command", "load_backbone", "resolve_weights"]
+
+
+def load_backbone(
+    preset: BackbonePreset, weights: str | Path | None = None, allow_download: bool = False
+):  # noqa: ANN201 - returns a Backbone; typed loosely to keep torch out of this module's import
+    """Build a frozen backbone: resolve its weights, load them strictly, freeze and set eval mode."""
+    source = resolve_weights(preset, weights, allow_download)
+    module_name, _, class_name = FAMILIES[preset.family].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # random presets are the same model on every machine
+        backbone = cls(preset, source)
+    backbone.weight_source = source
+    backbone.requires_grad_(False)
+    return backbone.eval()

@@ -1,0 +1,94 @@
+"""The one interface the engine sees over every family of frozen backbone.
+
+The engine inserts prompt tokens between ``embed`` and the blocks, and reads features after ``final_norm``;
+it never needs to know whether the tokens came from timm, open_clip or a PathoDuet checkpoint.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+from torch import nn
+
+from pathotune_cli.config.schema import BackbonePreset
+
+
+class Backbone(nn.Module):
+    """A frozen ViT seen as: normalise, embed, blocks, final norm, pool.
+
+    Inputs are RGB images as float tensors in [0, 1], shape (B, 3, H, W); each backbone applies its own
+    resize and normalisation, so an instance encoder with other statistics can share the same input.
+    """
+
+    preset: BackbonePreset
+    width: int
+    num_prefix_tokens: int
+    num_blocks: int
+
+    def __init__(self, preset: BackbonePreset) -> None:
+        super().__init__()
+        self.preset = preset
+        self.input_size = preset.input_size
+        self.register_buffer("mean", torch.tensor(preset.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(preset.std).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize to the backbone's input size where needed, then subtract mean and divide by std."""
+        if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
+            images = nn.functional.interpolate(
+                images, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False, antialias=True
+            )
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    @abstractmethod
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images to tokens ``[prefix tokens | patch tokens]``, position embedding included."""
+
+    @abstractmethod
+    def block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Run transformer block ``index`` on (B, L, width) tokens."""
+
+    @abstractmethod
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The norm after the last block."""
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled feature a head reads."""
+        return self.width * (2 if self.preset.pool == "token+avg" else 1)
+
+    def pool(self, tokens: torch.Tensor, skip: int = 0, pool: str | None = None) -> torch.Tensor:
+        """Pool normed tokens into one feature per image.
+
+        Args:
+            tokens: (B, L, width) after ``final_norm``.
+            skip: prompt tokens sitting between the prefix and the patch tokens, left out of averages.
+            pool: ``token``, ``avg`` or ``token+avg``; None takes the preset's.
+        """
+        pool = pool or self.preset.pool
+        patches = tokens[:, self.num_prefix_tokens + skip :]
+        if pool == "token":
+            return tokens[:, 0]
+        if pool == "avg":
+            return self.avg_norm(patches.mean(dim=1))
+        return torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
+
+    def avg_norm(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The norm some backbones apply after average pooling (timm's ``fc_norm``); identity by default."""
+        return pooled
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Plain features with no prompts: what the backbone alone makes of an image."""
+        tokens = self.embed(self.normalise(images))
+        for i in range(self.num_blocks):
+            tokens = self.block(i, tokens)
+        return self.pool(self.final_norm(tokens))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor | None:
+        """The backbone's own text tower, where it has one: (T, D) unit-norm embeddings; else None."""
+        return None
+
+    def frozen_state(self) -> dict[str, torch.Tensor]:
+        """The tensors that define this backbone's identity (what the fingerprint covers)."""
+        return {k: v for k, v in self.state_dict().items() if k not in ("mean", "std")}

@@ -1,0 +1,17 @@
+"""A fingerprint of frozen weights, so a prompt file is only ever loaded against the backbone it was tuned on."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order; the first 16 hex digits."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]

@@ -1,0 +1,76 @@
+"""open_clip visual towers (CLIP, QuiltNet, PLIP-style), whose own text tower serves the textual prompts."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pathotune_cli.backbones.base import Backbone
+from pathotune_cli.backbones.state_dict import load_strict, read_state_dict
+from pathotune_cli.backbones.weights import WeightSource
+from pathotune_cli.config.schema import BackbonePreset
+from pathotune_cli.errors import BadInput
+
+
+class OpenClipTower(Backbone):
+    """Adapter over ``open_clip``'s ``VisionTransformer``; keeps the text tower for ``encode_text``."""
+
+    def __init__(self, preset: BackbonePreset, source: WeightSource) -> None:
+        super().__init__(preset)
+        import open_clip
+
+        name = _register_inline_config(preset)
+        try:
+            self.clip = open_clip.create_model(name, pretrained=None, force_image_size=preset.input_size)
+        except RuntimeError as exc:
+            raise BadInput(f"backbone preset '{preset.name}': open_clip cannot build '{name}': {exc}", "fix the preset") from None
+        if source.path is not None:
+            state = read_state_dict(source.path)
+            load_strict(self.clip, state, str(source.path), ignore=())
+        self.tokenizer = open_clip.get_tokenizer(name)
+        visual = self.clip.visual
+        if getattr(visual, "attn_pool", None) is not None or not hasattr(visual, "transformer"):
+            raise BadInput(f"backbone preset '{preset.name}': attention-pooled towers are not supported", "use a CLS-token tower")
+        self.visual = visual
+        self.width = visual.conv1.out_channels
+        self.num_prefix_tokens = 1
+        self.num_blocks = len(visual.transformer.resblocks)
+        self._batch_first = getattr(visual.transformer, "batch_first", True)
+        if preset.width != self.width:
+            raise BadInput(f"backbone preset '{preset.name}' says width={preset.width} but the tower has {self.width}", f"set width: {self.width}")
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual._embeds(images)
+
+    def block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        blk = self.visual.transformer.resblocks[index]
+        if self._batch_first:
+            return blk(tokens)
+        return blk(tokens.transpose(0, 1)).transpose(0, 1)
+
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.visual.ln_post(tokens)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            emb = self.clip.encode_text(self.tokenizer(texts))
+        return torch.nn.functional.normalize(emb.float(), dim=-1)
+
+    def frozen_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.clip.state_dict().items()}
+
+
+def _register_inline_config(preset: BackbonePreset) -> str:
+    """A preset may carry its own open_clip ``model_cfg`` (small test towers); register it under its name."""
+    cfg = preset.model_kwargs.get("model_cfg")
+    if cfg is None:
+        return preset.model
+    import open_clip
+
+    folder = Path(tempfile.mkdtemp(prefix="pathotune-openclip-"))
+    (folder / f"{preset.model}.json").write_text(json.dumps(cfg), encoding="utf-8")
+    open_clip.add_model_config(folder)
+    return preset.model

@@ -1,0 +1,68 @@
+"""Read weight files and load them strictly: a key the model does not expect is an error, not a log line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pathotune_cli.errors import BadInput
+
+HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file, or from a ``.bin``/``.pth`` with ``weights_only`` (no code runs)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every reader failure means the same thing to the user
+        raise BadInput(f"cannot read weight file {path}: {exc}", "check that the download finished") from None
+    for key in ("state_dict", "model", "teacher", "module"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadInput(f"weight file {path} does not hold a flat state dict of tensors", "check the file")
+    return state
+
+
+def load_strict(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    ignore: Iterable[str] = HEAD_PREFIXES,
+) -> None:
+    """Load ``state`` into ``model``; missing or unexpected keys (other than heads) are errors naming them."""
+    ignore = tuple(ignore)
+    expected = model.state_dict()
+    unexpected = [k for k in state if k not in expected and not k.startswith(ignore)]
+    missing = [k for k in expected if k not in state and not k.startswith(ignore)]
+    if unexpected or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_few(unexpected)}")
+        raise BadInput(
+            f"{source} does not match the architecture: {'; '.join(parts)}",
+            "check that --weights belongs to this backbone preset",
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if wrong:
+        raise BadInput(f"{source}: tensors of the wrong shape: {_few(wrong)}", "check the backbone preset")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")

@@ -1,0 +1,161 @@
+"""Where a backbone's weights come from, in one documented order, and never a silent download.
+
+Order: an explicit ``--weights`` file or folder; the local weight map (``$PATHOTUNE_WEIGHTS`` or
+``~/.config/pathotune/weights.yaml``, preset name to path); the Hugging Face cache; a download only when the
+caller allows network access. A miss fails at once with the command that fetches the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pathotune_cli.config.schema import BackbonePreset
+from pathotune_cli.errors import BadInput, MissingWeights
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+COMMON_FILES = (
+    "model.safetensors",
+    "open_clip_model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_pytorch_model.bin",
+)
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """A resolved weight location: ``random`` (no file), or a local file and how it was found."""
+
+    kind: str
+    """``random``, ``explicit``, ``weight-map``, ``hf-cache`` or ``download``."""
+    path: Path | None = None
+
+    def describe(self) -> str:
+        """One phrase for tables and run records."""
+        return self.kind if self.path is None else f"{self.kind}: {self.path}"
+
+
+def weight_map_path() -> Path:
+    """The weight map file: ``$PATHOTUNE_WEIGHTS`` if set, else ``~/.config/pathotune/weights.yaml``."""
+    env = os.environ.get("PATHOTUNE_WEIGHTS")
+    return Path(env).expanduser() if env else Path.home() / ".config" / "pathotune" / "weights.yaml"
+
+
+def read_weight_map() -> dict[str, str]:
+    """Preset name to weight path, from the weight map; empty when there is none."""
+    path = weight_map_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        raise BadInput(f"weight map {path} is not valid YAML", "fix it or remove it") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"weight map {path} must map preset names to paths", "e.g. `uni: /models/uni.bin`")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def fetch_command(preset: BackbonePreset) -> str:
+    """The command that downloads this preset's weights on a machine with network."""
+    if preset.fetch:
+        return preset.fetch
+    if preset.weights.startswith("hf-hub:"):
+        repo = preset.weights.removeprefix("hf-hub:")
+        files = " ".join(preset.weight_files[:1])
+        return f"hf download {repo} {files}".strip()
+    if preset.weights.startswith("open_clip:"):
+        repo, filename = _open_clip_hub_file(preset)
+        return f"hf download {repo} {filename}" if repo else "see the open_clip pretrained table"
+    return f"pathotune weights add {preset.name} FILE"
+
+
+def resolve_weights(
+    preset: BackbonePreset, explicit: str | Path | None = None, allow_download: bool = False
+) -> WeightSource:
+    """Find the weights for ``preset``, in the documented order.
+
+    Raises:
+        MissingWeights: nothing found; the message names the preset and the command that fetches it.
+    """
+    if explicit is not None:
+        return WeightSource("explicit", _pick_file(Path(explicit).expanduser(), preset, "--weights"))
+    mapped = read_weight_map().get(preset.name)
+    if mapped:
+        return WeightSource("weight-map", _pick_file(Path(mapped).expanduser(), preset, str(weight_map_path())))
+    if preset.weights == "random":
+        return WeightSource("random")
+    cached = _from_hf_cache(preset)
+    if cached is not None:
+        return WeightSource("hf-cache", cached)
+    if allow_download and not _hf_offline():
+        return WeightSource("download", _download(preset))
+    how = "" if preset.weights == "local" else f"fetch them with `{fetch_command(preset)}` on a machine with network, then "
+    raise MissingWeights(
+        f"weights for backbone '{preset.name}' were not found (no --weights, no entry in {weight_map_path()}, "
+        "not in the Hugging Face cache)",
+        f"{how}pass --weights FILE or run `pathotune weights add {preset.name} FILE`",
+    )
+
+
+def _hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
+def _pick_file(path: Path, preset: BackbonePreset, where: str) -> Path:
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in [*preset.weight_files, *COMMON_FILES]:
+            if (path / name).is_file():
+                return path / name
+        found = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        if len(found) == 1:
+            return found[0]
+        raise BadInput(
+            f"{where}: folder {path} holds no weight file for '{preset.name}'",
+            f"point at the file itself (one of {', '.join(WEIGHT_SUFFIXES)})",
+        )
+    raise BadInput(f"{where}: weight path {path} does not exist", "check the path")
+
+
+def _hub_files(preset: BackbonePreset) -> tuple[str | None, list[str]]:
+    if preset.weights.startswith("hf-hub:"):
+        return preset.weights.removeprefix("hf-hub:"), list(preset.weight_files or ["model.safetensors"])
+    if preset.weights.startswith("open_clip:"):
+        repo, filename = _open_clip_hub_file(preset)
+        return repo, [filename] if filename else []
+    return None, []
+
+
+def _open_clip_hub_file(preset: BackbonePreset) -> tuple[str | None, str]:
+    from open_clip import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(preset.model, preset.weights.removeprefix("open_clip:")) or {}
+    repo = (cfg.get("hf_hub") or "").rstrip("/") or None
+    filename = preset.weight_files[0] if preset.weight_files else "open_clip_model.safetensors"
+    return repo, filename
+
+
+def _from_hf_cache(preset: BackbonePreset) -> Path | None:
+    repo, files = _hub_files(preset)
+    if repo is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in files:
+        hit = try_to_load_from_cache(repo, filename, revision=preset.revision)
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
+
+
+def _download(preset: BackbonePreset) -> Path:
+    repo, files = _hub_files(preset)
+    if repo is None or not files:
+        raise MissingWeights(f"backbone '{preset.name}' has no download source", f"pass --weights FILE")
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo, files[0], revision=preset.revision))

@@ -1,0 +1,80 @@
+"""The ``pathotune`` entry point: joins the command modules, each of which imports torch only when run."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Annotated
+
+import typer
+
+from pathotune_cli import __version__
+
+app = typer.Typer(
+    name="pathotune",
+    help="Prompt-tune frozen pathology foundation models on your tiles, then map them over whole slides.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold slide paths and patient identifiers
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+# (command name, module under pathotune_cli.cli, function). Each module imports only typer at import time.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("tune", "tune", "tune"),
+    ("eval", "evaluate", "evaluate"),
+    ("predict", "predict", "predict"),
+    ("tile", "tile", "tile"),
+    ("export", "export", "export"),
+    ("inspect", "inspect", "inspect"),
+    ("doctor", "doctor", "doctor"),
+    ("demo", "demo", "demo"),
+]
+# (group name, module): modules that define their own ``app = typer.Typer()`` with subcommands.
+GROUPS: list[tuple[str, str]] = [("presets", "presets"), ("weights", "weights")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pathotune {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Prompt-tune frozen pathology foundation models on your tiles, then map them over whole slides."""
+    if debug:
+        os.environ["PATHOTUNE_DEBUG"] = "1"
+
+
+def _register() -> None:
+    for name, module, attr in COMMANDS:
+        mod = _import(module)
+        if mod is not None:
+            app.command(name)(getattr(mod, attr))
+    for name, module in GROUPS:
+        mod = _import(module)
+        if mod is not None:
+            app.add_typer(mod.app, name=name)
+
+
+def _import(module: str):  # noqa: ANN202
+    try:
+        return importlib.import_module(f"pathotune_cli.cli.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"pathotune_cli.cli.{module}":
+            return None  # a command whose module is not in this build
+        raise
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,33 @@
+"""``pathotune demo``: the whole flow on generated data with a tiny backbone; needs no network and no weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pathotune_cli.cli.options import JsonOpt
+from pathotune_cli.cli.render import emit_json, info, key_values, user_errors
+
+
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes everything.")] = Path("demo-out"),
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Tuning epochs.")] = 6,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the generated data and the run.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the whole flow on generated tiles with a tiny random backbone (offline, about a minute)."""
+    from pathotune_cli.cli.progress import EpochProgress
+    from pathotune_cli.runs.demo import demo_run
+
+    if out.exists() and any(out.iterdir()):
+        info(f"reusing {out}: finished steps are kept; delete it for a fresh demo")
+    with EpochProgress() as progress:
+        result = demo_run(out, epochs=epochs, seed=seed, report=progress)
+    if json_out:
+        emit_json(result)
+        return
+    key_values("demo results (test tiles)", {k: v for k, v in result["eval"]["metrics"].items() if v is not None})
+    key_values(f"demo artifacts ({result['seconds']} s)", result["artifacts"])

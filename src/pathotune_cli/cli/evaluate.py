@@ -1,0 +1,54 @@
+"""``pathotune eval``: metrics with bootstrap confidence intervals for a prompt file on labelled tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pathotune_cli.cli.options import JsonOpt, PromptsArg
+from pathotune_cli.cli.render import emit_json, info, table, user_errors, warn
+
+
+@user_errors
+def evaluate(
+    prompts: PromptsArg,
+    data: Annotated[Path, typer.Option("--data", help="ImageFolder tree or CSV with path,label.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [default: beside the prompts, eval/].")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    weights: Annotated[Path | None, typer.Option("--weights", help="Backbone weight file or folder.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
+    from pathotune_cli.runs.evaluate import EvalOptions, eval_run
+
+    opts = EvalOptions(
+        prompts=str(prompts), data=str(data), out=None if out is None else str(out), batch_size=batch_size,
+        seed=seed, bootstrap=bootstrap, precision=precision, device=device,
+        weights=None if weights is None else str(weights),
+    )
+    doc = eval_run(opts, report=lambda kind, d: (warn if kind == "warning" else info)(d["message"]))
+    if json_out:
+        emit_json(doc)
+        return
+    table(
+        f"{doc['task']}: {doc['n']} tiles ({doc['method']} on {doc['backbone']})",
+        ["metric", "value", "95% CI"],
+        [(k, _f(v["value"]), f"{_f(v['ci_low'])} - {_f(v['ci_high'])}") for k, v in doc["metrics"].items()],
+    )
+    table(
+        "per class",
+        ["class", "support", "precision", "recall", "f1"],
+        [(c, v["support"], _f(v["precision"]["value"]), _f(v["recall"]["value"]), _f(v["f1"]["value"]))
+         for c, v in doc["per_class"].items()],
+    )
+    info(f"wrote {doc['out']}/metrics.json, predictions.csv, confusion_matrix.png")
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

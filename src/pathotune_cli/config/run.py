@@ -1,0 +1,117 @@
+"""Settings of one tuning run: the method and its prompts, the training recipe, the data.
+
+Every default here is ours (the paper gives no token counts, encoders or recipe), documented in README.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset
+
+Method = Literal["linear", "vpt", "pathotune", "full"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class TVPSettings(Strict):
+    """Task-specific visual prompts: learnable tokens of the backbone's width."""
+
+    tokens: int = Field(8, ge=0, le=512)
+    deep: bool = True
+    """Shallow: tokens enter at the first block only. Deep: fresh tokens replace the previous block's."""
+    depth: int | None = Field(None, ge=1)
+    """With ``deep``, replace tokens only at the last ``depth`` blocks (None: every block)."""
+    init_std: float = Field(0.02, gt=0)
+
+
+class TTPSettings(Strict):
+    """Task-specific textual prompts: the task's text, encoded once, projected to tokens."""
+
+    tokens: int | None = Field(None, ge=1, le=256)
+    """Token count; None means one token per text (the task text plus one per class)."""
+    encoder: str | None = None
+    """``self``, ``minilm`` or ``hash``; None takes the backbone preset's ``text_encoder``."""
+    hidden: int = Field(256, ge=8)
+
+
+class IVPSettings(Strict):
+    """Instance-specific visual prompts: a frozen instance encoder, then a trainable Visual Refine Module."""
+
+    tokens: int = Field(4, ge=1, le=256)
+    encoder: str = "self"
+    """``self`` (the backbone without prompts) or another backbone preset name."""
+    hidden: int = Field(256, ge=8)
+    cache: bool = True
+    """Encode each training image once per run (on the un-augmented tile) instead of once per step."""
+
+
+class PromptSettings(Strict):
+    """Which parts train, and the shape of each prompt."""
+
+    method: Method = "pathotune"
+    tvp: TVPSettings = Field(default_factory=TVPSettings)
+    ttp: TTPSettings = Field(default_factory=TTPSettings)
+    ivp: IVPSettings = Field(default_factory=IVPSettings)
+    pool: Literal["token", "avg", "token+avg"] | None = None
+    """Head input; None takes the backbone preset's ``pool``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PromptSettings:
+        if self.method == "vpt" and self.tvp.tokens == 0:
+            raise ValueError("method 'vpt' needs tvp.tokens > 0")
+        return self
+
+
+class AugmentSettings(Strict):
+    """H&E-appropriate augmentation: orientation carries no meaning, stain varies a little."""
+
+    flips: bool = True
+    rot90: bool = True
+    brightness: float = Field(0.1, ge=0, le=1)
+    contrast: float = Field(0.1, ge=0, le=1)
+    saturation: float = Field(0.1, ge=0, le=1)
+    hue: float = Field(0.02, ge=0, le=0.5)
+
+
+class TrainSettings(Strict):
+    """The training recipe."""
+
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    warmup_epochs: float = Field(1.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    class_weights: bool = True
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    patience: int | None = Field(5, ge=1)
+    """Stop when the monitored metric has not improved for this many epochs; None never stops early."""
+    monitor: Literal["balanced_accuracy", "accuracy", "macro_f1", "loss"] = "balanced_accuracy"
+    shots: int | None = Field(None, ge=1)
+    """Few-shot: at most this many training images per class, sampled with the seed."""
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    workers: int = Field(0, ge=0, le=64)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class RunConfig(Strict):
+    """Everything a tuning run needs, resolved: written to ``RUN/config.yaml`` and readable back."""
+
+    task: TaskPreset
+    backbone: BackbonePreset
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    data: str
+    """An ImageFolder tree or a CSV with path,label[,split]."""
+    val_data: str | None = None
+    weights: str | None = None
+    """Explicit backbone weight file or folder."""
+    out: str = "runs/tune"
+    seed: int = 0
+    precision: Precision = "auto"
+    device: str = "auto"

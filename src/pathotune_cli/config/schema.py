@@ -1,0 +1,133 @@
+"""The two kinds of preset, as frozen pydantic models: a backbone and a task.
+
+Presets are data (YAML under ``presets/backbones`` and ``presets/tasks``); these classes are their schema.
+Cross-field rules sit beside the fields they join, each with its own message.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+Family = Literal["timm_vit", "open_clip", "pathoduet"]
+Pool = Literal["token", "avg", "token+avg"]
+
+
+class Strict(BaseModel, frozen=True, extra="forbid"):
+    """Base for every config object: immutable, and an unknown key is an error, not a silent default."""
+
+
+class BackbonePreset(Strict):
+    """A frozen foundation model and everything needed to load and feed it."""
+
+    name: str
+    family: Family
+    description: str = ""
+    model: str
+    """timm architecture name, or open_clip model name."""
+    model_kwargs: dict = Field(default_factory=dict)
+    """Extra keyword arguments for the model constructor (depth, img_size, reg_tokens, ...)."""
+    weights: str = "random"
+    """Where weights come from: ``random`` (tests and demo only), ``hf-hub:ORG/NAME``, ``open_clip:TAG``,
+    or ``local``, meaning the user supplies a file (``--weights`` or the weight map)."""
+    weight_files: list[str] = Field(default_factory=list)
+    """File names inside the hub repository or the user's folder, in order of preference."""
+    revision: str | None = None
+    sha256: str | None = None
+    input_size: int = 224
+    patch_size: int = 16
+    width: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mpp: float | None = None
+    """Microns per pixel the backbone was trained at, where known."""
+    num_prefix_tokens: int = 1
+    num_register_tokens: int = 0
+    pool: Pool = "token"
+    text_encoder: str = "hash"
+    """Text encoder for textual prompts: ``self`` (the backbone's own text tower), ``minilm``, ``hash``."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    licence: str = "unknown"
+    gated: bool = False
+    citation: str = ""
+    fetch: str = ""
+    """The command, run on a machine with network, that downloads the weights."""
+
+    @model_validator(mode="after")
+    def _check(self) -> BackbonePreset:
+        if self.input_size % self.patch_size:
+            raise ValueError(
+                f"input_size {self.input_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.num_register_tokens > self.num_prefix_tokens:
+            raise ValueError(
+                f"num_register_tokens {self.num_register_tokens} exceeds num_prefix_tokens "
+                f"{self.num_prefix_tokens} (prefix tokens count the CLS token and the registers)"
+            )
+        if self.pool != "avg" and self.num_prefix_tokens == self.num_register_tokens:
+            raise ValueError(f"pool '{self.pool}' reads a CLS token, but this backbone has none; use pool: avg")
+        return self
+
+
+class ClassSpec(Strict):
+    """One class of a task: its name, the one-line description that feeds the textual prompts, aliases."""
+
+    name: str
+    description: str
+    label: str | None = None
+    """A readable phrase for the task text where the name is an abbreviation (``ADI`` -> ``adipose tissue``)."""
+    aliases: list[str] = Field(default_factory=list)
+
+
+class TileSpec(Strict):
+    """The physical resolution and size of the tiles a task is defined on."""
+
+    mpp: float = Field(0.5, gt=0.01, le=64)
+    size: int = Field(224, ge=16, le=4096)
+
+
+class TaskPreset(Strict):
+    """A lab task: its classes, the text that describes it, and the tiles it works on."""
+
+    name: str
+    description: str = ""
+    template: str = "an H&E-stained tissue patch; classes: {classes}"
+    """Task-level text for the textual prompts; ``{classes}`` becomes the comma-joined class names."""
+    class_template: str = "{description}"
+    """Per-class text; ``{name}`` and ``{description}`` are filled in."""
+    classes: list[ClassSpec]
+    ordinal: bool = False
+    """Classes are ordered grades: Cohen's kappa is quadratic-weighted."""
+    tile: TileSpec = Field(default_factory=TileSpec)
+    source: str = ""
+    citation: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskPreset:
+        if len(self.classes) < 2:
+            raise ValueError(f"a task needs at least 2 classes, got {len(self.classes)}")
+        seen: dict[str, str] = {}
+        for spec in self.classes:
+            for key in [spec.name, *spec.aliases]:
+                norm = normalise_class_name(key)
+                if norm in seen and seen[norm] != spec.name:
+                    raise ValueError(f"class name or alias '{key}' is used by both '{seen[norm]}' and '{spec.name}'")
+                seen[norm] = spec.name
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        return [c.name for c in self.classes]
+
+    def texts(self) -> list[str]:
+        """The task's textual prompts: the task text, then one text per class."""
+        labels = (c.label or c.name.replace("_", " ").lower() for c in self.classes)
+        task_text = self.template.format(classes=", ".join(labels))
+        return [task_text] + [self.class_template.format(name=c.name, description=c.description) for c in self.classes]
+
+
+def normalise_class_name(name: str) -> str:
+    """Forgive case and separators: ``Adipose-Tissue``, ``adipose_tissue`` and ``ADIPOSE TISSUE`` match."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())

@@ -1,0 +1,67 @@
+"""Build a prompted model for a run: backbone, instance encoder, the task's text embeddings (once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pathotune_cli.backbones import load_backbone
+from pathotune_cli.backbones.base import Backbone
+from pathotune_cli.backbones.fingerprint import fingerprint
+from pathotune_cli.config import load_backbone_preset
+from pathotune_cli.config.run import PromptSettings
+from pathotune_cli.config.schema import BackbonePreset, TaskPreset
+from pathotune_cli.engine.model import PromptedModel
+from pathotune_cli.engine.text import encode_texts
+
+
+@dataclass
+class BuiltModel:
+    """A fresh prompted model and what its prompt file must record about how it was made."""
+
+    model: PromptedModel
+    backbone_fingerprint: str
+    instance_preset: BackbonePreset | None
+    instance_fingerprint: str | None
+    text_encoder: str | None
+    texts: list[str]
+
+
+def text_encoder_for(settings: PromptSettings, backbone: BackbonePreset) -> str:
+    """The text encoder a run uses: the prompt setting, else the backbone preset's choice."""
+    return settings.ttp.encoder or backbone.text_encoder
+
+
+def build_prompted_model(
+    task: TaskPreset,
+    backbone_preset: BackbonePreset,
+    settings: PromptSettings,
+    weights: str | Path | None = None,
+    allow_download: bool = False,
+) -> BuiltModel:
+    """Load the frozen parts and wrap them with fresh prompts and a head for ``task``."""
+    backbone: Backbone = load_backbone(backbone_preset, weights, allow_download)
+    backbone_fp = fingerprint(backbone.frozen_state())
+    instance_preset = None
+    instance = None
+    instance_fp = None
+    texts = task.texts()
+    embeddings = None
+    encoder_name = None
+    if settings.method == "pathotune":
+        if settings.ivp.encoder != "self":
+            instance_preset = load_backbone_preset(settings.ivp.encoder)
+            instance = load_backbone(instance_preset, None, allow_download)
+            instance_fp = fingerprint(instance.frozen_state())
+        encoder_name = text_encoder_for(settings, backbone_preset)
+        embeddings = encode_texts(texts, encoder_name, backbone)
+    model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance)
+    return BuiltModel(model, backbone_fp, instance_preset, instance_fp, encoder_name, texts)
+
+
+def seeded_init(seed: int) -> torch.Generator:
+    """Seed torch's global RNG so prompt and head initialisation is reproducible; returns a generator too."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,1 @@
+"""Training: the loop, precision, schedules, early stopping, checkpoint and resume, metrics."""

@@ -1,0 +1,190 @@
+"""Labelled tiles: an ImageFolder tree or a CSV, matched to a task's classes, split, sampled and decoded.
+
+Documented rules: files whose extension is not an image's (``Thumbs.db``, ``notes.txt``) are skipped with a
+warning; a file with an image extension that does not decode is refused, naming the file, because a broken
+tile in a labelled set is a data problem the lab should see.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pathotune_cli.config.schema import TaskPreset, normalise_class_name
+from pathotune_cli.errors import BadInput
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class LabelledSet:
+    """Image paths with class indices in the task's order, plus what was skipped and why."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    splits: list[str | None]
+    class_names: list[str]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        """Images per class, every class of the task listed."""
+        c = Counter(self.labels.tolist())
+        return {name: int(c.get(i, 0)) for i, name in enumerate(self.class_names)}
+
+    def subset(self, index: np.ndarray) -> LabelledSet:
+        """The samples at ``index``."""
+        idx = [int(i) for i in index]
+        return LabelledSet(
+            [self.paths[i] for i in idx], self.labels[idx], [self.splits[i] for i in idx],
+            self.class_names, self.source, self.skipped,
+        )
+
+
+def class_matcher(task: TaskPreset) -> Callable[[str], int | None]:
+    """Map a folder or label name to a class index, forgiving case and separators, honouring aliases."""
+    table: dict[str, int] = {}
+    for i, spec in enumerate(task.classes):
+        for key in [spec.name, *spec.aliases]:
+            table[normalise_class_name(key)] = i
+    return lambda name: table.get(normalise_class_name(name))
+
+
+def discover(data: str | Path, task: TaskPreset, warn: Callable[[str], None] | None = None) -> LabelledSet:
+    """Find labelled images in an ImageFolder tree or a CSV (``path,label[,split]``).
+
+    Raises:
+        BadInput: the data is missing or empty, a class folder has no images, or a label is not a class.
+    """
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise BadInput(f"data {path} does not exist", "pass an ImageFolder tree or a CSV with path,label[,split]")
+    found = _from_csv(path, task) if path.is_file() else _from_folder(path, task)
+    if warn is not None and found.skipped:
+        warn(f"skipped {len(found.skipped)} non-image file(s) in {path}, e.g. {found.skipped[0]}")
+    return found
+
+
+def require_classes(data: LabelledSet, at_least: int = 2) -> None:
+    """Tuning needs at least two classes with images."""
+    present = [n for n, c in data.counts().items() if c > 0]
+    if len(present) < at_least:
+        raise BadInput(
+            f"{data.source} has images of only {len(present)} class(es) ({', '.join(present) or 'none'})",
+            f"a classifier needs at least {at_least} classes with images",
+        )
+
+
+def split_train_val(
+    data: LabelledSet, val_fraction: float, seed: int, val_data: LabelledSet | None = None
+) -> tuple[LabelledSet, LabelledSet | None]:
+    """The validation set: given, or the CSV's ``split`` column, or a stratified seeded fraction."""
+    splits = np.array([s or "" for s in data.splits])
+    train_mask = splits != "test"
+    if val_data is not None:
+        return data.subset(np.flatnonzero(train_mask & (splits != "val"))), val_data
+    if (splits == "val").any():
+        return data.subset(np.flatnonzero(splits == "train")), data.subset(np.flatnonzero(splits == "val"))
+    candidates = np.flatnonzero(train_mask)
+    if val_fraction <= 0:
+        return data.subset(candidates), None
+    rng = np.random.default_rng(seed)
+    val_idx: list[int] = []
+    for cls in np.unique(data.labels[candidates]):
+        members = candidates[data.labels[candidates] == cls]
+        members = members[rng.permutation(len(members))]
+        n_val = int(round(len(members) * val_fraction))
+        n_val = min(n_val, len(members) - 1) if len(members) > 1 else 0
+        val_idx.extend(members[:n_val].tolist())
+    val = np.array(sorted(val_idx), dtype=int)
+    train = np.setdiff1d(candidates, val)
+    return data.subset(train), (data.subset(val) if len(val) else None)
+
+
+def sample_shots(data: LabelledSet, shots: int | None, seed: int) -> LabelledSet:
+    """Few-shot: at most ``shots`` images per class, chosen with the seed."""
+    if shots is None:
+        return data
+    rng = np.random.default_rng(seed + 7919)
+    keep: list[int] = []
+    for cls in np.unique(data.labels):
+        members = np.flatnonzero(data.labels == cls)
+        keep.extend(rng.choice(members, size=min(shots, len(members)), replace=False).tolist())
+    return data.subset(np.array(sorted(keep), dtype=int))
+
+
+def _from_folder(root: Path, task: TaskPreset) -> LabelledSet:
+    match = class_matcher(task)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise BadInput(f"data folder {root} has no class folders", "put one folder per class, each holding its images")
+    paths: list[Path] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    for folder in folders:
+        index = match(folder.name)
+        if index is None:
+            raise BadInput(
+                f"class folder '{folder.name}' in {root} is not a class of task '{task.name}' "
+                f"(classes: {', '.join(task.class_names)})",
+                "rename the folder, or add it as an alias in your task preset",
+            )
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped.extend(str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES)
+        if not images:
+            raise BadInput(
+                f"class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})",
+                "add its images or remove the folder",
+            )
+        paths.extend(images)
+        labels.extend([index] * len(images))
+    return LabelledSet(paths, np.array(labels, dtype=np.int64), [None] * len(paths), task.class_names, str(root), skipped)
+
+
+def _from_csv(path: Path, task: TaskPreset) -> LabelledSet:
+    match = class_matcher(task)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadInput(f"cannot read data CSV {path}: {exc}", "pass a UTF-8 CSV with columns path,label[,split]") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise BadInput(f"data CSV {path} needs a header with columns path,label[,split]", "add the header row")
+    paths: list[Path] = []
+    labels: list[int] = []
+    splits: list[str | None] = []
+    skipped: list[str] = []
+    for line, row in enumerate(rows, start=2):
+        file = Path(row["path"]).expanduser()
+        file = file if file.is_absolute() else path.parent / file
+        index = match(row["label"] or "")
+        if index is None:
+            raise BadInput(
+                f"{path} line {line}: label '{row['label']}' is not a class of task '{task.name}' "
+                f"(classes: {', '.join(task.class_names)})",
+                "fix the label, or add it as an alias in your task preset",
+            )
+        split = (row.get("split") or "").strip().lower() or None
+        if split is not None and split not in SPLITS:
+            raise BadInput(f"{path} line {line}: split '{split}' is not one of {', '.join(SPLITS)}", "fix the split column")
+        if not file.is_file():
+            raise BadInput(f"{path} line {line}: image {file} does not exist", "fix the path (relative paths start at the CSV's folder)")
+        if file.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(str(file))
+            continue
+        paths.append(file)
+        labels.append(index)
+        splits.append(split)
+    if not paths:
+        raise BadInput(f"data CSV {path} lists no images", "add rows of path,label")
+    return LabelledSet(paths, np.array(labels, dtype=np.int64), splits, task.class_names, str(path), skipped)

@@ -1,0 +1,69 @@
+"""Decode labelled tiles once into a uint8 tensor at the backbone's input size.
+
+A lab's tuning set is a few hundred to a few thousand tiles, so holding them decoded (150 kB each at 224 px)
+is cheaper than decoding them again every epoch; above ``max_bytes`` the store decodes batches on demand.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pathotune_cli.errors import BadInput
+
+DEFAULT_MAX_BYTES = 4 * 1024**3
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """One RGB tile resized to ``size`` x ``size``, as uint8 (3, size, size).
+
+    Raises:
+        BadInput: the file does not decode as an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BICUBIC)
+            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise BadInput(f"{path} is not a readable image ({type(exc).__name__})", "remove or replace the file") from None
+
+
+class ImageStore:
+    """Tiles by index as uint8 (B, 3, S, S); decoded up front when they fit in ``max_bytes``."""
+
+    def __init__(self, paths: list[Path], size: int, threads: int = 4, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.paths = list(paths)
+        self.size = size
+        self.threads = max(1, threads)
+        self._all: torch.Tensor | None = None
+        if len(self.paths) * 3 * size * size <= max_bytes:
+            self._all = self._decode(range(len(self.paths)))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batch(self, index: np.ndarray | list[int]) -> torch.Tensor:
+        """uint8 (B, 3, S, S) tiles at ``index``."""
+        if self._all is not None:
+            return self._all[torch.as_tensor(np.asarray(index), dtype=torch.long)]
+        return self._decode(index)
+
+    def _decode(self, index) -> torch.Tensor:  # noqa: ANN001
+        idx = [int(i) for i in index]
+        out = torch.empty((len(idx), 3, self.size, self.size), dtype=torch.uint8)
+        with ThreadPoolExecutor(self.threads) as pool:
+            for row, array in enumerate(pool.map(lambda i: decode_image(self.paths[i], self.size), idx)):
+                out[row] = torch.from_numpy(array)
+        return out
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 tiles to float in [0, 1]."""
+    return batch.float().div_(255.0)

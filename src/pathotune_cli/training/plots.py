@@ -1,0 +1,165 @@
+"""PNG figures a run leaves beside its metrics: the confusion matrix and the training curves.
+
+matplotlib costs about half a second to import, so it is imported inside the functions and ``pathotune
+--help`` never pays for it. The figures are drawn on a ``Figure`` bound to the Agg canvas rather than through
+``pyplot``: that picks the Agg backend for these figures only, never touches the global backend of a notebook
+or GUI that imports us, and leaves no figure behind in pyplot's registry. Each file is written under a
+temporary name in the same folder and renamed with ``os.replace``, so a crash or a reader polling the run
+folder never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+_DPI = 120
+_LOSS_KEYS = (("train_loss", "train loss"), ("val_loss", "val loss"))
+_METRIC_KEYS = (("val_accuracy", "val accuracy"), ("val_balanced_accuracy", "val balanced accuracy"))
+
+
+def save_confusion_matrix(
+    matrix: np.ndarray | Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """Draw counts in each cell, coloured by the share of its true class (row-normalised).
+
+    Colouring by row share keeps a rare class readable next to a common one; the count in the cell keeps
+    the scale honest.
+
+    Args:
+        matrix: Square confusion matrix, rows true and columns predicted.
+        class_names: One name per row, in order.
+        path: Where to write the PNG; missing parent folders are created.
+        title: Optional title above the matrix.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If the matrix is not square or does not match ``class_names``.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    c = len(class_names)
+    if counts.shape != (c, c):
+        raise ValueError(f"confusion matrix must be {c}x{c} for {c} class names, got shape {counts.shape}")
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+    side = min(14.0, max(4.5, 0.75 * c + 2.5))
+    fig = _new_figure((side + 1.2, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    font = max(6.0, 11.0 - 0.4 * c)
+    for i in range(c):
+        for j in range(c):
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if share[i, j] > 0.55 else "black",
+            )
+    ax.set_xticks(range(c), labels=list(class_names), rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(c), labels=list(class_names))
+    ax.tick_params(labelsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    return _save_atomically(fig, path)
+
+
+def save_history_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Plot loss, validation metrics and learning rate against epoch, one panel each.
+
+    Missing or ``None`` values (no validation that epoch, a resumed run) leave gaps rather than failing; a
+    series with no values at all is left out, and an empty history still gives a figure that says so.
+
+    Args:
+        history: One dict per epoch with ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``,
+            ``val_balanced_accuracy`` and ``lr``; any of the values may be ``None``.
+        path: Where to write the PNG; missing parent folders are created.
+
+    Returns:
+        The path written.
+    """
+    epochs = np.array(
+        [row.get("epoch") if row.get("epoch") is not None else i + 1 for i, row in enumerate(history)],
+        dtype=np.float64,
+    )
+    fig = _new_figure((7.0, 8.0))
+    loss_ax, metric_ax, lr_ax = fig.subplots(3, 1, sharex=True)
+
+    for ax, keys, ylabel in ((loss_ax, _LOSS_KEYS, "loss"), (metric_ax, _METRIC_KEYS, "score")):
+        for key, label in keys:
+            values = _series(history, key)
+            if np.isfinite(values).any():
+                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        ax.set_ylabel(ylabel)
+        if ax.lines:
+            ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    if metric_ax.lines:
+        metric_ax.set_ylim(-0.02, 1.02)
+
+    lr = _series(history, "lr")
+    if np.isfinite(lr).any():
+        lr_ax.plot(epochs, lr, marker="o", markersize=3, color="tab:gray")
+        if np.nanmin(lr) > 0:
+            lr_ax.set_yscale("log")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("epoch")
+    lr_ax.grid(alpha=0.3)
+
+    if not history:
+        loss_ax.text(0.5, 0.5, "no epochs yet", ha="center", va="center", transform=loss_ax.transAxes)
+    return _save_atomically(fig, path)
+
+
+def _new_figure(size: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas, independent of pyplot and of the global backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _series(history: Sequence[dict[str, Any]], key: str) -> np.ndarray:
+    """One column of the history as floats, with NaN where the value is missing or not finite."""
+    values = np.array([math.nan if row.get(key) is None else float(row[key]) for row in history])
+    return np.where(np.isfinite(values), values, math.nan).astype(np.float64)
+
+
+def _save_atomically(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as PNG to a temporary name beside ``path``, then rename it into place."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Not tempfile.mkstemp: its 0600 mode would survive the rename and hide the plot from the lab's group.
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temp, "xb") as stream:
+            fig.savefig(stream, format="png")
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return target

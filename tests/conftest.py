@@ -1,0 +1,92 @@
+"""Shared test fixtures: the real data beside the checkout, tiny presets, and a quiet offline environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+KATHER = SHARED_DATA / "patches" / "kather2016-dev"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def require_data(path: Path) -> Path:
+    """A real data file or folder: missing is a failure under CI=true, else a skip."""
+    if path.exists():
+        return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"real test data {path} is missing (CI=true makes this a failure)")
+    pytest.skip(f"real test data {path} is missing")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weight_map(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's own weight map."""
+    monkeypatch.setenv("PATHOTUNE_WEIGHTS", str(tmp_path_factory.mktemp("cfg") / "weights.yaml"))
+
+
+@pytest.fixture
+def kather_dir() -> Path:
+    """The 76 real Kather 2016 patches, 8 class folders."""
+    return require_data(KATHER)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data``."""
+    return require_data(SHARED_DATA)
+
+
+def _tiny_preset(**overrides):  # noqa: ANN003, ANN202
+    from pathotune_cli.config.schema import BackbonePreset
+
+    base = dict(
+        name="test-tiny", family="timm_vit", model="vit_tiny_patch16_224",
+        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2}, weights="random",
+        input_size=64, patch_size=16, width=64, num_prefix_tokens=1, pool="token", text_encoder="hash",
+    )
+    base.update(overrides)
+    return BackbonePreset(**base)
+
+
+LAYOUTS = {
+    "cls": {},
+    "registers": dict(
+        name="test-registers",
+        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2, "reg_tokens": 4, "init_values": 1e-5},
+        num_prefix_tokens=5, num_register_tokens=4, pool="token+avg",
+    ),
+    "no_cls": dict(
+        name="test-nocls",
+        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2, "class_token": False, "no_embed_class": True},
+        num_prefix_tokens=0, pool="avg",
+    ),
+    "patch14": dict(
+        name="test-patch14", model="vit_small_patch14_dinov2",
+        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2}, input_size=56, patch_size=14,
+    ),
+}
+
+
+@pytest.fixture
+def tiny_preset():  # noqa: ANN201
+    """Factory for small random timm presets: ``tiny_preset(**LAYOUTS['registers'])``."""
+    return _tiny_preset
+
+
+@pytest.fixture
+def demo_task():  # noqa: ANN201
+    """The demo task preset."""
+    from pathotune_cli.config import load_task_preset
+
+    return load_task_preset("demo")
+
+
+@pytest.fixture
+def layouts() -> dict:
+    """Token layouts of real backbone families, as ``tiny_preset`` overrides."""
+    return LAYOUTS

@@ -1,0 +1,91 @@
+"""The token layout into the first block, for CLS-only, CLS-plus-registers, no-CLS and patch-14 backbones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pathotune_cli.backbones import load_backbone
+from pathotune_cli.config.run import PromptSettings
+from pathotune_cli.engine.model import PromptedModel
+from pathotune_cli.engine.text import hash_encode
+
+
+
+
+def _capture_block_inputs(model: PromptedModel) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    original = model.backbone.block
+
+    def spy(index: int, tokens: torch.Tensor) -> torch.Tensor:
+        seen.append(tokens.detach().clone())
+        return original(index, tokens)
+
+    model.backbone.block = spy  # type: ignore[method-assign]
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["cls", "registers", "no_cls", "patch14"])
+def test_token_order_is_prefix_tvp_ttp_ivp_patches(layout: str, tiny_preset, demo_task, layouts) -> None:
+    preset = tiny_preset(**layouts[layout])
+    backbone = load_backbone(preset)
+    texts = demo_task.texts()
+    settings = PromptSettings(method="pathotune", tvp={"tokens": 3, "deep": False}, ivp={"tokens": 2})
+    model = PromptedModel(backbone, settings, 4, hash_encode(texts)).eval()
+    images = torch.rand(2, 3, preset.input_size, preset.input_size)
+    plain = backbone.embed(backbone.normalise(images))
+    with torch.no_grad():
+        feats = model.instance_features(images)
+    seen = _capture_block_inputs(model)
+    with torch.no_grad():
+        logits = model(images, feats)
+    assert logits.shape == (2, 4)
+    first = seen[0]
+    p = preset.num_prefix_tokens
+    n_patches = (preset.input_size // preset.patch_size) ** 2
+    n_ttp = len(texts)
+    assert first.shape[1] == p + 3 + n_ttp + 2 + n_patches
+    assert backbone.num_prefix_tokens == p
+    torch.testing.assert_close(first[:, :p], plain[:, :p])  # CLS and registers untouched, in front
+    torch.testing.assert_close(first[:, p : p + 3], model.tvp.tokens[0].expand(2, -1, -1))
+    torch.testing.assert_close(first[:, p + 3 : p + 3 + n_ttp], model.ttp().expand(2, -1, -1))
+    ivp = model.vrm(feats)
+    torch.testing.assert_close(first[:, p + 3 + n_ttp : p + 3 + n_ttp + 2], ivp)
+    torch.testing.assert_close(first[:, -n_patches:], plain[:, p:])  # patches keep their position embedding
+
+
+def test_deep_prompts_replace_tokens_at_every_block_or_only_the_last(tiny_preset) -> None:
+    preset = tiny_preset(model_kwargs={"depth": 4, "embed_dim": 64, "num_heads": 2})
+    backbone = load_backbone(preset)
+    for depth, expected in ((None, [0, 1, 2, 3]), (2, [0, 2, 3])):
+        model = PromptedModel(backbone, PromptSettings(method="vpt", tvp={"tokens": 2, "deep": True, "depth": depth}), 3)
+        assert model.tvp.replace_at == expected
+        seen = _capture_block_inputs(model)
+        with torch.no_grad():
+            model(torch.rand(1, 3, 64, 64))
+        for block, tokens in enumerate(seen):
+            fresh = model.tvp.at_block(block)
+            if fresh is not None:
+                torch.testing.assert_close(tokens[0, 1:3], fresh)
+        model.backbone.block = type(backbone).block.__get__(backbone)
+
+
+def test_avg_pool_ignores_prompt_tokens(tiny_preset, layouts) -> None:
+    backbone = load_backbone(tiny_preset(**layouts["no_cls"]))
+    tokens = torch.randn(1, 5 + 16, 64)
+    pooled = backbone.pool(tokens, skip=5)
+    torch.testing.assert_close(pooled, backbone.avg_norm(tokens[:, 5:].mean(1)))
+
+
+def test_input_size_other_than_224_and_patch_14(tiny_preset, layouts) -> None:
+    backbone = load_backbone(tiny_preset(**layouts["patch14"]))
+    assert backbone.embed(torch.rand(1, 3, 56, 56)).shape[1] == 1 + 16
+    features = backbone(torch.rand(2, 3, 100, 100))  # resized to 56 inside
+    assert features.shape == (2, 64)
+
+
+def test_preset_that_misstates_the_model_is_refused(tiny_preset) -> None:
+    from pathotune_cli.errors import BadInput
+
+    with pytest.raises(BadInput, match="says width=32 but the model has 64"):
+        load_backbone(tiny_preset(width=32))
