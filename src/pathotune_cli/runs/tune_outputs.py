@@ -1,0 +1,47 @@
+"""The tables and pictures a tuning run writes beside its prompt file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pathotune_cli.runs.records import file_sha256, write_csv, write_json
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr", "best")
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """Per-epoch history as CSV."""
+    write_csv(path, HISTORY_COLUMNS, ([row.get(c, "") for c in HISTORY_COLUMNS] for row in history))
+
+
+def data_manifest(path: Path, train_set, val_set) -> None:  # noqa: ANN001
+    """Every file the run read: split, label, size and sha256, so the run can be redone and audited."""
+    rows = []
+    for split, data in (("train", train_set), ("val", val_set)):
+        if data is None:
+            continue
+        for file, label in zip(data.paths, data.labels):
+            rows.append((str(file), data.class_names[int(label)], split, file.stat().st_size, file_sha256(file)))
+    write_csv(path, ("path", "label", "split", "bytes", "sha256"), rows)
+
+
+def write_validation_report(out: Path, model, val_split, val_set, task, batch_size, placement, seed, result) -> dict:  # noqa: ANN001
+    """Metrics with confidence intervals, predictions, confusion matrix and curves for the best epoch."""
+    from pathotune_cli.training.loop import predict_probs
+    from pathotune_cli.training.metrics import classification_metrics, predictions_table
+    from pathotune_cli.training.plots import save_confusion_matrix, save_history_curves
+
+    if result.history:
+        save_history_curves(result.history, out / "curves.png")
+    if val_split is None:
+        return {}
+    probs = predict_probs(model, val_split.store, batch_size, placement, result.instance_cache.get("val"))
+    metrics = classification_metrics(val_split.labels, probs, task.class_names, ordinal=task.ordinal, seed=seed)
+    write_json(out / "metrics.json", metrics)
+    rows = predictions_table(val_split.labels, probs, task.class_names, [str(p) for p in val_set.paths])
+    if rows:
+        write_csv(out / "val_predictions.csv", list(rows[0]), (list(r.values()) for r in rows))
+    save_confusion_matrix(metrics["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title="validation")
+    summary = {k: v["value"] for k, v in metrics["metrics"].items()}
+    return {"summary": summary, "full": metrics}
