@@ -251,6 +251,17 @@ def test_bootstrap_zero_reports_values_without_intervals() -> None:
     assert report["bootstrap"]["resamples"] == 0
 
 
+@pytest.mark.parametrize(
+    ("y", "probs", "match"),
+    [
+        (np.array([0, 1]), np.full((2, 2), 0.5), r"probs must have shape \(N, 3\)"),
+        (np.array([0, 1, 2]), np.full((2, 3), 0.3), r"y_true must have shape \(2,\)"),
+        (np.array([], dtype=int), np.zeros((0, 3)), "y_true is empty"),
+        (np.array([0.5, 1.0]), np.full((2, 3), 0.3), "integer class indices"),
+        (np.array([0, 3]), np.full((2, 3), 0.3), "outside"),
+        (np.array([0, 1]), np.array([[np.nan, 0.5, 0.5], [0.2, 0.3, 0.5]]), "NaN or inf"),
+    ],
+)
 def test_bad_inputs_are_refused_with_the_reason(y: np.ndarray, probs: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         classification_metrics(y, probs, names(3))
