@@ -102,7 +102,9 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
 
 def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     """Rewrite pydantic's first error into ours: file, key, problem and the allowed values."""
-    error = exc.errors()[0]
+    errors = exc.errors()
+    # a typo'd key also makes the real key "missing": name the typo, it is the cause
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(p) for p in error["loc"]]
     key = ".".join(loc) or "(top level)"
     kind = error["type"]

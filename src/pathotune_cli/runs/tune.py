@@ -108,6 +108,10 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
     require_classes(train_set)
     placement = place(config.device, config.precision if config.precision != "auto" else config.backbone.precision)
 
+    size = config.backbone.input_size
+    train_split = Split(ImageStore(train_set.paths, size), train_set.labels)
+    val_split = Split(ImageStore(val_set.paths, size), val_set.labels) if val_set is not None else None
+
     torch.manual_seed(config.seed)
     built = build_prompted_model(task, config.backbone, config.prompt, config.weights, allow_download)
     model = built.model
@@ -116,9 +120,6 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
         f"{config.prompt.method} on {config.backbone.name}: {model.trainable_parameters():,} trainable parameters "
         f"({share:.2%} of the backbone's {model.backbone_parameters():,}); {placement.precision} on {placement.device}"
     )})
-    size = config.backbone.input_size
-    train_split = Split(ImageStore(train_set.paths, size), train_set.labels)
-    val_split = Split(ImageStore(val_set.paths, size), val_set.labels) if val_set is not None else None
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = config.model_dump(mode="json")
