@@ -83,6 +83,9 @@ def config_digest(config: RunConfig) -> str:
 
 def tune_run(config: RunConfig, resume: bool = False, report=None, allow_download: bool = False) -> dict[str, Any]:  # noqa: ANN001
     """Tune prompts for ``config``; returns the summary that the CLI renders (and ``--json`` prints)."""
+    from pathotune_cli.backbones import resolve_weights
+
+    resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
     import torch
 
     from pathotune_cli.engine import build_prompted_model, prompt_file_meta, save_prompt_file
