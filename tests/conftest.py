@@ -90,3 +90,9 @@ def demo_task():  # noqa: ANN201
 def layouts() -> dict:
     """Token layouts of real backbone families, as ``tiny_preset`` overrides."""
     return LAYOUTS
+
+
+@pytest.fixture
+def data_file():  # noqa: ANN201
+    """Factory: ``data_file("slides/cmu-1-small-region.svs")`` -> path under ``../shared/data`` (required)."""
+    return lambda relative: require_data(SHARED_DATA / relative)

@@ -33,11 +33,13 @@ def texture(class_index: int, height: int, width: int, rng: np.random.Generator)
         img = np.broadcast_to(np.array([225, 185, 215], np.float32), (height, width, 3)).copy()
         img = _blobs(img, rng, xx, yy, count=max(1, height * width // 60), radius=(2, 3.2), colour=np.array([40, 30, 110], np.float32))
     else:  # adipose
-        img = np.broadcast_to(BACKGROUND, (height, width, 3)).copy()
-        cells = rng.uniform(0, [width, height], size=(max(2, height * width // 700), 2)).astype(np.float32)
-        d = np.sqrt((xx[..., None] - cells[:, 0]) ** 2 + (yy[..., None] - cells[:, 1]) ** 2)
-        d.sort(axis=-1)
-        border = np.clip(1.0 - (d[..., 1] - d[..., 0]) / 2.5, 0, 1)
+        img = np.broadcast_to(np.array([246, 226, 238], np.float32), (height, width, 3)).copy()
+        from scipy.spatial import cKDTree
+
+        cells = rng.uniform(-8, [width + 8, height + 8], size=(max(2, (height + 16) * (width + 16) // 180), 2))
+        d, _ = cKDTree(cells).query(np.column_stack([xx.ravel(), yy.ravel()]), k=2)
+        d = d.reshape(height, width, 2)
+        border = np.clip(1.0 - (d[..., 1] - d[..., 0]) / 3.0, 0, 1)
         img = img * (1 - border[..., None]) + _PINK * border[..., None]
     img = img + rng.normal(0, 6, size=img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)

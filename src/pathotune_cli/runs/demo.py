@@ -1,14 +1,23 @@
-"""``pathotune demo``: the whole flow on data it generates and a tiny random backbone; offline, anywhere."""
+"""``pathotune demo``: the whole flow on data it generates and a tiny random backbone; offline, anywhere.
+
+Steps: generate labelled tiles and a pyramidal slide made of regions of the demo classes, tune ``pathotune``
+prompts on ``tiny-random``, evaluate on fresh tiles, tile the slide, predict over it from the tile step's
+coordinates, and score the slide: the share of tiles that get the class of the region they lie in.
+"""
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 from typing import Any
 
+DEMO_SLIDE_SIZE = (1792, 1344)  # level-0 pixels at 0.5 µm/px: 16 x 12 demo tiles of 112 px
+DEMO_MPP = 0.5
+
 
 def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str, Any]:  # noqa: ANN001
-    """Generate tiles, tune ``pathotune`` prompts on ``tiny-random``, evaluate on fresh tiles; returns paths."""
+    """Run every step; returns the metrics and where each artifact is."""
     from pathotune_cli.demo_data import write_demo_tiles
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
@@ -18,18 +27,21 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str
     out = Path(out)
     data = write_demo_tiles(out / "tiles" / "train", per_class=40, seed=seed)
     test = write_demo_tiles(out / "tiles" / "test", per_class=20, seed=seed + 1)
-    report("info", {"message": f"generated synthetic tiles in {out / 'tiles'}"})
+    slide = write_demo_slide(out / "slides" / "demo-slide.tiff", seed=seed)
+    report("info", {"message": f"generated synthetic tiles in {out / 'tiles'} and a slide {slide}"})
     config = resolve_config(TuneOptions(
         preset="demo", data=str(data), backbone="tiny-random", method="pathotune", out=str(out / "run"),
         epochs=epochs, seed=seed, sets=["train.lr=3e-3"],
     ))
     tuned = tune_run(config, resume=(out / "run" / "prompts.safetensors").exists(), report=report)
     evaluated = eval_run(EvalOptions(prompts=tuned["prompts"], data=str(test), out=str(out / "eval"), seed=seed), report)
+    slide_result = _slide_steps(out, slide, tuned["prompts"], report)
     return {
         "out": str(out),
         "seconds": round(time.time() - started, 1),
         "tune": {k: tuned[k] for k in ("run", "prompts", "prompts_bytes", "trainable_parameters", "epochs_run", "validation")},
         "eval": {"out": evaluated["out"], "metrics": {k: v["value"] for k, v in evaluated["metrics"].items()}},
+        "slide": slide_result,
         "artifacts": {
             "training tiles": str(data),
             "test tiles": str(test),
@@ -39,5 +51,79 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str
             "validation metrics": str(out / "run" / "metrics.json"),
             "test metrics": str(Path(evaluated["out"]) / "metrics.json"),
             "confusion matrix": str(Path(evaluated["out"]) / "confusion_matrix.png"),
+            "demo slide": str(slide),
+            "tile coordinates": slide_result["coords"],
+            "tile overview": slide_result["overview"],
+            "slide predictions": slide_result["csv"],
+            "QuPath GeoJSON": slide_result["geojson"],
+            "heatmap": slide_result["heatmap"],
+            "slide summary": slide_result["summary"],
         },
+    }
+
+
+def write_demo_slide(path: Path, seed: int = 0) -> Path:
+    """A generic JPEG-tiled pyramid TIFF, mpp in its resolution tags, of four class regions on glass."""
+    from pathotune_cli.demo_data import slide_tile
+    from pathotune_cli.wsi import write_pyramid_tiff
+
+    if path.is_file():
+        return path
+    width, height = DEMO_SLIDE_SIZE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.tiff")
+    write_pyramid_tiff(tmp, width, height, lambda x, y, w, h: slide_tile(x, y, w, h, width, height, seed),
+                       mpp=DEMO_MPP, tile=256, factor=2, min_level_size=256, quality=92)
+    tmp.replace(path)
+    return path
+
+
+def slide_agreement(predictions_csv: Path, class_names: list[str]) -> float:
+    """Share of predicted tiles whose class is the class of the region under the tile's centre."""
+    import numpy as np
+
+    from pathotune_cli.demo_data import region_class
+
+    width, height = DEMO_SLIDE_SIZE
+    agree = total = 0
+    with predictions_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            cx = int(row["x"]) + int(row["w"]) / 2
+            cy = int(row["y"]) + int(row["h"]) / 2
+            region = int(region_class(np.array(cx), np.array(cy), width, height))
+            if region < 0:
+                continue
+            total += 1
+            agree += row["class"] == class_names[region]
+    return agree / total if total else 0.0
+
+
+def _slide_steps(out: Path, slide: Path, prompts: str, report) -> dict[str, Any]:  # noqa: ANN001
+    from pathotune_cli.demo_data import DEMO_CLASSES
+    from pathotune_cli.runs.predict import PredictOptions, predict_run
+    from pathotune_cli.runs.tile import TileConfig, tile_run
+
+    tiles_out = out / "slide-tiles"
+    tiled = tile_run(TileConfig(slides=(slide,), out=tiles_out, target_mpp=DEMO_MPP, tile_size=112, workers=0, resume=True))
+    row = tiled.rows[0]
+    if row.status == "failed":
+        raise RuntimeError(f"demo slide failed to tile: {row.error}")
+    coords = tiles_out / f"{slide.stem}.h5"
+    predicted = predict_run(PredictOptions(prompts=prompts, inputs=[str(slide)], out=str(out / "predict"),
+                                           coords=str(coords), workers=0), report)
+    slide_row = predicted["slides"][0]
+    if slide_row["status"] != "ok":
+        raise RuntimeError(f"demo slide failed to predict: {slide_row['error']}")
+    csv_path = out / "predict" / f"{slide.stem}.predictions.csv"
+    agreement = slide_agreement(csv_path, list(DEMO_CLASSES))
+    report("info", {"message": f"demo slide: {slide_row['tiles']} tiles, {agreement:.1%} in their region's class"})
+    return {
+        "tiles": slide_row["tiles"],
+        "region_agreement": agreement,
+        "coords": str(coords),
+        "overview": str(tiles_out / f"{slide.stem}.thumb.png"),
+        "csv": str(csv_path),
+        "geojson": str(out / "predict" / f"{slide.stem}.tiles.geojson"),
+        "heatmap": str(out / "predict" / f"{slide.stem}.heatmap.png"),
+        "summary": str(out / "predict" / "summary.csv"),
     }

@@ -1,0 +1,99 @@
+"""``pathotune predict``: map a prompt file over whole slides, images and folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pathotune_cli.cli.options import JsonOpt, PromptsArg
+from pathotune_cli.cli.render import emit_json, err, info, table, user_errors, warn
+
+
+@user_errors
+def predict(
+    prompts: PromptsArg,
+    inputs: Annotated[list[Path], typer.Argument(help="Slides, tile images, or folders of either.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
+    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Tile-reading processes (0: in-process).")] = 2,
+    coords: Annotated[Path | None, typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5.")] = None,
+    min_tissue: Annotated[float, typer.Option("--min-tissue", min=0.0, max=1.0, help="Tissue fraction a tile needs.")] = 0.25,
+    tissue: Annotated[str, typer.Option("--tissue", help="otsu (detect tissue) or none (every tile).")] = "otsu",
+    tissue_geojson: Annotated[Path | None, typer.Option("--tissue-geojson", help="Tissue contours drawn in QuPath.")] = None,
+    mpp_csv: Annotated[Path | None, typer.Option("--mpp-csv", help="CSV with slide,mpp for slides without mpp.")] = None,
+    default_mpp: Annotated[float | None, typer.Option("--default-mpp", min=0.01, max=64.0, help="mpp for slides that state none.")] = None,
+    heatmap_class: Annotated[str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    weights: Annotated[Path | None, typer.Option("--weights", help="Backbone weight file or folder.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
+    from pathotune_cli.runs.predict import PredictOptions, predict_run
+
+    opts = PredictOptions(
+        prompts=str(prompts), inputs=[str(p) for p in inputs], out=str(out), batch_size=batch_size, workers=workers,
+        precision=precision, device=device, weights=_s(weights), coords=_s(coords), min_tissue=min_tissue,
+        tissue=tissue, tissue_geojson=_s(tissue_geojson), mpp_csv=_s(mpp_csv), default_mpp=default_mpp,
+        heatmap_class=heatmap_class,
+    )
+    with _SlideProgress() as progress:
+        result = predict_run(opts, report=progress)
+    if json_out:
+        emit_json(result)
+    else:
+        if result["slides"]:
+            table(f"predictions in {result['out']} ({result['seconds']} s)",
+                  ["slide", "status", "tiles", "mpp", "top class"],
+                  [(r["slide"], r["status"], r.get("tiles", 0), r.get("mpp", ""), _top(r, result["classes"]))
+                   for r in result["slides"]])
+            info(f"per-slide CSV, GeoJSON and heatmap, and summary.csv are in {result['out']}")
+        if result["images"]:
+            info(f"{result['images']['images']} images -> {result['images']['file']}")
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
+class _SlideProgress:
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err, transient=True)
+        self.task = None
+
+    def __enter__(self) -> _SlideProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "warning":
+            warn(data["message"])
+        elif kind == "info":
+            info(data["message"])
+        elif kind == "tiles":
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(data["slide"], total=data["total"])
+        elif kind == "tiles_done" and self.task is not None:
+            self.progress.update(self.task, completed=data["done"])
+        elif kind == "slide_done":
+            status = data["status"] if data["status"] != "ok" else f"{data.get('tiles', 0)} tiles"
+            info(f"{data['slide']}: {status} ({data['seconds']} s)")
+
+
+def _top(row: dict[str, Any], classes: list[str]) -> str:
+    fractions = {c: row.get(f"fraction_{c}", 0.0) or 0.0 for c in classes}
+    if row.get("status") != "ok" or not row.get("tiles"):
+        return ""
+    best = max(fractions, key=fractions.get)
+    return f"{best} ({fractions[best]:.0%})"
+
+
+def _s(value: Path | None) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,187 @@
+"""``pathotune tile``: cut slides into tile coordinates at a physical resolution, with tissue detection."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pathotune_cli.cli.options import JsonOpt
+from pathotune_cli.cli.render import emit_json, err, table, user_errors, warn
+
+DEFAULT_MPP = 0.5
+
+
+class TissueChoice(str, Enum):
+    """Tissue detection modes."""
+
+    otsu = "otsu"
+    none = "none"
+
+
+class TileFormat(str, Enum):
+    """Image formats for --save-tiles."""
+
+    png = "png"
+    jpg = "jpg"
+
+
+SlidesArg = Annotated[
+    list[Path] | None, typer.Argument(help="Slide files or folders of slides.", show_default=False)
+]
+SlidesCsvOpt = Annotated[
+    Path | None,
+    typer.Option("--slides-csv", help="CSV with a slide column and an optional mpp column (slide,mpp)."),
+]
+TargetMppOpt = Annotated[
+    float | None,
+    typer.Option("--mpp", min=0.05, max=16.0, help=f"Target microns per pixel [default: {DEFAULT_MPP}]."),
+]
+MagOpt = Annotated[
+    float | None,
+    typer.Option("--mag", min=0.5, max=100.0, help="Target magnification instead of --mpp (e.g. 20)."),
+]
+TileSizeOpt = Annotated[
+    int, typer.Option("--tile-size", min=8, max=8192, help="Tile side in pixels at the target resolution.")
+]
+OverlapOpt = Annotated[int, typer.Option("--overlap", min=0, help="Overlap between tiles, in target pixels.")]
+MinTissueOpt = Annotated[
+    float, typer.Option("--min-tissue", min=0.0, max=1.0, help="Tissue fraction a tile needs to be kept.")
+]
+TissueOpt = Annotated[
+    TissueChoice,
+    typer.Option("--tissue", case_sensitive=False, help="otsu: detect tissue; none: every tile."),
+]
+TissueGeojsonOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tissue-geojson", help="QuPath GeoJSON of tissue (or a folder of <slide>.geojson) to use."
+    ),
+]
+DefaultMppOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--default-mpp", min=0.02, max=40.0, help="mpp for slides whose metadata and CSV give none."
+    ),
+]
+SaveTilesOpt = Annotated[
+    TileFormat | None, typer.Option("--save-tiles", case_sensitive=False, help="Also write tile images.")
+]
+SlideWorkersOpt = Annotated[
+    int, typer.Option("--workers", min=0, max=256, help="Slides processed in parallel.")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Skip slides already tiled with these settings.")]
+
+
+@user_errors
+def tile(
+    slides: SlidesArg = None,
+    slides_csv: SlidesCsvOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("tiles"),
+    mpp: TargetMppOpt = None,
+    mag: MagOpt = None,
+    tile_size: TileSizeOpt = 224,
+    overlap: OverlapOpt = 0,
+    min_tissue: MinTissueOpt = 0.25,
+    tissue: TissueOpt = TissueChoice.otsu,
+    tissue_geojson: TissueGeojsonOpt = None,
+    default_mpp: DefaultMppOpt = None,
+    save_tiles: SaveTilesOpt = None,
+    workers: SlideWorkersOpt = 1,
+    resume: ResumeOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv."""
+    from pathotune_cli.runs.tile import TileConfig, tile_run
+
+    if mpp is not None and mag is not None:
+        raise typer.BadParameter("--mpp and --mag exclude each other; give one")
+    if not slides and slides_csv is None:
+        raise typer.BadParameter("give slide files or folders, or --slides-csv FILE")
+    if overlap >= tile_size:
+        raise typer.BadParameter(f"--overlap {overlap} must be smaller than --tile-size {tile_size}")
+    config = TileConfig(
+        slides=tuple(slides or ()),
+        out=out,
+        slides_csv=slides_csv,
+        target_mpp=None if mag is not None else (mpp if mpp is not None else DEFAULT_MPP),
+        mag=mag,
+        tile_size=tile_size,
+        overlap=overlap,
+        min_tissue=min_tissue,
+        tissue=tissue.value,
+        tissue_geojson=tissue_geojson,
+        default_mpp=default_mpp,
+        save_tiles=save_tiles.value if save_tiles is not None else None,
+        workers=workers,
+        resume=resume,
+    )
+    with _SlideProgress() as progress:
+        result = tile_run(config, progress=progress)
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        failed = f"; {result.failed} failed (errors above and in manifest.csv)" if result.failed else ""
+        table(
+            f"tiles in {result.out}{failed}",
+            ["slide", "status", "tiles", "level", "mpp", "mpp source", "seconds"],
+            [
+                (
+                    Path(r.slide).name,
+                    r.status,
+                    r.tiles,
+                    _blank(r.level),
+                    _blank(r.mpp),
+                    r.mpp_source,
+                    f"{r.seconds:.1f}",
+                )
+                for r in result.rows
+            ],
+        )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+class _SlideProgress:
+    """One bar over the slides on stderr (on a terminal), and a warning line for each slide that fails."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> _SlideProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "start":
+            self.progress.start()
+            self.task = self.progress.add_task("tiling", total=data["total"])
+        elif kind == "slide":
+            row = data["row"]
+            if row.status == "failed":
+                warn(row.error)
+            elif row.note:
+                warn(row.note)
+            self.progress.update(
+                self.task, completed=data["done"], description=f"tiled {Path(row.slide).name}"
+            )
+
+
+def _blank(value: object) -> object:
+    return "" if value is None else value

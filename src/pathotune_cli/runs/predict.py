@@ -1,0 +1,297 @@
+"""``pathotune predict`` as a plain function: a prompt file mapped over slides, images and folders.
+
+Slides are tiled on the fly at the mpp and tile size stored in the prompt file (exactly as ``pathotune tile``
+would cut them), or at the coordinates of an HDF5 file from ``tile``, CLAM or TRIDENT. Tiles are read ahead by
+worker processes while the model runs. A broken slide never stops the others: it is listed in the summary
+with its error, and the exit code says whether every slide succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathotune_cli.errors import BadInput, PathotuneError
+
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclass
+class PredictOptions:
+    """What to predict on, with which prompt file, and how."""
+
+    prompts: str
+    inputs: list[str]
+    out: str = "predictions"
+    batch_size: int = 64
+    workers: int = 2
+    precision: str = "auto"
+    device: str = "auto"
+    weights: str | None = None
+    coords: str | None = None
+    """A coords ``.h5`` (one slide) or a folder of ``<slide stem>.h5`` files to reuse instead of tiling."""
+    min_tissue: float = 0.25
+    tissue: str = "otsu"
+    tissue_geojson: str | None = None
+    mpp_csv: str | None = None
+    default_mpp: float | None = None
+    heatmap_class: str | None = None
+    backend: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+    """Split INPUT arguments into slides and images; folders are searched recursively.
+
+    Raises:
+        BadInput: an input does not exist, or nothing to predict on was found.
+    """
+    slides: list[Path] = []
+    images: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise BadInput(f"input {path} does not exist", "pass slides, images or folders that exist")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            suffix = file.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                images.append(file)
+            elif suffix in SLIDE_SUFFIXES or not path.is_dir():
+                slides.append(file)  # named explicitly: let the reader say whether it is a slide
+    if not slides and not images:
+        raise BadInput(f"no slides or images found in {', '.join(inputs)}",
+                       f"slides end in {', '.join(SLIDE_SUFFIXES[:6])}, ...; images in {', '.join(IMAGE_SUFFIXES)}")
+    return slides, images
+
+
+def read_mpp_csv(path: str | None) -> dict[str, float]:
+    """Slide name (file name or stem) to mpp, from a ``slide,mpp`` CSV."""
+    if path is None:
+        return {}
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise BadInput(f"cannot read mpp CSV {path}: {exc.strerror}", "check the path") from None
+    if not rows or not {"slide", "mpp"} <= set(rows[0]):
+        raise BadInput(f"mpp CSV {path} needs columns slide,mpp", "add a header row: slide,mpp")
+    table: dict[str, float] = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            value = float(row["mpp"])
+        except (TypeError, ValueError):
+            raise BadInput(f"{path} line {line}: mpp '{row['mpp']}' is not a number", "fix the mpp column") from None
+        name = Path(row["slide"]).name
+        table[name] = value
+        table[Path(name).stem] = value
+    return table
+
+
+def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Predict every input; writes per-slide CSV, GeoJSON and heatmap, ``summary.csv`` and ``predictions.csv``."""
+    from pathotune_cli.config.loader import validate
+    from pathotune_cli.config.schema import TaskPreset
+    from pathotune_cli.engine import load_prompted_model
+    from pathotune_cli.hardware import place
+
+    report = report or (lambda kind, info: None)
+    started = time.time()
+    slides, images = collect_inputs(opts.inputs)
+    mpp_table = read_mpp_csv(opts.mpp_csv)
+    model, file = load_prompted_model(opts.prompts, opts.weights)
+    task = validate(TaskPreset, file.meta["task"], source=str(file.path))
+    if opts.heatmap_class is not None and opts.heatmap_class not in task.class_names:
+        raise BadInput(f"--heatmap-class '{opts.heatmap_class}' is not a class of this prompt file",
+                       f"use one of {', '.join(task.class_names)}")
+    placement = place(opts.device, opts.precision)
+    model.to(placement.device)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    context = _Context(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report)
+    rows = []
+    for index, slide in enumerate(slides):
+        report("slide", {"index": index, "total": len(slides), "slide": slide.name})
+        rows.append(_predict_slide_safely(context, slide, mpp_table))
+        report("slide_done", rows[-1])
+    if slides:
+        _write_summary(out / "summary.csv", rows, task.class_names)
+    image_result = _predict_images(context, images) if images else None
+    failed = [r for r in rows if r["status"] != "ok"]
+    return {
+        "out": str(out),
+        "prompts": str(file.path),
+        "task": task.name,
+        "classes": task.class_names,
+        "tile": {"mpp": task.tile.mpp, "size": task.tile.size},
+        "precision": placement.precision,
+        "slides": rows,
+        "images": image_result,
+        "failed": len(failed),
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+@dataclass
+class _Context:
+    model: Any
+    placement: Any
+    class_names: list[str]
+    tile_mpp: float
+    tile_size: int
+    opts: PredictOptions
+    out: Path
+    report: Callable[[str, dict[str, Any]], None]
+
+
+def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float]) -> dict[str, Any]:
+    started = time.time()
+    try:
+        row = _predict_slide(ctx, slide, mpp_table.get(slide.name, mpp_table.get(slide.stem)))
+        row["status"] = "ok"
+        row["error"] = ""
+    except PathotuneError as exc:
+        row = {"slide": slide.name, "status": "failed", "error": exc.one_line(), "tiles": 0}
+        ctx.report("warning", {"message": exc.one_line() if slide.name in exc.problem else f"{slide.name}: {exc.one_line()}"})
+    except Exception as exc:  # noqa: BLE001 - one broken slide must never stop the others
+        row = {"slide": slide.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "tiles": 0}
+        ctx.report("warning", {"message": f"{slide.name}: unexpected {type(exc).__name__}: {exc}"})
+    row["seconds"] = round(time.time() - started, 2)
+    return row
+
+
+def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> dict[str, Any]:
+    from pathotune_cli.wsi import draw_heatmap, iter_tile_batches, plan_slide, write_tiles_geojson
+
+    opts = ctx.opts
+    plan = plan_slide(
+        slide, target_mpp=ctx.tile_mpp, tile_size=ctx.tile_size, min_tissue=opts.min_tissue, tissue=opts.tissue,
+        tissue_geojson=opts.tissue_geojson, mpp_override=mpp_override, default_mpp=opts.default_mpp,
+        backend=opts.backend,
+    )
+    coords, level, read_size, footprint = plan.coords, plan.level, plan.read_size, plan.grid.patch_size_level0
+    coords_source = "tiled on the fly"
+    coords_file = _coords_file_for(opts.coords, slide)
+    if coords_file is not None:
+        coords, level, read_size, footprint = _reuse_coords(coords_file, plan, ctx.tile_size)
+        coords_source = str(coords_file)
+    ctx.report("tiles", {"slide": slide.name, "total": len(coords)})
+    probs = np.zeros((len(coords), len(ctx.class_names)), np.float32)
+    if len(coords):
+        batches = iter_tile_batches(
+            plan.path, coords, level=level, read_size=read_size, tile_size=ctx.tile_size,
+            batch_size=opts.batch_size, workers=opts.workers, backend=plan.backend,
+        )
+        for batch in batches:
+            probs[batch.start : batch.start + len(batch.tiles)] = _infer(ctx, batch.tiles)
+            ctx.report("tiles_done", {"slide": slide.name, "done": batch.start + len(batch.tiles)})
+    stem = slide.stem
+    _write_tile_csv(ctx.out / f"{stem}.predictions.csv", coords, footprint, probs, ctx.class_names)
+    _atomic(ctx.out / f"{stem}.tiles.geojson",
+            lambda tmp: write_tiles_geojson(tmp, coords, footprint, ctx.class_names, probs))
+    picture = draw_heatmap(plan.thumbnail, plan.level0_size, coords, footprint, probs, ctx.class_names,
+                           show=opts.heatmap_class)
+    _atomic(ctx.out / f"{stem}.heatmap.png", lambda tmp: _save_png(tmp, picture))
+    labels = probs.argmax(1) if len(coords) else np.zeros(0, int)
+    tile_area = (footprint * plan.mpp / 1000.0) ** 2
+    row: dict[str, Any] = {
+        "slide": slide.name, "tiles": int(len(coords)), "level": int(level), "mpp": round(plan.mpp, 5),
+        "mpp_source": plan.mpp_source, "coords": coords_source, "tissue_area_mm2": round(plan.tissue_area_mm2, 4),
+    }
+    for i, name in enumerate(ctx.class_names):
+        count = int((labels == i).sum())
+        row[f"fraction_{name}"] = round(count / len(coords), 4) if len(coords) else 0.0
+        row[f"area_mm2_{name}"] = round(count * tile_area, 4)
+    return row
+
+
+def _infer(ctx: _Context, tiles: np.ndarray) -> np.ndarray:
+    import torch
+
+    images = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div_(255.0).to(ctx.placement.device)
+    with torch.no_grad(), ctx.placement.autocast():
+        logits = ctx.model(images)
+    return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+def _coords_file_for(coords: str | None, slide: Path) -> Path | None:
+    if coords is None:
+        return None
+    path = Path(coords)
+    if path.is_file():
+        return path
+    candidate = path / f"{slide.stem}.h5"
+    if not candidate.is_file():
+        raise BadInput(f"no coords file {candidate} for {slide.name}", "run `pathotune tile` on it, or drop --coords")
+    return candidate
+
+
+def _reuse_coords(path: Path, plan, tile_size: int) -> tuple[np.ndarray, int, int, int]:  # noqa: ANN001
+    from pathotune_cli.wsi import read_coords
+    from pathotune_cli.wsi.grid import level_for_footprint
+    from pathotune_cli.wsi.open import open_slide
+
+    coords_file = read_coords(path)
+    with open_slide(plan.path, plan.backend) as reader:
+        downsamples = reader.level_downsamples
+    footprint = coords_file.footprint(downsamples)
+    level, read_size = level_for_footprint(downsamples, footprint, tile_size)
+    return coords_file.coords, level, read_size, footprint
+
+
+def _predict_images(ctx: _Context, images: list[Path]) -> dict[str, Any]:
+    from pathotune_cli.runs.records import write_csv
+    from pathotune_cli.training.images import ImageStore
+    from pathotune_cli.training.loop import predict_probs
+
+    store = ImageStore(images, ctx.model.backbone.input_size, max_bytes=256 * 1024**2)
+    probs = predict_probs(ctx.model, store, ctx.opts.batch_size, ctx.placement)
+    labels = probs.argmax(1)
+    path = ctx.out / "predictions.csv"
+    write_csv(path, ["path", "class", *[f"prob_{c}" for c in ctx.class_names]],
+              ([str(p), ctx.class_names[int(k)], *[f"{v:.6f}" for v in row]] for p, k, row in zip(images, labels, probs)))
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(ctx.class_names)}
+    return {"file": str(path), "images": len(images), "counts": counts}
+
+
+def _write_tile_csv(path: Path, coords: np.ndarray, footprint: int, probs: np.ndarray, classes: list[str]) -> None:
+    from pathotune_cli.runs.records import write_csv
+
+    labels = probs.argmax(1) if len(probs) else np.zeros(0, int)
+    header = ["x", "y", "w", "h", "class", *[f"prob_{c}" for c in classes]]
+    rows = ([int(x), int(y), footprint, footprint, classes[int(k)], *[f"{v:.6f}" for v in p]]
+            for (x, y), k, p in zip(coords, labels, probs))
+    write_csv(path, header, rows)
+
+
+def _write_summary(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
+    from pathotune_cli.runs.records import write_csv
+
+    header = ["slide", "status", "tiles", "level", "mpp", "mpp_source", "tissue_area_mm2",
+              *[f"fraction_{c}" for c in classes], *[f"area_mm2_{c}" for c in classes], "coords", "seconds", "error"]
+    write_csv(path, header, ([row.get(k, "") for k in header] for row in rows))
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path, format="PNG")

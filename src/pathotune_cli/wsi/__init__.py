@@ -1,0 +1,62 @@
+"""Whole-slide images: readers, mpp, tissue masks, tile grids, coordinate files and pictures.
+
+This package sits beside ``engine`` and knows nothing of torch or models; ``runs`` joins the two. Importing it
+loads numpy only: tifffile, OpenSlide, Pillow, scipy and h5py load inside the functions that use them.
+
+The pieces ``tile`` and ``predict`` share:
+
+- ``open_slide(path)`` -> ``SlideReader`` (direct TIFF decoder, OpenSlide, or Pillow for flat images);
+- ``plan_slide(path, target_mpp=..., tile_size=...)`` -> ``SlidePlan`` (level, read size, kept coords, mask);
+- ``iter_tile_batches(path, coords, level=..., read_size=..., tile_size=...)`` -> ``TileBatch`` stream;
+- ``write_coords`` / ``read_coords`` (HDF5, CLAM and TRIDENT compatible);
+- ``write_tissue_geojson`` / ``write_tiles_geojson`` / ``read_polygons`` (QuPath GeoJSON);
+- ``draw_overview`` / ``draw_heatmap`` / ``save_png`` (thumbnail pictures).
+"""
+
+from __future__ import annotations
+
+from pathotune_cli.wsi.coords_file import CoordsFile, read_coords, write_coords
+from pathotune_cli.wsi.geojson import read_polygons, write_tiles_geojson, write_tissue_geojson
+from pathotune_cli.wsi.grid import TileGrid, grid_coords, level_for_footprint, make_grid, tissue_fractions
+from pathotune_cli.wsi.mpp import resolve_mpp
+from pathotune_cli.wsi.open import BACKENDS, open_slide
+from pathotune_cli.wsi.plan import SlidePlan, plan_slide
+from pathotune_cli.wsi.reader import DamagedSlide, SlideReader
+from pathotune_cli.wsi.synthetic import blobs_tile_fn, write_pyramid_tiff
+from pathotune_cli.wsi.thumbnail import class_colors, draw_heatmap, draw_overview, save_png
+from pathotune_cli.wsi.tiles import TileBatch, iter_tile_batches, read_batch, read_tile
+from pathotune_cli.wsi.tissue import TISSUE_MODES, mask_contours, tissue_mask
+
+__all__ = [
+    "BACKENDS",
+    "TISSUE_MODES",
+    "CoordsFile",
+    "DamagedSlide",
+    "SlidePlan",
+    "SlideReader",
+    "TileBatch",
+    "TileGrid",
+    "blobs_tile_fn",
+    "class_colors",
+    "draw_heatmap",
+    "draw_overview",
+    "grid_coords",
+    "iter_tile_batches",
+    "level_for_footprint",
+    "make_grid",
+    "mask_contours",
+    "open_slide",
+    "plan_slide",
+    "read_batch",
+    "read_coords",
+    "read_polygons",
+    "read_tile",
+    "resolve_mpp",
+    "save_png",
+    "tissue_fractions",
+    "tissue_mask",
+    "write_coords",
+    "write_pyramid_tiff",
+    "write_tiles_geojson",
+    "write_tissue_geojson",
+]

@@ -1,0 +1,154 @@
+"""GeoJSON that QuPath opens: tissue contours, tile polygons with class and probabilities, and reading back.
+
+Coordinates are level-0 pixels (x right, y down), which is what QuPath expects for a slide's objects. Tile
+collections are written one feature at a time, so a slide with a million tiles never builds one big document.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathotune_cli.errors import BadInput
+from pathotune_cli.wsi.tissue import Polygon
+
+TISSUE_COLOR = (0, 160, 60)
+
+
+def tissue_features(polygons: Sequence[Polygon], name: str = "Tissue") -> dict[str, Any]:
+    """A FeatureCollection of tissue annotations, one Polygon feature per connected piece."""
+    features = [
+        {
+            "type": "Feature",
+            "id": str(uuid.uuid4()),
+            "geometry": {"type": "Polygon", "coordinates": [_ring(r) for r in polygon]},
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": name, "color": list(TISSUE_COLOR)},
+            },
+        }
+        for polygon in polygons
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_tissue_geojson(path: str | Path, polygons: Sequence[Polygon]) -> Path:
+    """Write tissue contours (level-0 polygons, holes after their exterior) as a QuPath-readable file."""
+    path = Path(path)
+    path.write_text(json.dumps(tissue_features(polygons)))
+    return path
+
+
+def write_tiles_geojson(
+    path: str | Path,
+    coords: np.ndarray,
+    size_level0: int | tuple[int, int],
+    class_names: Sequence[str],
+    probs: np.ndarray,
+    *,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    object_type: str = "tile",
+) -> Path:
+    """Write one Polygon feature per tile, classified by its most probable class.
+
+    Args:
+        path: Output ``.geojson`` file.
+        coords: ``(N, 2)`` level-0 top-left x, y of each tile.
+        size_level0: Tile side (or (width, height)) in level-0 pixels.
+        class_names: Names of the C classes, in the order of ``probs``' columns.
+        probs: ``(N, C)`` class probabilities.
+        colors: One RGB colour per class; defaults to ``thumbnail.class_colors``.
+        object_type: QuPath object type, ``tile`` (default), ``detection`` or ``annotation``.
+
+    Returns:
+        ``path``. Each feature has ``classification`` {name, color} and ``measurements``
+        {``prob_<class>``: p, ...}.
+    """
+    from pathotune_cli.wsi.thumbnail import class_colors
+
+    coords = np.asarray(coords, np.int64).reshape(-1, 2)
+    probs = np.asarray(probs, np.float64).reshape(len(coords), len(class_names))
+    w, h = (size_level0, size_level0) if isinstance(size_level0, (int, np.integer)) else size_level0
+    colors = list(colors) if colors is not None else class_colors(len(class_names))
+    keys = [f"prob_{name}" for name in class_names]
+    labels = probs.argmax(axis=1) if len(class_names) else np.zeros(len(coords), int)
+    path = Path(path)
+    with path.open("w") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [')
+        for i, ((x, y), label, row) in enumerate(
+            zip(coords.tolist(), labels.tolist(), probs.tolist(), strict=True)
+        ):
+            feature = {
+                "type": "Feature",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]],
+                },
+                "properties": {
+                    "objectType": object_type,
+                    "classification": {"name": class_names[label], "color": list(colors[label])},
+                    "measurements": {k: round(p, 6) for k, p in zip(keys, row, strict=True)},
+                },
+            }
+            fh.write(("," if i else "") + "\n" + json.dumps(feature))
+        fh.write("\n]}\n")
+    return path
+
+
+def read_polygons(path: str | Path) -> list[Polygon]:
+    """Polygons from a GeoJSON file exported by QuPath (or any GeoJSON in level-0 pixels).
+
+    Accepts a FeatureCollection, a list of features, a single Feature or a bare geometry; keeps Polygon and
+    MultiPolygon geometries and ignores points and lines.
+
+    Raises:
+        BadInput: The file is missing, not JSON, or holds no polygon.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise BadInput(f"{path}: no such GeoJSON file", "check the --tissue-geojson path") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path.name}: not valid JSON ({exc})") from exc
+    polygons: list[Polygon] = []
+    for geometry in _geometries(document):
+        kind, coordinates = geometry.get("type"), geometry.get("coordinates") or []
+        parts = [coordinates] if kind == "Polygon" else coordinates if kind == "MultiPolygon" else []
+        for part in parts:
+            rings = [np.asarray(ring, np.float64)[:, :2] for ring in part if len(ring) >= 3]
+            if rings:
+                polygons.append(rings)
+    if not polygons:
+        raise BadInput(
+            f"{path.name}: no Polygon or MultiPolygon in this GeoJSON",
+            "export the tissue annotations from QuPath as GeoJSON (File > Export objects)",
+        )
+    return polygons
+
+
+def _geometries(document: Any) -> list[dict[str, Any]]:
+    if isinstance(document, list):
+        return [g for item in document for g in _geometries(item)]
+    if not isinstance(document, dict):
+        return []
+    kind = document.get("type")
+    if kind == "FeatureCollection":
+        return _geometries(document.get("features") or [])
+    if kind == "Feature":
+        return _geometries(document.get("geometry") or {})
+    if kind == "GeometryCollection":
+        return _geometries(document.get("geometries") or [])
+    return [document] if kind in ("Polygon", "MultiPolygon") else []
+
+
+def _ring(ring: np.ndarray) -> list[list[float]]:
+    points = [[round(float(x), 2), round(float(y), 2)] for x, y in ring]
+    if points and points[0] != points[-1]:
+        points.append(points[0])
+    return points

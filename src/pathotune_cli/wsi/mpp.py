@@ -1,0 +1,117 @@
+"""Microns per pixel: read from the file where it is stated, else supplied by the user, never guessed.
+
+The order is the slide's metadata, then the slides CSV (``slide,mpp``), then ``--default-mpp``. Every output
+records which one was used as ``mpp_source`` (``metadata``, ``csv`` or ``default``). A value outside what a
+microscope scan can be (the 72 dpi a TIFF writer stores by default is 352.8 µm/px) counts as absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pathotune_cli.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+# Scans run from ~0.1 µm/px (100x) to ~20 µm/px (a 0.5x overview); beyond this range a value is a placeholder.
+PLAUSIBLE_MPP = (0.02, 40.0)
+_APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)")
+_APERIO_MAG = re.compile(r"\|\s*AppMag\s*=\s*([0-9.eE+-]+)")
+# TIFF ResolutionUnit: 1 none, 2 inch, 3 centimetre.
+_MICRONS_PER_UNIT = {2: 25_400.0, 3: 10_000.0}
+
+
+def plausible(mpp: float | None) -> bool:
+    """Whether ``mpp`` can be a microscope scan's resolution (not None, not a placeholder)."""
+    return mpp is not None and PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]
+
+
+def mpp_from_resolution(resolution: float | tuple[int, int] | None, unit: int | None) -> float | None:
+    """Microns per pixel from a TIFF XResolution value and ResolutionUnit, or None when unusable.
+
+    Args:
+        resolution: Pixels per unit, as a float or the TIFF rational ``(numerator, denominator)``.
+        unit: TIFF ResolutionUnit (2 inch, 3 centimetre); 1 (no unit) or None gives None.
+    """
+    if resolution is None or unit not in _MICRONS_PER_UNIT:
+        return None
+    if isinstance(resolution, tuple):
+        num, den = resolution
+        if not num or not den:
+            return None
+        resolution = num / den
+    if resolution <= 0:
+        return None
+    return _MICRONS_PER_UNIT[int(unit)] / float(resolution)
+
+
+def aperio_mpp(description: str | None) -> float | None:
+    """The ``MPP = 0.499`` field of an Aperio ImageDescription, or None."""
+    return _aperio_field(_APERIO_MPP, description)
+
+
+def aperio_magnification(description: str | None) -> float | None:
+    """The ``AppMag = 20`` field of an Aperio ImageDescription, or None."""
+    return _aperio_field(_APERIO_MAG, description)
+
+
+def resolve_mpp(
+    slide_name: str,
+    metadata_mpp: float | None,
+    *,
+    csv_mpp: float | None = None,
+    default_mpp: float | None = None,
+) -> tuple[float, str]:
+    """Pick the level-0 mpp of a slide and say where it came from.
+
+    Args:
+        slide_name: File name used in messages.
+        metadata_mpp: What the reader found in the file (``SlideReader.mpp``), possibly None or a placeholder.
+        csv_mpp: The slide's ``mpp`` from the slides CSV, if any.
+        default_mpp: ``--default-mpp``, if given.
+
+    Returns:
+        ``(mpp, source)`` with source ``metadata``, ``csv`` or ``default``.
+
+    Raises:
+        BadInput: No plausible value anywhere; the message says how to supply one.
+    """
+    if plausible(metadata_mpp):
+        assert metadata_mpp is not None
+        if csv_mpp is not None and abs(csv_mpp - metadata_mpp) > 0.05 * metadata_mpp:
+            log.warning(
+                "%s: the slides CSV says mpp %.4g but the file says %.4g; using the file's value",
+                slide_name,
+                csv_mpp,
+                metadata_mpp,
+            )
+        return float(metadata_mpp), "metadata"
+    for value, source in ((csv_mpp, "csv"), (default_mpp, "default")):
+        if value is None:
+            continue
+        low, high = PLAUSIBLE_MPP
+        if not plausible(value):
+            raise BadInput(
+                f"{slide_name}: {source} mpp {value:g} is outside {low}-{high} µm/px",
+                "give the scan's microns per pixel (about 0.25 at 40x, 0.5 at 20x)",
+            )
+        return float(value), source
+    stated = f" (the file states {metadata_mpp:.5g} µm/px, a placeholder)" if metadata_mpp else ""
+    raise BadInput(
+        f"{slide_name}: no microns-per-pixel in the slide's metadata{stated}",
+        "pass --default-mpp 0.25 (for example) or add an mpp column to the slides CSV (slide,mpp)",
+    )
+
+
+def _aperio_field(pattern: re.Pattern[str], description: str | None) -> float | None:
+    if not description or not description.startswith("Aperio"):
+        return None
+    match = pattern.search(description)
+    if not match:
+        return None
+    try:
+        value = float(match.group(1))
+    except ValueError:
+        return None
+    return value if value > 0 else None

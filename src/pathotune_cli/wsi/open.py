@@ -1,0 +1,130 @@
+"""Pick the reader for a slide: the direct TIFF decoder where the file allows it, else OpenSlide, else Pillow.
+
+Every way a file can fail to open ends in one line that names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pathotune_cli.errors import BadInput, MissingDependency
+from pathotune_cli.wsi.reader import DamagedSlide, SlideReader
+
+Backend = Literal["auto", "tifffile", "openslide", "image"]
+BACKENDS: tuple[str, ...] = ("auto", "tifffile", "openslide", "image")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# Formats only OpenSlide reads; without it these get the pip install line rather than "unreadable".
+_OPENSLIDE_ONLY = frozenset({".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".dcm"})
+
+
+def open_slide(path: str | Path, backend: Backend | str = "auto") -> SlideReader:
+    """Open a slide or image with the fastest reader that handles it.
+
+    Args:
+        path: A slide file (SVS, generic tiled TIFF, NDPI, MRXS, DICOM, ...) or a flat image.
+        backend: ``auto`` tries, in order, the direct tifffile decoder (tiled TIFF-family files whose
+            levels are plain tiled pages, including SVS), OpenSlide, then Pillow for flat images.
+            ``tifffile``, ``openslide`` or ``image`` force one reader.
+
+    Returns:
+        An open ``SlideReader``; close it, or use it as a context manager.
+
+    Raises:
+        BadInput: The file is missing, not a slide or image, or damaged (``DamagedSlide``).
+        MissingDependency: The file needs OpenSlide (openslide-python, openslide-bin) or imagecodecs, and
+            neither reader that could read it is installed.
+    """
+    path = Path(path)
+    _check_file(path)
+    if backend not in BACKENDS:
+        raise BadInput(f"unknown slide backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return _open_with(path, backend)
+    reasons: list[str] = []
+    missing: MissingDependency | None = None
+    if _is_tiff(path):
+        from pathotune_cli.wsi.tiff_reader import TiffSlideReader
+
+        try:
+            return TiffSlideReader(path)
+        except DamagedSlide:
+            raise
+        except MissingDependency as exc:
+            missing = exc  # OpenSlide may still read it; if not, this is the answer
+        except BadInput as exc:
+            reasons.append(_strip_name(exc.problem, path))
+    openslide_missing = False
+    try:
+        from pathotune_cli.wsi.openslide_reader import OpenSlideReader, import_openslide
+
+        if import_openslide().OpenSlide.detect_format(str(path)):
+            return OpenSlideReader(path)
+        reasons.append("OpenSlide does not recognise it")
+    except MissingDependency:
+        openslide_missing = True
+    if missing is not None:  # a tiled TIFF we could decode with imagecodecs: not a case for Pillow
+        raise missing
+    try:
+        from pathotune_cli.wsi.image_reader import ImageReader
+
+        return ImageReader(path)
+    except BadInput as exc:
+        if exc.fix:  # Pillow read it but refuses it (too large): that is the answer
+            raise
+        reasons.append("Pillow does not recognise it")
+    if openslide_missing and (path.suffix.lower() in _OPENSLIDE_ONLY or _is_tiff(path)):
+        from pathotune_cli.wsi.openslide_reader import INSTALL
+
+        raise MissingDependency(
+            f"{path.name}: reading this slide needs OpenSlide, which is not installed", INSTALL
+        )
+    raise BadInput(
+        f"{path.name}: not a slide or image pathotune can read ({_describe(path)}; {'; '.join(reasons)})"
+    )
+
+
+def _open_with(path: Path, backend: str) -> SlideReader:
+    if backend == "tifffile":
+        from pathotune_cli.wsi.tiff_reader import TiffSlideReader
+
+        return TiffSlideReader(path)
+    if backend == "openslide":
+        from pathotune_cli.wsi.openslide_reader import OpenSlideReader
+
+        return OpenSlideReader(path)
+    from pathotune_cli.wsi.image_reader import ImageReader
+
+    return ImageReader(path)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise BadInput(f"{path}: no such file", "check the path")
+    if path.is_dir():
+        raise BadInput(
+            f"{path}: a folder, not a slide file", "pass the slide file itself (for MRXS, the .mrxs)"
+        )
+    if path.stat().st_size == 0:
+        raise DamagedSlide(f"{path.name}: the file is empty", "copy it again from the scanner")
+
+
+def _is_tiff(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) in _TIFF_MAGIC
+
+
+def _describe(path: Path) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    if head[:4] in _TIFF_MAGIC:
+        return "a TIFF"
+    text = head.decode("utf-8", errors="replace")
+    if text.strip() and all(c.isprintable() or c in "\t\r\n" for c in text.rstrip("\ufffd")):
+        return "it holds text"
+    return "unrecognised binary data"
+
+
+def _strip_name(problem: str, path: Path) -> str:
+    prefix = f"{path.name}: "
+    return problem[len(prefix) :] if problem.startswith(prefix) else problem

@@ -1,0 +1,315 @@
+"""Direct tile decoding for tiled TIFF-family slides (generic pyramid TIFF, Aperio SVS), without OpenSlide.
+
+OpenSlide converts every tile to premultiplied RGBA and back; here the stored tiles (JPEG with the shared
+JPEG tables, or deflate/LZW/raw) are read with ``os.pread`` and decoded by tifffile/imagecodecs straight to
+RGB, with a small LRU cache of decoded tiles so neighbouring reads share them. Files OpenSlide treats
+specially (NDPI, Leica SCN, Ventana BIF, Philips TIFF) are refused here with the reason, and
+``open_slide`` hands them to OpenSlide.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathotune_cli.errors import BadInput, MissingDependency
+from pathotune_cli.wsi import mpp as mpp_meta
+from pathotune_cli.wsi.reader import WHITE, DamagedSlide, SlideReader, first_line
+
+# tifffile flags a file may carry and still be a plain pyramid whose tiles we can place ourselves.
+_PLAIN_FLAGS = frozenset({"shaped", "svs", "ome", "uniform"})
+# Compressions decoded here: none, LZW, JPEG, deflate (two codes), WebP, zstd.
+_COMPRESSIONS = frozenset({1, 5, 7, 8, 32946, 50001, 50000})
+_ASPECT_TOLERANCE = 0.02
+_CACHE_TILES = 128
+_MAX_IFDS = 100_000
+# TIFF field type -> bytes per value (BYTE, ASCII, SHORT, LONG, RATIONAL, ..., LONG8, SLONG8, IFD8).
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}  # fmt: skip
+_TYPE_SIZES.update({16: 8, 17: 8, 18: 8})  # BigTIFF: LONG8, SLONG8, IFD8
+
+
+class TiffSlideReader(SlideReader):
+    """Reads the levels of a tiled TIFF pyramid by decoding its stored tiles directly."""
+
+    backend = "tifffile"
+
+    def __init__(self, path: str | Path, *, cache_tiles: int = _CACHE_TILES) -> None:
+        """Open ``path``; raises BadInput when the file is not a pyramid this reader handles."""
+        import tifffile
+
+        super().__init__(path)
+        check_header(self.path)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+            raise BadInput(f"{self.path.name}: not a readable TIFF ({first_line(exc)})") from exc
+        try:
+            reason = _ineligible(self._tif)
+            if reason:
+                raise BadInput(f"{self.path.name}: {reason}", "open it with OpenSlide (backend='openslide')")
+            self._pages = _level_pages(self._tif)
+            _check_complete(self.path, self._pages)
+            _check_codecs(self.path, self._pages)
+        except (tifffile.TiffFileError, ValueError, IndexError, KeyError) as exc:
+            self._tif.close()
+            raise BadInput(f"{self.path.name}: not a readable TIFF ({first_line(exc)})") from exc
+        except BaseException:
+            self._tif.close()
+            raise
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_tiles = cache_tiles
+        first = self._pages[0]
+        self._description = first.description or ""
+        self._dims = tuple((p.imagewidth, p.imagelength) for p in self._pages)
+
+    # -- metadata -------------------------------------------------------------------------------------
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """(width, height) of every level, level 0 first."""
+        return self._dims  # type: ignore[return-value]
+
+    @property
+    def mpp(self) -> float | None:
+        """From the Aperio description when there is one, else the level-0 resolution tags."""
+        value, _ = self._mpp()
+        return value
+
+    @property
+    def mpp_source(self) -> str | None:
+        """``aperio-description`` or ``tiff-resolution``, or None."""
+        _, source = self._mpp()
+        return source
+
+    @property
+    def objective_power(self) -> float | None:
+        """The Aperio ``AppMag`` field, else None (generic TIFF does not record it)."""
+        return mpp_meta.aperio_magnification(self._description)
+
+    @property
+    def associated_images(self) -> dict[str, np.ndarray]:
+        """Aperio thumbnail, label and macro images (other series of the file), as RGB uint8."""
+        images: dict[str, np.ndarray] = {}
+        for series in self._tif.series[1:]:
+            name = (series.name or "").lower()
+            if name in {"thumbnail", "label", "macro"}:
+                arr = series.asarray()
+                if arr.ndim == 3 and arr.shape[-1] >= 3:
+                    images[name] = np.ascontiguousarray(arr[..., :3])
+        return images
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """A few TIFF facts, for display."""
+        first = self._pages[0]
+        return {
+            "tiff.ImageDescription": self._description,
+            "tiff.Compression": str(first.compression),
+            "tiff.TileSize": f"{first.tilewidth}x{first.tilelength}",
+        }
+
+    def close(self) -> None:
+        """Close the file handles."""
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None  # type: ignore[assignment]
+        self._tif.close()
+        self._cache.clear()
+
+    # -- reading --------------------------------------------------------------------------------------
+    def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        page = self._pages[level]
+        tw, tl = page.tilewidth, page.tilelength
+        across = -(-page.imagewidth // tw)
+        out = np.empty((h, w, 3), np.uint8)
+        for ty in range(y // tl, (y + h - 1) // tl + 1):
+            for tx in range(x // tw, (x + w - 1) // tw + 1):
+                tile = self._tile(level, ty * across + tx)
+                sx0, sy0 = max(x, tx * tw), max(y, ty * tl)
+                sx1, sy1 = min(x + w, (tx + 1) * tw), min(y + h, (ty + 1) * tl)
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    sy0 - ty * tl : sy1 - ty * tl, sx0 - tx * tw : sx1 - tx * tw
+                ]
+        return out
+
+    def _tile(self, level: int, index: int) -> np.ndarray:
+        key = (level, index)
+        tile = self._cache.get(key)
+        if tile is not None:
+            self._cache.move_to_end(key)
+            return tile
+        page = self._pages[level]
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        if count == 0:  # a sparse file's missing tile: background, as OpenSlide paints it
+            tile = np.full((page.tilelength, page.tilewidth, 3), WHITE, np.uint8)
+        else:
+            data = os.pread(self._fd, count, offset)
+            try:
+                decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+            except Exception as exc:  # noqa: BLE001 - codec errors have many types; one line for the user
+                raise DamagedSlide(
+                    f"{self.path.name}: tile {index} of level {level} cannot be decoded ({first_line(exc)})",
+                    "the file is damaged; copy it again from the scanner",
+                ) from exc
+            tile = np.asarray(decoded).reshape(decoded.shape[-3:])[..., :3]
+            if tile.shape[:2] != (page.tilelength, page.tilewidth):  # a short edge tile
+                full = np.full((page.tilelength, page.tilewidth, 3), WHITE, np.uint8)
+                full[: tile.shape[0], : tile.shape[1]] = tile
+                tile = full
+        self._cache[key] = tile
+        if len(self._cache) > self._cache_tiles:
+            self._cache.popitem(last=False)
+        return tile
+
+    def _mpp(self) -> tuple[float | None, str | None]:
+        value = mpp_meta.aperio_mpp(self._description)
+        if value is not None:
+            return value, "aperio-description"
+        first = self._pages[0]
+        unit = first.tags.get("ResolutionUnit")
+        xres = first.tags.get("XResolution")
+        value = mpp_meta.mpp_from_resolution(
+            xres.value if xres is not None else None, int(unit.value) if unit is not None else None
+        )
+        return (value, "tiff-resolution") if value is not None else (None, None)
+
+
+def check_header(path: Path) -> None:
+    """Refuse a TIFF whose image directories run past the end of the file (a truncated copy).
+
+    Walks the main IFD chain with ``struct`` only, so a cut-off file gets one line before any library
+    warns about offsets.
+
+    Raises:
+        DamagedSlide: An image directory, or the chain's next pointer, lies outside the file.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(head[:2])
+        if order is None or len(head) < 8:
+            return
+        version = struct.unpack(order + "H", head[2:4])[0]
+        if version == 42:
+            count_fmt, entry_size, offset_fmt, offset = "H", 12, "I", struct.unpack(order + "I", head[4:8])[0]
+        elif version == 43 and len(head) == 16:
+            count_fmt, entry_size, offset_fmt, offset = (
+                "Q",
+                20,
+                "Q",
+                struct.unpack(order + "Q", head[8:16])[0],
+            )
+        else:
+            return
+        count_size, offset_size = struct.calcsize(count_fmt), struct.calcsize(offset_fmt)
+        seen: set[int] = set()
+        while offset and offset not in seen and len(seen) < _MAX_IFDS:
+            seen.add(offset)
+            if offset + count_size > size:
+                break
+            fh.seek(offset)
+            entries = struct.unpack(order + count_fmt, fh.read(count_size))[0]
+            end = offset + count_size + entries * entry_size + offset_size
+            if end > size:
+                break
+            table = fh.read(entries * entry_size)
+            if _values_end(table, order, entries, entry_size, offset_fmt) > size:
+                break
+            offset = struct.unpack(order + offset_fmt, fh.read(offset_size))[0]
+        else:
+            return
+    raise DamagedSlide(
+        f"{path.name}: the file is truncated (image directory {len(seen)} at byte {offset:,} runs past "
+        f"the end of the file, {size:,} bytes)",
+        "copy it again from the scanner",
+    )
+
+
+def _values_end(table: bytes, order: str, entries: int, entry_size: int, offset_fmt: str) -> int:
+    """The furthest byte any tag value of one IFD reaches (values too long to sit inside their entry)."""
+    inline = struct.calcsize(offset_fmt)
+    count_fmt = order + ("I" if inline == 4 else "Q")
+    furthest = 0
+    for i in range(entries):
+        entry = table[i * entry_size : (i + 1) * entry_size]
+        dtype = struct.unpack(order + "H", entry[2:4])[0]
+        count = struct.unpack(count_fmt, entry[4 : 4 + inline])[0]
+        nbytes = count * _TYPE_SIZES.get(dtype, 1)
+        if nbytes > inline:
+            furthest = max(furthest, struct.unpack(order + offset_fmt, entry[4 + inline :])[0] + nbytes)
+    return furthest
+
+
+def _ineligible(tif: Any) -> str | None:
+    flags = set(tif.flags)
+    if not flags <= _PLAIN_FLAGS:
+        return f"a {'/'.join(sorted(flags - _PLAIN_FLAGS)).upper()} TIFF, which needs OpenSlide"
+    if not tif.series:
+        return "a TIFF without images"
+    series = tif.series[0]
+    if series.axes not in ("YXS",) or series.dtype != np.uint8 or series.shape[-1] not in (3, 4):
+        return f"not an 8-bit RGB image (axes {series.axes}, {series.dtype})"
+    for page in _level_pages(tif):
+        if not page.is_tiled:
+            return "not tiled (a flat image)"
+        if page.compression not in _COMPRESSIONS:
+            return f"compression {page.compression!s} is not decoded directly"
+        if page.planarconfig != 1:
+            return "planar (separate) colour channels"
+        if page.photometric not in (2, 6) or (page.photometric == 6 and page.compression != 7):
+            return f"photometric {page.photometric!s} is not RGB"
+    return None
+
+
+def _level_pages(tif: Any) -> list[Any]:
+    """Level 0 and every reduced copy of it, coarsest last.
+
+    SubIFD pyramids come from tifffile's series; otherwise every tiled page of the main chain with the
+    aspect ratio of level 0 is a level (reduced pages flagged ``subfiletype=1`` in generic TIFF, plain
+    pages in SVS), which skips SVS thumbnail, label and macro pages as OpenSlide does.
+    """
+    series = tif.series[0]
+    if len(series.levels) > 1 and tif.pages[0].subifds:
+        return [level.keyframe for level in series.levels]
+    first = tif.pages[0]
+    pages = [first]
+    aspect = first.imagewidth / first.imagelength
+    for page in tif.pages[1:]:
+        if not getattr(page, "is_tiled", False) or page.imagewidth >= pages[-1].imagewidth:
+            continue
+        if abs(page.imagewidth / page.imagelength - aspect) / aspect > _ASPECT_TOLERANCE:
+            continue
+        if page.shape[-1:] != first.shape[-1:] or page.dtype != first.dtype:
+            continue
+        pages.append(page)
+    return pages
+
+
+def _check_codecs(path: Path, pages: list[Any]) -> None:
+    if all(page.compression == 1 for page in pages):
+        return
+    try:
+        import imagecodecs  # noqa: F401 - tifffile decodes JPEG, deflate and LZW tiles through it
+    except ImportError as exc:
+        raise MissingDependency(
+            f"{path.name}: decoding its compressed tiles needs imagecodecs, which is not installed",
+            "pip install imagecodecs",
+        ) from exc
+
+
+def _check_complete(path: Path, pages: list[Any]) -> None:
+    size = path.stat().st_size
+    for level, page in enumerate(pages):
+        offsets = np.asarray(page.dataoffsets, np.int64)
+        counts = np.asarray(page.databytecounts, np.int64)
+        if offsets.size and int((offsets + counts).max()) > size:
+            raise DamagedSlide(
+                f"{path.name}: the file is truncated (level {level} tiles end at byte "
+                f"{int((offsets + counts).max()):,}, the file has {size:,})",
+                "copy it again from the scanner",
+            )

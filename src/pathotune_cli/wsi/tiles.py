@@ -1,0 +1,170 @@
+"""Stream a slide's tiles in batches, read ahead by worker processes, with memory flat in slide size.
+
+Each worker opens its own reader once and reads whole batches; the parent keeps at most
+``workers * prefetch`` batches in flight and yields them in the order of ``coords``. Workers start with
+``spawn`` so a parent that already runs torch threads is never forked.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathotune_cli.errors import PathotuneError
+from pathotune_cli.wsi.reader import SlideReader
+
+# In a worker process: its own reader, or the error that kept it from opening (sent back with each batch).
+_worker_reader: SlideReader | None = None
+_worker_error: tuple[type[PathotuneError], str, str] = (PathotuneError, "slide reader did not start", "")
+
+
+@dataclass(frozen=True)
+class TileBatch:
+    """A batch of tiles and where they came from."""
+
+    tiles: np.ndarray
+    """``(B, tile_size, tile_size, 3)`` uint8 RGB."""
+    coords: np.ndarray
+    """``(B, 2)`` int64 level-0 top-left x, y."""
+    start: int
+    """Index of the first tile of the batch in the ``coords`` that were streamed."""
+
+
+def read_tile(
+    reader: SlideReader, x0: int, y0: int, level: int, read_size: int, tile_size: int
+) -> np.ndarray:
+    """One tile: ``read_size`` pixels of ``level`` at level-0 ``(x0, y0)``, resized to ``tile_size``.
+
+    Parts outside the slide (a pixel of pyramid rounding at the far edge) are white.
+    """
+    from PIL import Image
+
+    region = reader.read_region(int(x0), int(y0), level, read_size, read_size, pad=True)
+    if read_size == tile_size:
+        return region
+    return np.asarray(Image.fromarray(region).resize((tile_size, tile_size), Image.Resampling.BILINEAR))
+
+
+def read_batch(
+    reader: SlideReader, coords: np.ndarray, level: int, read_size: int, tile_size: int
+) -> np.ndarray:
+    """Tiles at each of ``coords`` as one ``(B, tile_size, tile_size, 3)`` uint8 array."""
+    out = np.empty((len(coords), tile_size, tile_size, 3), np.uint8)
+    for i, (x, y) in enumerate(np.asarray(coords, np.int64).reshape(-1, 2)):
+        out[i] = read_tile(reader, int(x), int(y), level, read_size, tile_size)
+    return out
+
+
+def iter_tile_batches(
+    slide: str | Path | SlideReader,
+    coords: np.ndarray,
+    *,
+    level: int,
+    read_size: int,
+    tile_size: int,
+    batch_size: int = 64,
+    workers: int = 0,
+    prefetch: int = 2,
+    backend: str = "auto",
+) -> Iterator[TileBatch]:
+    """Yield the tiles at ``coords`` in batches, in order.
+
+    Args:
+        slide: A slide path, or an open reader (its path and backend are reused by the workers).
+        coords: ``(N, 2)`` level-0 top-left x, y (e.g. ``SlidePlan.coords`` or ``read_coords(...).coords``).
+        level: Level to read from.
+        read_size: Pixels of ``level`` per tile side.
+        tile_size: Side of the tiles yielded (resized from ``read_size``).
+        batch_size: Tiles per batch (the last batch may be smaller).
+        workers: Reading processes; 0 reads in this process.
+        prefetch: Batches read ahead per worker.
+        backend: Reader backend when ``slide`` is a path (see ``open_slide``).
+
+    Yields:
+        ``TileBatch`` objects; closing the generator early stops the workers.
+
+    Raises:
+        PathotuneError: The slide cannot be opened or a region cannot be read (raised in this process
+            even when a worker hit it).
+    """
+    from pathotune_cli.wsi.open import open_slide
+
+    coords = np.asarray(coords, np.int64).reshape(-1, 2)
+    starts = range(0, len(coords), max(1, batch_size))
+    if workers <= 0:
+        own = not isinstance(slide, SlideReader)
+        reader = open_slide(slide, backend) if own else slide  # type: ignore[arg-type]
+        try:
+            for start in starts:
+                chunk = coords[start : start + batch_size]
+                yield TileBatch(read_batch(reader, chunk, level, read_size, tile_size), chunk, start)
+        finally:
+            if own:
+                reader.close()
+        return
+    if not len(coords):
+        return
+    if isinstance(slide, SlideReader):
+        slide, backend = slide.path, slide.backend
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(str(slide), backend),
+    )
+    pending: deque[tuple[int, Future[Any]]] = deque()
+
+    def submit(start: int) -> None:
+        chunk = coords[start : start + batch_size]
+        pending.append((start, pool.submit(_worker_batch, chunk, level, read_size, tile_size)))
+
+    todo = iter(starts)
+    try:
+        for start in todo:
+            submit(start)
+            if len(pending) >= workers * max(1, prefetch):
+                break
+        while pending:
+            start, future = pending.popleft()
+            tiles = _unwrap(future.result())
+            nxt = next(todo, None)
+            if nxt is not None:
+                submit(nxt)
+            yield TileBatch(tiles, coords[start : start + len(tiles)], start)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_worker(path: str, backend: str) -> None:
+    global _worker_reader, _worker_error
+    from pathotune_cli.wsi.open import open_slide
+
+    try:
+        _worker_reader = open_slide(path, backend)
+    except PathotuneError as exc:  # reported with the first batch, where the parent can raise it
+        _worker_reader = None
+        _worker_error = (type(exc), exc.problem, exc.fix)
+
+
+def _worker_batch(coords: np.ndarray, level: int, read_size: int, tile_size: int) -> Any:
+    # PathotuneError keeps its fix only in an attribute that pickling drops, so errors travel as tuples.
+    if _worker_reader is None:
+        return _worker_error
+    try:
+        return read_batch(_worker_reader, coords, level, read_size, tile_size)
+    except PathotuneError as exc:
+        return (type(exc), exc.problem, exc.fix)
+
+
+def _unwrap(result: Any) -> np.ndarray:
+    if isinstance(result, tuple):
+        cls, problem, fix = result
+        raise cls(problem, fix)
+    return result

@@ -1,0 +1,89 @@
+"""Streaming tiles: order, workers, resizing, errors from workers, and memory flat in slide size."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pathotune_cli.errors import BadInput
+from pathotune_cli.wsi import iter_tile_batches, open_slide, plan_slide, read_tile, write_pyramid_tiff
+from pathotune_cli.wsi.synthetic import blobs_tile_fn
+
+
+def _collect(batches) -> tuple[np.ndarray, np.ndarray, list[int]]:  # noqa: ANN001
+    tiles, coords, starts = [], [], []
+    for batch in batches:
+        tiles.append(batch.tiles)
+        coords.append(batch.coords)
+        starts.append(batch.start)
+    return np.concatenate(tiles), np.concatenate(coords), starts
+
+
+def test_batches_come_in_order_and_match_single_reads(cmu_svs: Path) -> None:
+    plan = plan_slide(cmu_svs, target_mpp=0.5)
+    tiles, coords, starts = _collect(
+        iter_tile_batches(cmu_svs, plan.coords, level=0, read_size=224, tile_size=224, batch_size=16)
+    )
+    assert np.array_equal(coords, plan.coords)
+    assert starts == list(range(0, len(plan.coords), 16))
+    assert tiles.shape == (len(plan.coords), 224, 224, 3) and tiles.dtype == np.uint8
+    with open_slide(cmu_svs) as reader:
+        x, y = plan.coords[7]
+        assert np.array_equal(tiles[7], reader.read_region(int(x), int(y), 0, 224, 224))
+
+
+def test_worker_processes_give_the_same_tiles(cmu_pyramid: Path) -> None:
+    plan = plan_slide(cmu_pyramid, target_mpp=1.0, tile_size=96)
+    kwargs = dict(level=plan.level, read_size=plan.read_size, tile_size=96, batch_size=8)
+    local, coords, _ = _collect(iter_tile_batches(cmu_pyramid, plan.coords, **kwargs))
+    pooled, pooled_coords, _ = _collect(
+        iter_tile_batches(cmu_pyramid, plan.coords, workers=2, prefetch=2, **kwargs)
+    )
+    assert np.array_equal(coords, pooled_coords)
+    assert np.array_equal(local, pooled)
+
+
+def test_an_error_in_a_worker_reaches_the_caller_with_its_fix(cmu_pyramid: Path) -> None:
+    batches = iter_tile_batches(cmu_pyramid, np.array([[0, 0]]), level=7, read_size=8, tile_size=8, workers=1)
+    with pytest.raises(BadInput, match="level 7 does not exist"):
+        next(batches)
+    with pytest.raises(BadInput, match="no such file"):
+        next(
+            iter_tile_batches("absent.svs", np.array([[0, 0]]), level=0, read_size=8, tile_size=8, workers=1)
+        )
+
+
+def test_read_size_is_resized_to_tile_size(cmu_pyramid: Path) -> None:
+    with open_slide(cmu_pyramid) as reader:
+        tile = read_tile(reader, 448, 448, 1, 112, 56)
+        region = reader.read_region(448, 448, 1, 112, 112)
+    assert tile.shape == (56, 56, 3)
+    assert abs(float(tile.mean()) - float(region.mean())) < 2
+
+
+def _stream_peak(path: Path) -> tuple[int, int]:
+    plan = plan_slide(path, target_mpp=0.5, tissue="none")
+    tracemalloc.start()
+    try:
+        count = 0
+        for batch in iter_tile_batches(
+            path, plan.coords, level=plan.level, read_size=plan.read_size, tile_size=224, batch_size=32
+        ):
+            count += len(batch.tiles)
+        return tracemalloc.get_traced_memory()[1], count
+    finally:
+        tracemalloc.stop()
+
+
+def test_streaming_memory_is_flat_in_slide_size(tmp_path: Path) -> None:
+    small = write_pyramid_tiff(tmp_path / "small.tiff", 4096, 4096, blobs_tile_fn(4096, 4096), mpp=0.5)
+    large = write_pyramid_tiff(tmp_path / "large.tiff", 8192, 8192, blobs_tile_fn(8192, 8192), mpp=0.5)
+    peak_small, n_small = _stream_peak(small)
+    peak_large, n_large = _stream_peak(large)
+    assert n_large == 36 * 36 and n_small == 18 * 18  # every tile of the grid, 4x more on the large slide
+    level0_bytes = 8192 * 8192 * 3  # 201 MB
+    assert peak_large < level0_bytes / 3
+    assert peak_large < peak_small * 1.5 + 8e6  # a bounded tile cache and one batch, whatever the size
