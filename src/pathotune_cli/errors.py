@@ -16,6 +16,9 @@ class PathotuneError(Exception):
         self.problem = problem
         self.fix = fix
 
+    def __reduce__(self):  # noqa: ANN204 - keep the fix when errors cross process boundaries
+        return (type(self), (self.problem, self.fix))
+
     def one_line(self) -> str:
         """The message a user sees: the problem, then the fix."""
         return f"{self.problem}; {self.fix}" if self.fix else self.problem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -32,4 +33,33 @@ DataOpt = Annotated[
 PromptsArg = Annotated[Path, typer.Argument(help="A prompt file written by `pathotune tune`.")]
 WeightsOpt = Annotated[
     Path | None, typer.Option("--weights", help="Backbone weight file or folder (overrides the weight map).")
+]
+
+
+# Slide options shared by `tile` and `predict`, so both cut and read slides the same way.
+class TissueChoice(str, Enum):
+    """Tissue detection modes."""
+
+    otsu = "otsu"
+    none = "none"
+
+
+SlidesCsvOpt = Annotated[
+    Path | None,
+    typer.Option("--slides-csv", help="CSV with a slide column and an optional mpp column (slide,mpp)."),
+]
+MinTissueOpt = Annotated[
+    float, typer.Option("--min-tissue", min=0.0, max=1.0, help="Tissue fraction a tile needs to be kept.")
+]
+TissueOpt = Annotated[
+    TissueChoice,
+    typer.Option("--tissue", case_sensitive=False, help="otsu: detect tissue; none: every tile."),
+]
+TissueGeojsonOpt = Annotated[
+    Path | None,
+    typer.Option("--tissue-geojson", help="QuPath GeoJSON of tissue (or a folder of <slide>.geojson) to use."),
+]
+DefaultMppOpt = Annotated[
+    float | None,
+    typer.Option("--default-mpp", min=0.02, max=40.0, help="mpp for slides whose metadata and CSV give none."),
 ]

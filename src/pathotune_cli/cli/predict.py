@@ -7,23 +7,32 @@ from typing import Annotated, Any
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, PromptsArg
+from pathotune_cli.cli.options import (
+    DefaultMppOpt,
+    JsonOpt,
+    MinTissueOpt,
+    PromptsArg,
+    SlidesCsvOpt,
+    TissueChoice,
+    TissueGeojsonOpt,
+    TissueOpt,
+)
 from pathotune_cli.cli.render import emit_json, err, info, table, user_errors, warn
 
 
 @user_errors
 def predict(
     prompts: PromptsArg,
-    inputs: Annotated[list[Path], typer.Argument(help="Slides, tile images, or folders of either.")],
+    inputs: Annotated[list[Path] | None, typer.Argument(help="Slides, tile images, or folders of either.", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
     workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Tile-reading processes (0: in-process).")] = 2,
     coords: Annotated[Path | None, typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5.")] = None,
-    min_tissue: Annotated[float, typer.Option("--min-tissue", min=0.0, max=1.0, help="Tissue fraction a tile needs.")] = 0.25,
-    tissue: Annotated[str, typer.Option("--tissue", help="otsu (detect tissue) or none (every tile).")] = "otsu",
-    tissue_geojson: Annotated[Path | None, typer.Option("--tissue-geojson", help="Tissue contours drawn in QuPath.")] = None,
-    mpp_csv: Annotated[Path | None, typer.Option("--mpp-csv", help="CSV with slide,mpp for slides without mpp.")] = None,
-    default_mpp: Annotated[float | None, typer.Option("--default-mpp", min=0.01, max=64.0, help="mpp for slides that state none.")] = None,
+    slides_csv: SlidesCsvOpt = None,
+    min_tissue: MinTissueOpt = 0.25,
+    tissue: TissueOpt = TissueChoice.otsu,
+    tissue_geojson: TissueGeojsonOpt = None,
+    default_mpp: DefaultMppOpt = None,
     heatmap_class: Annotated[str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")] = None,
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -34,9 +43,9 @@ def predict(
     from pathotune_cli.runs.predict import PredictOptions, predict_run
 
     opts = PredictOptions(
-        prompts=str(prompts), inputs=[str(p) for p in inputs], out=str(out), batch_size=batch_size, workers=workers,
+        prompts=str(prompts), inputs=[str(p) for p in inputs or []], out=str(out), batch_size=batch_size, workers=workers,
         precision=precision, device=device, weights=_s(weights), coords=_s(coords), min_tissue=min_tissue,
-        tissue=tissue, tissue_geojson=_s(tissue_geojson), mpp_csv=_s(mpp_csv), default_mpp=default_mpp,
+        tissue=tissue.value, tissue_geojson=_s(tissue_geojson), slides_csv=_s(slides_csv), default_mpp=default_mpp,
         heatmap_class=heatmap_class,
     )
     with _SlideProgress() as progress:

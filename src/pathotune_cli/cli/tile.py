@@ -8,17 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt
+from pathotune_cli.cli.options import (
+    DefaultMppOpt,
+    JsonOpt,
+    MinTissueOpt,
+    SlidesCsvOpt,
+    TissueChoice,
+    TissueGeojsonOpt,
+    TissueOpt,
+)
 from pathotune_cli.cli.render import emit_json, err, table, user_errors, warn
 
 DEFAULT_MPP = 0.5
-
-
-class TissueChoice(str, Enum):
-    """Tissue detection modes."""
-
-    otsu = "otsu"
-    none = "none"
 
 
 class TileFormat(str, Enum):
@@ -30,10 +31,6 @@ class TileFormat(str, Enum):
 
 SlidesArg = Annotated[
     list[Path] | None, typer.Argument(help="Slide files or folders of slides.", show_default=False)
-]
-SlidesCsvOpt = Annotated[
-    Path | None,
-    typer.Option("--slides-csv", help="CSV with a slide column and an optional mpp column (slide,mpp)."),
 ]
 TargetMppOpt = Annotated[
     float | None,
@@ -47,25 +44,6 @@ TileSizeOpt = Annotated[
     int, typer.Option("--tile-size", min=8, max=8192, help="Tile side in pixels at the target resolution.")
 ]
 OverlapOpt = Annotated[int, typer.Option("--overlap", min=0, help="Overlap between tiles, in target pixels.")]
-MinTissueOpt = Annotated[
-    float, typer.Option("--min-tissue", min=0.0, max=1.0, help="Tissue fraction a tile needs to be kept.")
-]
-TissueOpt = Annotated[
-    TissueChoice,
-    typer.Option("--tissue", case_sensitive=False, help="otsu: detect tissue; none: every tile."),
-]
-TissueGeojsonOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--tissue-geojson", help="QuPath GeoJSON of tissue (or a folder of <slide>.geojson) to use."
-    ),
-]
-DefaultMppOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--default-mpp", min=0.02, max=40.0, help="mpp for slides whose metadata and CSV give none."
-    ),
-]
 SaveTilesOpt = Annotated[
     TileFormat | None, typer.Option("--save-tiles", case_sensitive=False, help="Also write tile images.")
 ]

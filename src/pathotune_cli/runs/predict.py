@@ -40,7 +40,8 @@ class PredictOptions:
     min_tissue: float = 0.25
     tissue: str = "otsu"
     tissue_geojson: str | None = None
-    mpp_csv: str | None = None
+    slides_csv: str | None = None
+    """A CSV with a ``slide`` column (more slides to predict) and an optional ``mpp`` column."""
     default_mpp: float | None = None
     heatmap_class: str | None = None
     backend: str = "auto"
@@ -72,31 +73,6 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     return slides, images
 
 
-def read_mpp_csv(path: str | None) -> dict[str, float]:
-    """Slide name (file name or stem) to mpp, from a ``slide,mpp`` CSV."""
-    if path is None:
-        return {}
-    import csv
-
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise BadInput(f"cannot read mpp CSV {path}: {exc.strerror}", "check the path") from None
-    if not rows or not {"slide", "mpp"} <= set(rows[0]):
-        raise BadInput(f"mpp CSV {path} needs columns slide,mpp", "add a header row: slide,mpp")
-    table: dict[str, float] = {}
-    for line, row in enumerate(rows, start=2):
-        try:
-            value = float(row["mpp"])
-        except (TypeError, ValueError):
-            raise BadInput(f"{path} line {line}: mpp '{row['mpp']}' is not a number", "fix the mpp column") from None
-        name = Path(row["slide"]).name
-        table[name] = value
-        table[Path(name).stem] = value
-    return table
-
-
 def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Predict every input; writes per-slide CSV, GeoJSON and heatmap, ``summary.csv`` and ``predictions.csv``."""
     from pathotune_cli.config.loader import validate
@@ -106,8 +82,13 @@ def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], No
 
     report = report or (lambda kind, info: None)
     started = time.time()
-    slides, images = collect_inputs(opts.inputs)
-    mpp_table = read_mpp_csv(opts.mpp_csv)
+    from pathotune_cli.runs.slides import read_slides_csv
+
+    listed = read_slides_csv(Path(opts.slides_csv)) if opts.slides_csv else []
+    slides, images = collect_inputs(opts.inputs + [str(p) for p, _ in listed]) if opts.inputs or listed else ([], [])
+    if not slides and not images:
+        raise BadInput("nothing to predict on", "pass slides, images or folders, or --slides-csv")
+    mpp_table = {p.name: mpp for p, mpp in listed if mpp is not None}
     model, file = load_prompted_model(opts.prompts, opts.weights)
     task = validate(TaskPreset, file.meta["task"], source=str(file.path))
     if opts.heatmap_class is not None and opts.heatmap_class not in task.class_names:
@@ -156,7 +137,7 @@ class _Context:
 def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float]) -> dict[str, Any]:
     started = time.time()
     try:
-        row = _predict_slide(ctx, slide, mpp_table.get(slide.name, mpp_table.get(slide.stem)))
+        row = _predict_slide(ctx, slide, mpp_table.get(slide.name))
         row["status"] = "ok"
         row["error"] = ""
     except PathotuneError as exc:
@@ -170,12 +151,13 @@ def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float
 
 
 def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> dict[str, Any]:
+    from pathotune_cli.runs.slides import geojson_for
     from pathotune_cli.wsi import draw_heatmap, iter_tile_batches, plan_slide, write_tiles_geojson
 
     opts = ctx.opts
     plan = plan_slide(
         slide, target_mpp=ctx.tile_mpp, tile_size=ctx.tile_size, min_tissue=opts.min_tissue, tissue=opts.tissue,
-        tissue_geojson=opts.tissue_geojson, mpp_override=mpp_override, default_mpp=opts.default_mpp,
+        tissue_geojson=geojson_for(slide, Path(opts.tissue_geojson) if opts.tissue_geojson else None), mpp_override=mpp_override, default_mpp=opts.default_mpp,
         backend=opts.backend,
     )
     coords, level, read_size, footprint = plan.coords, plan.level, plan.read_size, plan.grid.patch_size_level0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.runs.slides import geojson_for, read_slides_csv
 
 SLIDE_SUFFIXES = frozenset(
     {
@@ -171,38 +172,6 @@ def collect_slides(config: TileConfig) -> list[tuple[Path, float | None]]:
     return items
 
 
-def read_slides_csv(path: Path) -> list[tuple[Path, float | None]]:
-    """Rows of a slides CSV: ``slide`` (or ``wsi``/``path``) and an optional ``mpp`` column."""
-    if not path.is_file():
-        raise BadInput(f"{path}: no such slides CSV", "check the --slides-csv path")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
-        key = next((columns[c] for c in ("slide", "wsi", "path") if c in columns), None)
-        if key is None:
-            raise BadInput(
-                f"{path.name}: no 'slide' column", "the first line must name the columns: slide,mpp"
-            )
-        mpp_key = columns.get("mpp")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            name = (row.get(key) or "").strip()
-            if not name:
-                continue
-            text = (row.get(mpp_key) or "").strip() if mpp_key else ""
-            try:
-                mpp = float(text) if text else None
-            except ValueError as exc:
-                raise BadInput(f"{path.name} line {line}: mpp {text!r} is not a number") from exc
-            slide = Path(name)
-            if not slide.is_absolute() and (path.parent / slide).exists():
-                slide = path.parent / slide
-            rows.append((slide, mpp))
-    if not rows:
-        raise BadInput(f"{path.name}: no slides listed")
-    return rows
-
-
 def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
     """Tile every slide of ``config``; a failing slide is recorded and the others go on.
 
@@ -276,7 +245,7 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig) -> SlideRow:
             overlap=config.overlap,
             min_tissue=config.min_tissue,
             tissue=config.tissue,
-            tissue_geojson=_geojson_for(path, config.tissue_geojson),
+            tissue_geojson=geojson_for(path, config.tissue_geojson),
             mpp_override=csv_mpp,
             default_mpp=config.default_mpp,
             backend=config.backend,
@@ -388,18 +357,6 @@ def _why_no_tiles(plan: Any, config: TileConfig) -> str:
     if plan.candidates == 0:
         return f"{plan.path.name}: no tiles: the slide ({w}x{h} px) is smaller than one {size} px tile"
     return f"{plan.path.name}: no tiles: none of {plan.candidates} has {config.min_tissue:.0%} tissue"
-
-
-def _geojson_for(path: Path, given: Path | None) -> Path | None:
-    if given is None or not Path(given).is_dir():
-        return given
-    candidate = Path(given) / f"{path.stem}.geojson"
-    if not candidate.is_file():
-        raise BadInput(
-            f"{path.name}: no {candidate.name} in {given}",
-            "add the slide's tissue GeoJSON or drop --tissue-geojson",
-        )
-    return candidate
 
 
 def _finished_row(path: Path, config: TileConfig) -> SlideRow | None:

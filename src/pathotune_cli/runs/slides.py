@@ -1,0 +1,53 @@
+"""Slide lists shared by ``tile`` and ``predict``: the slides CSV and per-slide tissue GeoJSON files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from pathotune_cli.errors import BadInput
+
+
+def read_slides_csv(path: Path) -> list[tuple[Path, float | None]]:
+    """Rows of a slides CSV: ``slide`` (or ``wsi``/``path``) and an optional ``mpp`` column."""
+    if not path.is_file():
+        raise BadInput(f"{path}: no such slides CSV", "check the --slides-csv path")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+        key = next((columns[c] for c in ("slide", "wsi", "path") if c in columns), None)
+        if key is None:
+            raise BadInput(
+                f"{path.name}: no 'slide' column", "the first line must name the columns: slide,mpp"
+            )
+        mpp_key = columns.get("mpp")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            name = (row.get(key) or "").strip()
+            if not name:
+                continue
+            text = (row.get(mpp_key) or "").strip() if mpp_key else ""
+            try:
+                mpp = float(text) if text else None
+            except ValueError as exc:
+                raise BadInput(f"{path.name} line {line}: mpp {text!r} is not a number") from exc
+            slide = Path(name)
+            if not slide.is_absolute() and (path.parent / slide).exists():
+                slide = path.parent / slide
+            rows.append((slide, mpp))
+    if not rows:
+        raise BadInput(f"{path.name}: no slides listed")
+    return rows
+
+
+def geojson_for(path: Path, given: Path | None) -> Path | None:
+    """The tissue GeoJSON for one slide: the file given, or ``<stem>.geojson`` in the folder given."""
+    if given is None or not Path(given).is_dir():
+        return given
+    candidate = Path(given) / f"{path.stem}.geojson"
+    if not candidate.is_file():
+        raise BadInput(
+            f"{path.name}: no {candidate.name} in {given}",
+            "add the slide's tissue GeoJSON or drop --tissue-geojson",
+        )
+    return candidate
