@@ -18,7 +18,7 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed for the generated data and the run.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the whole flow (tune, eval, tile, predict) on generated data with a tiny random backbone, offline."""
+    """Run the whole flow (tune, eval, tile, predict, export) on generated data with a tiny random backbone, offline."""
     from pathotune_cli.cli.progress import EpochProgress
     from pathotune_cli.runs.demo import demo_run
 
@@ -31,5 +31,7 @@ def demo(
         return
     metrics = {f"test tiles {k}": v for k, v in result["eval"]["metrics"].items() if v is not None}
     metrics["demo slide: tiles in their region's class"] = f"{result['slide']['region_agreement']:.1%} of {result['slide']['tiles']}"
+    for fmt, value in result["export"].items():
+        metrics[f"{fmt} export: max |p - p_torch|"] = value if isinstance(value, str) else f"{value:.1e}"
     key_values("demo results", metrics)
     key_values(f"demo artifacts ({result['seconds']} s)", result["artifacts"])

@@ -69,6 +69,13 @@ def load_prompted_model(
     embeddings = file.tensors.get("ttp.text_embeddings")
     if settings.method == "pathotune" and embeddings is None:
         raise BadInput(f"{source}: method 'pathotune' but no stored text embeddings", "the file was altered; re-run `pathotune tune`")
+    if meta.get("classes", task.class_names) != task.class_names:
+        raise BadInput(f"{source}: its class list does not match its task", "the file was altered; re-run `pathotune tune`")
+    if embeddings is not None and embeddings.shape[0] != len(task.texts()):
+        raise BadInput(
+            f"{source}: {embeddings.shape[0]} stored text embeddings for {len(task.texts())} task texts",
+            "the file was altered; re-run `pathotune tune`",
+        )
     model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance)
     check_tensors(file, model.trained_state())
     model.load_state_dict(file.tensors, strict=False)

@@ -42,7 +42,10 @@ def save_prompt_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[st
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "pathotune_version": __version__, **meta}
+    import time
+
+    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "pathotune_version": __version__, "created": created, **meta}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(contiguous, str(tmp), metadata={META_KEY: json.dumps(header, default=_json_default)})

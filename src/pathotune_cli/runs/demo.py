@@ -2,7 +2,8 @@
 
 Steps: generate labelled tiles and a pyramidal slide made of regions of the demo classes, tune ``pathotune``
 prompts on ``tiny-random``, evaluate on fresh tiles, tile the slide, predict over it from the tile step's
-coordinates, and score the slide: the share of tiles that get the class of the region they lie in.
+coordinates, score the slide (the share of tiles that get the class of the region they lie in), and export
+the model to ONNX and TorchScript with their checks and model cards.
 """
 
 from __future__ import annotations
@@ -36,12 +37,17 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str
     tuned = tune_run(config, resume=(out / "run" / "prompts.safetensors").exists(), report=report)
     evaluated = eval_run(EvalOptions(prompts=tuned["prompts"], data=str(test), out=str(out / "eval"), seed=seed), report)
     slide_result = _slide_steps(out, slide, tuned["prompts"], report)
+    from pathotune_cli.runs.export import export_all
+
+    exports = export_all(tuned["prompts"], check_data=str(test), report=report, out_dir=out / "export",
+                         metrics=Path(evaluated["out"]) / "metrics.json")
     return {
         "out": str(out),
         "seconds": round(time.time() - started, 1),
         "tune": {k: tuned[k] for k in ("run", "prompts", "prompts_bytes", "trainable_parameters", "epochs_run", "validation")},
         "eval": {"out": evaluated["out"], "metrics": {k: v["value"] for k, v in evaluated["metrics"].items()}},
         "slide": slide_result,
+        "export": {f: d.get("skipped") or d["check"]["max_abs_diff"] for f, d in exports.items()},
         "artifacts": {
             "training tiles": str(data),
             "test tiles": str(test),
@@ -58,6 +64,8 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str
             "QuPath GeoJSON": slide_result["geojson"],
             "heatmap": slide_result["heatmap"],
             "slide summary": slide_result["summary"],
+            **{f"{f} model": d["export"] for f, d in exports.items() if "export" in d},
+            **{f"{f} model card": d["card_md"] for f, d in exports.items() if "card_md" in d},
         },
     }
 

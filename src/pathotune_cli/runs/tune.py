@@ -61,6 +61,9 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
     for key, value in explicit.items():
         if value is not None:
             base[key] = str(value) if isinstance(value, Path) else value
+    for key in ("data", "val_data", "weights"):  # absolute, so RUN/config.yaml reruns from any folder
+        if base.get(key):
+            base[key] = str(Path(str(base[key])).expanduser().resolve())
     for key, value in {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "shots": opts.shots}.items():
         if value is not None:
             base.setdefault("train", {})[key] = value
@@ -131,7 +134,8 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
         "seed": config.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "backbone_fingerprint": built.backbone_fingerprint,
         "weight_source": model.backbone.weight_source.describe(),
-        "placement": {"device": placement.device, "precision": placement.precision, "reason": placement.reason},
+        "placement": {"device": placement.device, "precision": placement.precision, "reason": placement.reason,
+                      "threads": torch.get_num_threads()},
         "config_digest": config_digest(config),
     }))
     data_manifest(out / "data_manifest.csv", train_set, val_set)

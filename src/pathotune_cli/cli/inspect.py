@@ -1,0 +1,61 @@
+"""``pathotune inspect``: what a prompt file holds, whether it is intact, whether its backbone is here."""
+
+from __future__ import annotations
+
+from pathotune_cli.cli.options import JsonOpt, PromptsArg
+from pathotune_cli.cli.render import emit_json, key_values, table, user_errors, warn
+
+
+@user_errors
+def inspect(prompts: PromptsArg, json_out: JsonOpt = False) -> None:
+    """Show a prompt file's metadata and tensors, check them against each other, say whether it loads here."""
+    from pathotune_cli.runs.inspect import inspect_run
+
+    doc = inspect_run(prompts)
+    if json_out:
+        emit_json(doc)
+        return
+    bb, inst, f = doc["backbone"], doc["instance_encoder"], doc["file"]
+    items = {
+        "file": f"{f['path']} ({f['bytes'] / 1024:.0f} KiB)",
+        "sha256": f["sha256"],
+        "task": f"{doc['task']}: {', '.join(c['name'] for c in doc['classes'])}",
+        "method": f"{doc['method']} ({doc['trainable_parameters']:,} trainable parameters)"
+        if doc.get("trainable_parameters") is not None
+        else doc["method"],
+        "backbone": f"{bb['preset']} ({bb['model']}), fingerprint {bb['fingerprint']}",
+        "backbone here": _resolution(bb["resolves"]),
+    }
+    if inst is not None:
+        items["instance encoder"] = f"{inst['preset']}, fingerprint {inst['fingerprint']}"
+        items["instance encoder here"] = _resolution(inst["resolves"])
+    items["text encoder"] = f"{doc['text_encoder']} ({len(doc['texts'])} stored texts)"
+    items["tile"] = f"{doc['tile']['mpp']} mpp, {doc['tile']['size']} px"
+    metrics = {k: v for k, v in (doc.get("metrics") or {}).items() if k != "split" and v is not None}
+    if metrics:
+        split = (doc.get("metrics") or {}).get("split", "")
+        items[f"metrics ({split})" if split else "metrics"] = ", ".join(
+            f"{k} {v:.3f}" for k, v in metrics.items()
+        )
+    items["written by"] = f"pathotune {doc['pathotune_version']}, format {doc['format_version']}" + (
+        f", {doc['created']}" if doc.get("created") else f", modified {f['modified']}"
+    )
+    items["tensors"] = (
+        f"{len(doc['tensors'])} ({doc['tensor_values']:,} values), shapes match the metadata"
+        if doc["tensors_verified"]
+        else f"not verified: {doc['tensors_not_verified_because']}"
+    )
+    key_values(f"prompt file {f['path']}", items)
+    table(
+        "tensors",
+        ["name", "shape", "dtype"],
+        [(t["name"], tuple(t["shape"]), t["dtype"]) for t in doc["tensors"]],
+    )
+    if not doc["tensors_verified"]:
+        warn(f"tensor shapes not verified: {doc['tensors_not_verified_because']}")
+
+
+def _resolution(resolves: dict) -> str:
+    if resolves["ok"]:
+        return f"resolves ({resolves['source']})"
+    return f"missing: {resolves['fix']}" if resolves.get("fix") else f"missing: {resolves['problem']}"

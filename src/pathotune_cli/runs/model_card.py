@@ -1,0 +1,341 @@
+"""The model card beside every export, as JSON for machines and Markdown for people.
+
+It says what the model is for, what it takes, what it returns, what it was trained and measured on, and
+where it must not be used. Everything in it comes from the prompt file's header, the run and eval records
+beside it, and the export's own check; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pathotune_cli import __version__
+from pathotune_cli.errors import BadInput
+
+CARD_FORMAT = "pathotune-model-card"
+CARD_VERSION = 1
+INTENDED_USE = (
+    "Research use: classifying H&E tiles into the classes below, at the stated tile mpp and size, on slides "
+    "stained and scanned like the training data. It is not a medical device and must not be used to make "
+    "or support a diagnosis."
+)
+LIMITATIONS = (
+    "Not a diagnostic device; no regulatory clearance. Outputs are tile-level class probabilities, "
+    "not a diagnosis.",
+    "Valid only at the stated tile mpp and size; tiles at other magnifications are out of distribution.",
+    "Trained on the data summarised below; other stains, scanners, sites, tissues or preparations can lower "
+    "accuracy without warning. Validate locally before any use.",
+    "Every tile gets one of the listed classes; there is no 'other' or 'unknown' class and probabilities are "
+    "not calibrated.",
+    "Small validation and test sets give wide confidence intervals; read the intervals, not only the values.",
+)
+
+
+def build_card(
+    meta: dict[str, Any],
+    *,
+    export: dict[str, Any],
+    input_spec: dict[str, Any],
+    output_spec: dict[str, Any],
+    prompts: dict[str, Any],
+    check: dict[str, Any] | None,
+    validation: dict[str, Any] | None,
+    evaluation: dict[str, Any] | None,
+    versions: dict[str, str],
+) -> dict[str, Any]:
+    """The card as one JSON-ready dict, from a prompt file's header and what the export learned."""
+    task = meta.get("task", {})
+    backbone = meta["backbone"]["preset"]
+    instance = meta.get("instance_encoder")
+    pre = meta.get("preprocessing", {})
+    training = meta.get("training") or {}
+    return {
+        "format": CARD_FORMAT,
+        "format_version": CARD_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pathotune_version": __version__,
+        "versions": versions,
+        "model": export,
+        "source_prompts": prompts,
+        "task": {
+            "name": task.get("name"),
+            "description": task.get("description", ""),
+            "ordinal": task.get("ordinal", False),
+            "source": task.get("source", ""),
+            "citation": task.get("citation", ""),
+        },
+        "classes": [
+            {"index": i, "name": c["name"], "description": c.get("description", "")}
+            for i, c in enumerate(task.get("classes", []))
+        ],
+        "input": input_spec,
+        "output": output_spec,
+        "preprocessing": {
+            "baked_in": True,
+            "steps": [
+                "uint8 / 255 -> float32 in [0, 1]",
+                f"(x - mean) / std per channel, mean {list(pre.get('mean', backbone.get('mean')))}, "
+                f"std {list(pre.get('std', backbone.get('std')))}",
+            ],
+            "mean": list(pre.get("mean", backbone.get("mean"))),
+            "std": list(pre.get("std", backbone.get("std"))),
+            "caller_does": f"cut tiles at {meta.get('tile', {}).get('mpp')} mpp and "
+            f"{meta.get('tile', {}).get('size')} px, resize to {input_spec['size']} x "
+            f"{input_spec['size']} (bicubic), keep RGB order",
+        },
+        "tile": meta.get("tile", {}),
+        "backbone": {
+            "preset": backbone.get("name"),
+            "family": backbone.get("family"),
+            "model": backbone.get("model"),
+            "weights": backbone.get("weights"),
+            "fingerprint": meta["backbone"].get("fingerprint"),
+            "licence": backbone.get("licence"),
+            "citation": backbone.get("citation", ""),
+            "parameters": meta.get("backbone_parameters"),
+        },
+        "instance_encoder": None
+        if not instance
+        else {
+            "preset": instance["preset"].get("name"),
+            "fingerprint": instance.get("fingerprint"),
+            "licence": instance["preset"].get("licence"),
+        },
+        "method": meta.get("method"),
+        "prompt": meta.get("prompt"),
+        "text_encoder": meta.get("text_encoder"),
+        "trainable_parameters": meta.get("trainable_parameters"),
+        "training": {
+            "class_counts": training.get("class_counts", {}),
+            "seed": training.get("seed"),
+            "epochs_run": training.get("epochs_run"),
+            "best_epoch": training.get("best_epoch"),
+            "data": training.get("data"),
+            "config_digest": training.get("config_digest"),
+        },
+        "validation": validation,
+        "evaluation": evaluation,
+        "check": check,
+        "intended_use": INTENDED_USE,
+        "limitations": list(LIMITATIONS),
+    }
+
+
+def validation_metrics(meta: dict[str, Any], prompts_path: Path) -> dict[str, Any] | None:
+    """Validation metrics at save time; CIs from ``RUN/metrics.json`` when its values match the file's."""
+    stored = {k: v for k, v in (meta.get("metrics") or {}).items() if k != "split" and v is not None}
+    if not stored:
+        return None
+    run_metrics = prompts_path.parent / "metrics.json"
+    try:
+        doc = _read_json(run_metrics) if run_metrics.is_file() else None
+    except BadInput:
+        doc = None
+    with_ci = (doc or {}).get("metrics") or {}
+    if with_ci and all(_close(with_ci.get(k, {}).get("value"), v) for k, v in stored.items()):
+        return {
+            "split": "validation",
+            "n": doc.get("n"),
+            "source": str(run_metrics),
+            "metrics": {k: _interval(with_ci[k]) for k in stored},
+        }
+    return {
+        "split": "validation",
+        "n": None,
+        "source": str(prompts_path),
+        "metrics": {k: {"value": v, "ci_low": None, "ci_high": None} for k, v in stored.items()},
+    }
+
+
+def evaluation_metrics(prompts_path: Path, explicit: str | Path | None, warn) -> dict[str, Any] | None:  # noqa: ANN001
+    """Metrics with 95% CIs from ``pathotune eval``: ``--metrics FILE``, else ``eval/metrics.json``.
+
+    Raises:
+        BadInput: ``--metrics`` names a file that is missing or is not an eval metrics file.
+    """
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise BadInput(
+                f"--metrics {path} does not exist", "pass the metrics.json that `pathotune eval` wrote"
+            )
+        doc = _read_json(path)
+        if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+            raise BadInput(
+                f"--metrics {path} is not a metrics file of `pathotune eval`", "pass its eval/metrics.json"
+            )
+    else:
+        path = prompts_path.parent / "eval" / "metrics.json"
+        if not path.is_file():
+            return None
+        try:
+            doc = _read_json(path)
+        except BadInput:
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+            warn(f"{path} is not an eval metrics file; the card has no evaluation section")
+            return None
+        named = Path(str(doc.get("prompts", "")))
+        if not (named.is_file() and named.resolve() == prompts_path.resolve()):
+            warn(
+                f"{path} was made from another prompt file ({named}); pass --metrics {path} to use it anyway"
+            )
+            return None
+    return {
+        "source": str(path),
+        "data": doc.get("data"),
+        "n": doc.get("n"),
+        "counts": doc.get("counts"),
+        "metrics": {k: _interval(v) for k, v in doc["metrics"].items() if isinstance(v, dict)},
+        "bootstrap": doc.get("bootstrap"),
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card for people: one page of Markdown."""
+    inp, out, model = card["input"], card["output"], card["model"]
+    bb, tile = card["backbone"], card["tile"]
+    lines = [
+        f"# Model card: {card['task']['name']} ({card['method']} on {bb['preset']})",
+        "",
+        f"`{Path(model['file']).name}` ({model['format']}, {model['bytes'] / 1024**2:.1f} MiB, "
+        f"sha256 `{model['sha256'][:16]}...`), "
+        f"exported by pathotune {card['pathotune_version']} on {card['created']} from "
+        f"`{Path(card['source_prompts']['path']).name}` "
+        f"(sha256 `{card['source_prompts']['sha256'][:16]}...`).",
+        "",
+        "## Intended use",
+        "",
+        card["intended_use"],
+        "",
+        "## Limitations",
+        "",
+        *[f"- {item}" for item in card["limitations"]],
+        "",
+        "## Classes",
+        "",
+        "| index | class | description |",
+        "|---|---|---|",
+        *[f"| {c['index']} | {c['name']} | {c['description']} |" for c in card["classes"]],
+        "",
+        "## Input and output",
+        "",
+        f"- Input `{inp['name']}`: {inp['dtype']} {inp['channels']}, shape {_shape(inp['shape'])} "
+        f"({inp['layout']}), "
+        f"values {inp['range'][0]}-{inp['range'][1]}; the batch axis is dynamic.",
+        f"- Tiles: cut at {tile.get('mpp')} µm/px, {tile.get('size')} px, "
+        f"then resized to {inp['size']} x {inp['size']} "
+        "(bicubic). Do not normalise: scaling and normalisation are inside the model.",
+        f"- Normalisation inside the model: x / 255, then mean {card['preprocessing']['mean']}, "
+        f"std {card['preprocessing']['std']}.",
+        f"- Output `{out['name']}`: {out['dtype']}, shape {_shape(out['shape'])}, {out['meaning']}.",
+        "",
+        "## Model",
+        "",
+        f"- Backbone: preset `{bb['preset']}` ({bb['family']}, `{bb['model']}`), weights `{bb['weights']}`, "
+        f"fingerprint `{bb['fingerprint']}`, licence {bb['licence']}; frozen.",
+    ]
+    if card["instance_encoder"]:
+        ie = card["instance_encoder"]
+        lines.append(
+            f"- Instance encoder: preset `{ie['preset']}`, fingerprint `{ie['fingerprint']}`; frozen."
+        )
+    lines += [
+        f"- Method: `{card['method']}`; {card['trainable_parameters']:,} trainable parameters"
+        + (
+            f" ({card['trainable_parameters'] / bb['parameters']:.2%} of the backbone's {bb['parameters']:,})"
+            if bb.get("parameters")
+            else ""
+        )
+        + ".",
+        f"- Text encoder for the textual prompts: `{card['text_encoder']}` "
+        "(its embeddings are stored; none runs at inference).",
+        "",
+        "## Training data",
+        "",
+    ]
+    counts = card["training"]["class_counts"]
+    if counts:
+        splits = list(counts)
+        lines += ["| class | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+        for c in card["classes"]:
+            lines.append(
+                f"| {c['name']} | " + " | ".join(str(counts[s].get(c["name"], 0)) for s in splits) + " |"
+            )
+        lines.append("")
+    training = card["training"]
+    lines += [
+        f"Seed {training['seed']}, {training['epochs_run']} epochs (best {training['best_epoch']}), "
+        f"data `{training['data']}`.",
+        "",
+    ]
+    for title, section in (
+        ("Validation metrics", card["validation"]),
+        ("Evaluation metrics", card["evaluation"]),
+    ):
+        lines += [f"## {title}", ""]
+        if not section:
+            lines += [
+                "None recorded"
+                + (
+                    ": run `pathotune eval PROMPTS --data DIR`, then export again."
+                    if title.startswith("Eval")
+                    else "."
+                ),
+                "",
+            ]
+            continue
+        lines += [
+            f"From `{section['source']}`" + (f", {section['n']} tiles" if section.get("n") else "") + ".",
+            "",
+            "| metric | value | 95% CI |",
+            "|---|---|---|",
+        ]
+        for name, m in section["metrics"].items():
+            ci = "n/a" if m["ci_low"] is None else f"{_f(m['ci_low'])} - {_f(m['ci_high'])}"
+            lines.append(f"| {name} | {_f(m['value'])} | {ci} |")
+        lines.append("")
+    check = card["check"]
+    lines += ["## Export check", ""]
+    if check:
+        lines.append(
+            f"{model['runtime']} against PyTorch on {check['tiles']} tiles "
+            f"({check['synthetic_tiles']} synthetic, "
+            f"{check['real_tiles']} real): largest probability difference {check['max_abs_diff']:.2e} "
+            f"(allowed {check['tolerance']:.0e})."
+        )
+    else:
+        lines.append("Not run (--no-check).")
+    lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def _interval(m: dict[str, Any]) -> dict[str, Any]:
+    return {"value": m.get("value"), "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise BadInput(
+            f"{path} does not parse as JSON", "re-run `pathotune eval`, or pass another --metrics"
+        ) from None
+
+
+def _close(a: Any, b: Any) -> bool:
+    try:
+        return abs(float(a) - float(b)) <= 1e-9
+    except (TypeError, ValueError):
+        return False
+
+
+def _f(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _shape(shape: list[Any]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
