@@ -15,9 +15,16 @@ FAMILIES: dict[str, str] = {
     "timm_vit": "pathotune_cli.backbones.timm_vit:TimmViT",
     "open_clip": "pathotune_cli.backbones.open_clip_tower:OpenClipTower",
     "pathoduet": "pathotune_cli.backbones.pathoduet:PathoDuet",
+    "conch": "pathotune_cli.backbones.conch:Conch",
 }
 
-__all__ = ["FAMILIES", "WeightSource", "fetch_command", "load_backbone", "resolve_weights"]
+__all__ = ["FAMILIES", "WeightSource", "adapter_class", "fetch_command", "load_backbone", "resolve_weights"]
+
+
+def adapter_class(preset: BackbonePreset):  # noqa: ANN201 - a Backbone subclass; torch loads here
+    """The adapter class of a preset's family, imported on first use."""
+    module_name, _, class_name = FAMILIES[preset.family].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def load_backbone(
@@ -25,8 +32,7 @@ def load_backbone(
 ):  # noqa: ANN201 - returns a Backbone; typed loosely to keep torch out of this module's import
     """Build a frozen backbone: resolve its weights, load them strictly, freeze and set eval mode."""
     source = resolve_weights(preset, weights, allow_download)
-    module_name, _, class_name = FAMILIES[preset.family].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = adapter_class(preset)
     import torch
 
     with torch.random.fork_rng():

@@ -7,10 +7,12 @@ it never needs to know whether the tokens came from timm, open_clip or a PathoDu
 from __future__ import annotations
 
 from abc import abstractmethod
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from pathotune_cli.backbones.state_dict import HEAD_PREFIXES, check_matches, read_state_dict
 from pathotune_cli.config.schema import BackbonePreset
 
 
@@ -25,6 +27,8 @@ class Backbone(nn.Module):
     width: int
     num_prefix_tokens: int
     num_blocks: int
+    ignore_keys: tuple[str, ...] = HEAD_PREFIXES
+    """Checkpoint key prefixes that are classification heads, never part of the frozen backbone."""
 
     def __init__(self, preset: BackbonePreset) -> None:
         super().__init__()
@@ -53,10 +57,40 @@ class Backbone(nn.Module):
     def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
         """The norm after the last block."""
 
+    # -- building and checking weights, shared by loading and by `pathotune weights add` ---------------------
+    @classmethod
+    def build_module(cls, preset: BackbonePreset) -> nn.Module:
+        """The module a checkpoint fills, with random weights (called on the meta device to check a file)."""
+        raise NotImplementedError
+
+    @classmethod
+    def prepare_state(
+        cls, state: dict[str, torch.Tensor], module: nn.Module, preset: BackbonePreset, source: str
+    ) -> dict[str, torch.Tensor]:
+        """The published checkpoint's tensors renamed to ``module``'s keys (a pure key conversion)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_weight_file(cls, preset: BackbonePreset, path: Path) -> int:
+        """Check a weight file's keys and shapes against the architecture without loading it; returns the
+        number of tensors that match. The model is built on the meta device, so this is cheap for ViT-g too.
+
+        Raises:
+            BadInput: naming missing, unexpected or wrongly shaped keys.
+        """
+        with torch.device("meta"):
+            module = cls.build_module(preset)
+        state = cls.prepare_state(read_state_dict(path, lazy=True), module, preset, str(path))
+        return check_matches(module.state_dict(), state, str(path), cls.ignore_keys)
+
     @property
     def feature_dim(self) -> int:
-        """Width of the pooled feature a head reads."""
-        return self.width * (2 if self.preset.pool == "token+avg" else 1)
+        """Width of the pooled feature a head reads, with the preset's pooling."""
+        return self.pooled_dim(self.preset.pool)
+
+    def pooled_dim(self, pool: str) -> int:
+        """Width of the pooled feature for ``pool``."""
+        return self.width * (2 if pool == "token+avg" else 1)
 
     def pool(self, tokens: torch.Tensor, skip: int = 0, pool: str | None = None) -> torch.Tensor:
         """Pool normed tokens into one feature per image.
@@ -72,7 +106,9 @@ class Backbone(nn.Module):
             return tokens[:, 0]
         if pool == "avg":
             return self.avg_norm(patches.mean(dim=1))
-        return torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
+        if pool == "token+avg":
+            return torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
+        raise ValueError(f"backbone '{self.preset.name}' has no '{pool}' pooling")
 
     def avg_norm(self, pooled: torch.Tensor) -> torch.Tensor:
         """The norm some backbones apply after average pooling (timm's ``fc_norm``); identity by default."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,19 +21,17 @@ from pathotune_cli.errors import BadInput
 class OpenClipTower(Backbone):
     """Adapter over ``open_clip``'s ``VisionTransformer``; keeps the text tower for ``encode_text``."""
 
+    ignore_keys = ()
+
     def __init__(self, preset: BackbonePreset, source: WeightSource) -> None:
         super().__init__(preset)
         import open_clip
 
-        name = _register_inline_config(preset)
-        try:
-            self.clip = open_clip.create_model(name, pretrained=None, force_image_size=preset.input_size)
-        except RuntimeError as exc:
-            raise BadInput(f"backbone preset '{preset.name}': open_clip cannot build '{name}': {exc}", "fix the preset") from None
+        self.clip = self.build_module(preset)
         if source.path is not None:
-            state = read_state_dict(source.path)
+            state = self.prepare_state(read_state_dict(source.path), self.clip, preset, str(source.path))
             load_strict(self.clip, state, str(source.path), ignore=())
-        self.tokenizer = open_clip.get_tokenizer(name)
+        self.tokenizer = open_clip.get_tokenizer(_register_inline_config(preset))
         visual = self.clip.visual
         if getattr(visual, "attn_pool", None) is not None or not hasattr(visual, "transformer"):
             raise BadInput(f"backbone preset '{preset.name}': attention-pooled towers are not supported", "use a CLS-token tower")
@@ -41,6 +42,28 @@ class OpenClipTower(Backbone):
         self._batch_first = getattr(visual.transformer, "batch_first", True)
         if preset.width != self.width:
             raise BadInput(f"backbone preset '{preset.name}' says width={preset.width} but the tower has {self.width}", f"set width: {self.width}")
+
+    @classmethod
+    def build_module(cls, preset: BackbonePreset) -> torch.nn.Module:
+        import open_clip
+
+        name = _register_inline_config(preset)
+        device = "meta" if torch.empty(0).device.type == "meta" else "cpu"
+        try:
+            with _quiet_open_clip():
+                return open_clip.create_model(name, pretrained=None, force_image_size=preset.input_size, device=device)
+        except RuntimeError as exc:
+            raise BadInput(f"backbone preset '{preset.name}': open_clip cannot build '{name}': {exc}", "fix the preset") from None
+
+    @classmethod
+    def prepare_state(
+        cls, state: dict[str, torch.Tensor], module: torch.nn.Module, preset: BackbonePreset, source: str
+    ) -> dict[str, torch.Tensor]:
+        from pathotune_cli.backbones.convert import drop_listed, strip_prefix
+
+        if preset.key_layout != "open_clip":
+            raise BadInput(f"backbone preset '{preset.name}': family open_clip reads key_layout open_clip", "fix the preset")
+        return drop_listed(strip_prefix(state, "module."), preset.drop_keys)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual._embeds(images)
@@ -63,14 +86,32 @@ class OpenClipTower(Backbone):
         return {k: v for k, v in self.clip.state_dict().items()}
 
 
+@contextlib.contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """open_clip logs "initialized randomly" on the root logger when built without weights; ours load next."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _register_inline_config(preset: BackbonePreset) -> str:
     """A preset may carry its own open_clip ``model_cfg`` (small test towers); register it under its name."""
     cfg = preset.model_kwargs.get("model_cfg")
     if cfg is None:
         return preset.model
-    import open_clip
+    text = json.dumps(cfg, sort_keys=True)
+    if _REGISTERED.get(preset.model) != text:
+        import open_clip
 
-    folder = Path(tempfile.mkdtemp(prefix="pathotune-openclip-"))
-    (folder / f"{preset.model}.json").write_text(json.dumps(cfg), encoding="utf-8")
-    open_clip.add_model_config(folder)
+        folder = Path(tempfile.mkdtemp(prefix="pathotune-openclip-"))
+        (folder / f"{preset.model}.json").write_text(text, encoding="utf-8")
+        open_clip.add_model_config(folder)
+        _REGISTERED[preset.model] = text
     return preset.model
+
+
+_REGISTERED: dict[str, str] = {}

@@ -13,15 +13,20 @@ from pathotune_cli.errors import BadInput
 HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` file, or from a ``.bin``/``.pth`` with ``weights_only`` (no code runs)."""
+def read_state_dict(path: Path, lazy: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file, or from a ``.bin``/``.pth`` with ``weights_only`` (no code runs).
+
+    Args:
+        path: the weight file.
+        lazy: memory-map the file instead of reading it (checking keys and shapes of a multi-GB file).
+    """
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = _torch_load(path, lazy)
     except Exception as exc:  # noqa: BLE001 - every reader failure means the same thing to the user
         raise BadInput(f"cannot read weight file {path}: {exc}", "check that the download finished") from None
     for key in ("state_dict", "model", "teacher", "module"):
@@ -39,8 +44,25 @@ def load_strict(
     ignore: Iterable[str] = HEAD_PREFIXES,
 ) -> None:
     """Load ``state`` into ``model``; missing or unexpected keys (other than heads) are errors naming them."""
-    ignore = tuple(ignore)
     expected = model.state_dict()
+    check_matches(expected, state, source, ignore)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def check_matches(
+    expected: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    source: str,
+    ignore: Iterable[str] = HEAD_PREFIXES,
+) -> int:
+    """Raise unless ``state`` has exactly the keys and shapes of ``expected`` (heads aside); returns the count.
+
+    ``expected`` may hold meta tensors: only names and shapes are compared.
+
+    Raises:
+        BadInput: naming the first missing, unexpected or wrongly shaped keys.
+    """
+    ignore = tuple(ignore)
     unexpected = [k for k in state if k not in expected and not k.startswith(ignore)]
     missing = [k for k in expected if k not in state and not k.startswith(ignore)]
     if unexpected or missing:
@@ -51,7 +73,8 @@ def load_strict(
             parts.append(f"unexpected keys {_few(unexpected)}")
         raise BadInput(
             f"{source} does not match the architecture: {'; '.join(parts)}",
-            "check that --weights belongs to this backbone preset",
+            "check that the file belongs to this backbone preset (a training-only tensor can be listed under "
+            "drop_keys in a copy of the preset)",
         )
     wrong = [
         f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
@@ -60,7 +83,16 @@ def load_strict(
     ]
     if wrong:
         raise BadInput(f"{source}: tensors of the wrong shape: {_few(wrong)}", "check the backbone preset")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return sum(1 for k in expected if k in state)
+
+
+def _torch_load(path: Path, lazy: bool) -> object:
+    if lazy:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            pass  # an old-style (non-zip) pickle cannot be memory-mapped; read it whole
+    return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _few(keys: list[str], n: int = 4) -> str:

@@ -1,14 +1,28 @@
-"""timm ``VisionTransformer`` backbones: ImageNet ViTs, DINOv2, UNI, Virchow2 (registers), H-optimus, ..."""
+"""timm ``VisionTransformer`` backbones: ImageNet ViTs, DINOv2, UNI, UNI2-h and Virchow2 (registers, SwiGLU),
+H-optimus-0, Prov-GigaPath, and Phikon / Phikon-v2 mapped from their HF transformers checkpoints.
+
+Presets are data, so timm keyword arguments that are Python objects (an MLP class, an activation) are named
+by strings and mapped here through one small table, with a clear error for an unknown name.
+"""
 
 from __future__ import annotations
+
+from functools import partial
+from typing import Any
 
 import torch
 
 from pathotune_cli.backbones.base import Backbone
+from pathotune_cli.backbones.convert import drop_listed, hf_dinov2_to_timm, hf_vit_to_timm
 from pathotune_cli.backbones.state_dict import load_strict, read_state_dict
 from pathotune_cli.backbones.weights import WeightSource
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.errors import BadInput
+
+MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu", "glu")
+ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu", "relu")
+OUR_KWARGS = ("norm_eps",)
+"""``model_kwargs`` keys that are ours, not timm's: ``norm_eps`` sets the LayerNorm epsilon (HF ViT: 1e-12)."""
 
 
 class TimmViT(Backbone):
@@ -16,15 +30,35 @@ class TimmViT(Backbone):
 
     def __init__(self, preset: BackbonePreset, source: WeightSource) -> None:
         super().__init__(preset)
-        self.vit = build_timm_vit(preset)
+        self.vit = self.build_module(preset)
         if source.path is not None:
-            state = read_state_dict(source.path)
-            state = convert_timm_state(state, self.vit)
-            load_strict(self.vit, state, str(source.path))
+            state = self.prepare_state(read_state_dict(source.path), self.vit, preset, str(source.path))
+            load_strict(self.vit, state, str(source.path), self.ignore_keys)
         check_matches_preset(self.vit, preset)
         self.width = self.vit.embed_dim
         self.num_prefix_tokens = self.vit.num_prefix_tokens
         self.num_blocks = len(self.vit.blocks)
+
+    @classmethod
+    def build_module(cls, preset: BackbonePreset) -> torch.nn.Module:
+        return build_timm_vit(preset)
+
+    @classmethod
+    def prepare_state(
+        cls, state: dict[str, torch.Tensor], module: torch.nn.Module, preset: BackbonePreset, source: str
+    ) -> dict[str, torch.Tensor]:
+        state = drop_listed(state, preset.drop_keys)
+        if preset.key_layout == "hf_vit":
+            state = hf_vit_to_timm(state)
+        elif preset.key_layout == "hf_dinov2":
+            state = hf_dinov2_to_timm(state)
+        elif preset.key_layout != "timm":
+            raise BadInput(
+                f"backbone preset '{preset.name}': family timm_vit reads key_layout timm, hf_vit or hf_dinov2, "
+                f"not '{preset.key_layout}'",
+                "fix key_layout in the preset",
+            )
+        return convert_timm_state(state, module)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         vit = self.vit
@@ -41,7 +75,7 @@ class TimmViT(Backbone):
         return self.vit.fc_norm(pooled)
 
 
-def build_timm_vit(preset: BackbonePreset) -> torch.nn.Module:
+def build_timm_vit(preset: BackbonePreset, extra: dict[str, Any] | None = None) -> torch.nn.Module:
     """The timm model for a preset, with random weights and no classifier head."""
     import timm
 
@@ -49,11 +83,12 @@ def build_timm_vit(preset: BackbonePreset) -> torch.nn.Module:
         "num_classes": 0,
         "img_size": preset.input_size,
         "global_pool": "avg" if preset.pool == "avg" else "token",
-        **preset.model_kwargs,
+        **timm_kwargs(preset.model_kwargs, preset.name),
+        **(extra or {}),
     }
     try:
         model = timm.create_model(preset.model, pretrained=False, **kwargs)
-    except (RuntimeError, TypeError, ValueError) as exc:
+    except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
         raise BadInput(f"backbone preset '{preset.name}': timm cannot build '{preset.model}': {exc}", "fix the preset") from None
     if not hasattr(model, "blocks") or not hasattr(model, "_pos_embed"):
         raise BadInput(
@@ -63,8 +98,42 @@ def build_timm_vit(preset: BackbonePreset) -> torch.nn.Module:
     return model
 
 
+def timm_kwargs(model_kwargs: dict[str, Any], name: str = "?") -> dict[str, Any]:
+    """Preset ``model_kwargs`` with the string-named objects resolved (``mlp_layer``, ``act_layer``, ``norm_eps``).
+
+    Raises:
+        BadInput: an unknown MLP or activation name, naming the allowed ones.
+    """
+    from timm.layers import GluMlp, Mlp, SwiGLU, SwiGLUPacked
+
+    kwargs = dict(model_kwargs)
+    mlp = kwargs.get("mlp_layer")
+    if mlp is not None:
+        table = {"mlp": Mlp, "swiglu_packed": SwiGLUPacked, "swiglu": SwiGLU, "glu": GluMlp}
+        if not isinstance(mlp, str) or mlp not in table:
+            raise BadInput(
+                f"backbone preset '{name}': model_kwargs.mlp_layer {mlp!r} is not one of {', '.join(MLP_LAYERS)}",
+                "swiglu_packed is the fused SwiGLU of UNI2-h, Virchow2, H-optimus-0 and Prov-GigaPath",
+            )
+        kwargs["mlp_layer"] = table[mlp]
+    act = kwargs.get("act_layer")
+    if act is not None:
+        if not isinstance(act, str) or act not in ACT_LAYERS:
+            raise BadInput(
+                f"backbone preset '{name}': model_kwargs.act_layer {act!r} is not one of {', '.join(ACT_LAYERS)}",
+                "silu goes with swiglu_packed",
+            )
+        kwargs["act_layer"] = _act_layer(act)
+    eps = kwargs.pop("norm_eps", None)
+    if eps is not None:
+        if not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise BadInput(f"backbone preset '{name}': model_kwargs.norm_eps must be a small positive number", "e.g. 1e-6")
+        kwargs["norm_layer"] = partial(torch.nn.LayerNorm, eps=float(eps))
+    return kwargs
+
+
 def convert_timm_state(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Map foreign key layouts (DINOv2, open_clip trunks) and resample position embeddings, via timm."""
+    """Map foreign key layouts (original DINOv2, open_clip trunks) and resample position embeddings, via timm."""
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     return checkpoint_filter_fn(state, model)
@@ -78,9 +147,21 @@ def check_matches_preset(model: torch.nn.Module, preset: BackbonePreset) -> None
         "patch_size": (preset.patch_size, patch[0] if isinstance(patch, tuple) else patch),
         "num_prefix_tokens": (preset.num_prefix_tokens, model.num_prefix_tokens),
     }
+    if preset.family == "timm_vit":
+        checks["num_register_tokens"] = (preset.num_register_tokens, getattr(model, "num_reg_tokens", 0))
     for key, (stated, actual) in checks.items():
         if stated != actual:
             raise BadInput(
                 f"backbone preset '{preset.name}' says {key}={stated} but the model has {actual}",
                 f"set {key}: {actual} in the preset",
             )
+
+
+def _act_layer(name: str) -> type[torch.nn.Module] | partial:
+    from torch import nn
+
+    if name == "quick_gelu":
+        from timm.layers import QuickGELU
+
+        return QuickGELU
+    return {"gelu": nn.GELU, "gelu_tanh": partial(nn.GELU, approximate="tanh"), "silu": nn.SiLU, "relu": nn.ReLU}[name]

@@ -7,7 +7,9 @@ caller allows network access. A miss fails at once with the command that fetches
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,55 @@ def read_weight_map() -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
+def write_weight_map(entries: dict[str, str]) -> Path:
+    """Replace the weight map with ``entries``, atomically (a temporary file in the same folder, then rename)."""
+    path = weight_map_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# pathotune weight map: backbone preset name -> weight file (written by `pathotune weights add`)\n"
+    text += yaml.safe_dump(dict(sorted(entries.items())), sort_keys=False, allow_unicode=True)
+    handle, tmp = tempfile.mkstemp(prefix=".weights-", suffix=".yaml", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the standard variables at call time."""
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    home = os.environ.get("HF_HOME")
+    base = Path(home).expanduser() if home else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return base / "hub"
+
+
+def hf_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set (any value but empty, 0 or false)."""
+    return _hf_offline()
+
+
+def hub_location(preset: BackbonePreset) -> str:
+    """``repo file`` on the Hugging Face hub, or the preset's source for local weights; for messages."""
+    repo, files = _hub_files(preset)
+    if repo is None:
+        return preset.source or "the publisher's download page"
+    return f"{repo}/{files[0]}" if files else repo
+
+
 def fetch_command(preset: BackbonePreset) -> str:
     """The command that downloads this preset's weights on a machine with network."""
     if preset.fetch:
@@ -65,7 +116,8 @@ def fetch_command(preset: BackbonePreset) -> str:
     if preset.weights.startswith("hf-hub:"):
         repo = preset.weights.removeprefix("hf-hub:")
         files = " ".join(preset.weight_files[:1])
-        return f"hf download {repo} {files}".strip()
+        revision = f" --revision {preset.revision}" if preset.revision else ""
+        return f"hf download {repo} {files}{revision}".strip()
     if preset.weights.startswith("open_clip:"):
         repo, filename = _open_clip_hub_file(preset)
         return f"hf download {repo} {filename}" if repo else "see the open_clip pretrained table"
@@ -81,10 +133,10 @@ def resolve_weights(
         MissingWeights: nothing found; the message names the preset and the command that fetches it.
     """
     if explicit is not None:
-        return WeightSource("explicit", _pick_file(Path(explicit).expanduser(), preset, "--weights"))
+        return WeightSource("explicit", pick_weight_file(Path(explicit).expanduser(), preset, "--weights"))
     mapped = read_weight_map().get(preset.name)
     if mapped:
-        return WeightSource("weight-map", _pick_file(Path(mapped).expanduser(), preset, str(weight_map_path())))
+        return WeightSource("weight-map", pick_weight_file(Path(mapped).expanduser(), preset, str(weight_map_path())))
     if preset.weights == "random":
         return WeightSource("random")
     cached = _from_hf_cache(preset)
@@ -92,10 +144,14 @@ def resolve_weights(
         return WeightSource("hf-cache", cached)
     if allow_download and not _hf_offline():
         return WeightSource("download", _download(preset))
-    how = "" if preset.weights == "local" else f"fetch them with `{fetch_command(preset)}` on a machine with network, then "
+    if preset.weights == "local":
+        how = f"download {' or '.join(preset.weight_files) or 'the weight file'} ({fetch_command(preset)}), then "
+        where = "no --weights, no entry in " + str(weight_map_path())
+    else:
+        how = f"fetch them with `{fetch_command(preset)}` on a machine with network, then "
+        where = f"no --weights, no entry in {weight_map_path()}, not in the Hugging Face cache {hf_cache_dir()}"
     raise MissingWeights(
-        f"weights for backbone '{preset.name}' were not found (no --weights, no entry in {weight_map_path()}, "
-        "not in the Hugging Face cache)",
+        f"weights for backbone '{preset.name}' ({hub_location(preset)}) were not found ({where})",
         f"{how}pass --weights FILE or run `pathotune weights add {preset.name} FILE`",
     )
 
@@ -104,7 +160,8 @@ def _hf_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
 
 
-def _pick_file(path: Path, preset: BackbonePreset, where: str) -> Path:
+def pick_weight_file(path: Path, preset: BackbonePreset, where: str) -> Path:
+    """``path`` itself, or the preset's weight file inside the folder ``path`` (``where`` names the source)."""
     if path.is_file():
         return path
     if path.is_dir():
@@ -145,17 +202,20 @@ def _from_hf_cache(preset: BackbonePreset) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in files:
-        hit = try_to_load_from_cache(repo, filename, revision=preset.revision)
-        if isinstance(hit, str):
-            return Path(hit)
+    cache = hf_cache_dir()
+    revisions = [preset.revision, None] if preset.revision else [None]  # the pinned commit, then main
+    for revision in revisions:
+        for filename in files:
+            hit = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision)
+            if isinstance(hit, str):
+                return Path(hit)
     return None
 
 
 def _download(preset: BackbonePreset) -> Path:
     repo, files = _hub_files(preset)
     if repo is None or not files:
-        raise MissingWeights(f"backbone '{preset.name}' has no download source", f"pass --weights FILE")
+        raise MissingWeights(f"backbone '{preset.name}' has no download source", "pass --weights FILE")
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(repo, files[0], revision=preset.revision))
+    return Path(hf_hub_download(repo, files[0], revision=preset.revision, cache_dir=hf_cache_dir()))

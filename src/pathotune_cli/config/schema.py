@@ -10,8 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-Family = Literal["timm_vit", "open_clip", "pathoduet"]
-Pool = Literal["token", "avg", "token+avg"]
+Family = Literal["timm_vit", "open_clip", "pathoduet", "conch"]
+Pool = Literal["token", "avg", "token+avg", "attn"]
+KeyLayout = Literal["timm", "hf_vit", "hf_dinov2", "pathoduet", "conch", "open_clip"]
+SHA256_HEX = 64
 
 
 class Strict(BaseModel, frozen=True, extra="forbid"):
@@ -34,7 +36,21 @@ class BackbonePreset(Strict):
     weight_files: list[str] = Field(default_factory=list)
     """File names inside the hub repository or the user's folder, in order of preference."""
     revision: str | None = None
+    """The hub commit the weights were published at, where pinned; None means the repository's ``main``."""
     sha256: str | None = None
+    """sha256 of ``weight_files[0]`` where the publisher shows it; None when unknown (never guessed)."""
+    source: str = ""
+    """Where the weights are published (a model page or repository URL), for people and the README."""
+    key_layout: KeyLayout = "timm"
+    """How the published checkpoint names its tensors; each layout has one pure converter to the model's keys.
+    Defaults to the family's own layout (timm_vit: timm, open_clip: open_clip, pathoduet, conch)."""
+    drop_keys: list[str] = Field(default_factory=list)
+    """Training-only tensors the published checkpoint carries and inference never uses; dropped by exact name
+    (or by prefix when the entry ends in ``.``). Any other key the model does not expect is an error."""
+    text_tower: str = ""
+    """The backbone's own text tower, described (empty where there is none)."""
+    tokenizer_files: list[str] = Field(default_factory=list)
+    """Tokenizer files the text tower needs, looked for beside the weight file (CONCH)."""
     input_size: int = 224
     patch_size: int = 16
     width: int
@@ -54,6 +70,14 @@ class BackbonePreset(Strict):
     fetch: str = ""
     """The command, run on a machine with network, that downloads the weights."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_layout(cls, data: object) -> object:
+        if isinstance(data, dict) and "key_layout" not in data and isinstance(data.get("family"), str):
+            layout = {"timm_vit": "timm"}.get(data["family"], data["family"])
+            data = {**data, "key_layout": layout}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> BackbonePreset:
         if self.input_size % self.patch_size:
@@ -65,8 +89,14 @@ class BackbonePreset(Strict):
                 f"num_register_tokens {self.num_register_tokens} exceeds num_prefix_tokens "
                 f"{self.num_prefix_tokens} (prefix tokens count the CLS token and the registers)"
             )
-        if self.pool != "avg" and self.num_prefix_tokens == self.num_register_tokens:
+        if self.pool in ("token", "token+avg") and self.num_prefix_tokens == self.num_register_tokens:
             raise ValueError(f"pool '{self.pool}' reads a CLS token, but this backbone has none; use pool: avg")
+        if self.pool == "attn" and self.family != "conch":
+            raise ValueError("pool 'attn' is the attentional pooler of family conch; use token, avg or token+avg")
+        if self.sha256 is not None and (
+            len(self.sha256) != SHA256_HEX or any(c not in "0123456789abcdef" for c in self.sha256)
+        ):
+            raise ValueError(f"sha256 must be 64 lowercase hex digits or null; got {self.sha256!r}")
         return self
 
 

@@ -48,7 +48,7 @@ class PromptedModel(nn.Module):
             self.instance_encoder = instance_encoder if instance_encoder is not None else None
             encoder = instance_encoder if instance_encoder is not None else backbone
             self.vrm = VisualRefineModule(settings.ivp, encoder.feature_dim, backbone.width)
-        feature_dim = backbone.width * (2 if self.pool_mode == "token+avg" else 1)
+        feature_dim = backbone.pooled_dim(self.pool_mode)
         self.head = nn.Linear(feature_dim, num_classes)
         nn.init.zeros_(self.head.bias)
         self._freeze()

