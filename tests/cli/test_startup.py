@@ -14,5 +14,5 @@ def test_importing_the_cli_imports_no_torch() -> None:
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run([sys.executable, "-m", "pathotune_cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("tune", "eval", "presets", "demo"):
+    for command in ("tune", "eval", "predict", "tile", "export", "inspect", "doctor", "demo", "presets", "weights"):
         assert command in out

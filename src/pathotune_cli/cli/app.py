@@ -54,22 +54,9 @@ def _root(
 
 def _register() -> None:
     for name, module, attr in COMMANDS:
-        mod = _import(module)
-        if mod is not None:
-            app.command(name)(getattr(mod, attr))
+        app.command(name)(getattr(importlib.import_module(f"pathotune_cli.cli.{module}"), attr))
     for name, module in GROUPS:
-        mod = _import(module)
-        if mod is not None:
-            app.add_typer(mod.app, name=name)
-
-
-def _import(module: str):  # noqa: ANN202
-    try:
-        return importlib.import_module(f"pathotune_cli.cli.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"pathotune_cli.cli.{module}":
-            return None  # a command whose module is not in this build
-        raise
+        app.add_typer(importlib.import_module(f"pathotune_cli.cli.{module}").app, name=name)
 
 
 _register()
