@@ -7,20 +7,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
-KATHER = SHARED_DATA / "patches" / "kather2016-dev"
+from testdata import KATHER, SHARED_DATA, require_data, tiny_preset as _tiny_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def require_data(path: Path) -> Path:
-    """A real data file or folder: missing is a failure under CI=true, else a skip."""
-    if path.exists():
-        return path
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"real test data {path} is missing (CI=true makes this a failure)")
-    pytest.skip(f"real test data {path} is missing")
 
 
 @pytest.fixture(autouse=True)
@@ -39,18 +28,6 @@ def kather_dir() -> Path:
 def shared_data() -> Path:
     """``../shared/data``."""
     return require_data(SHARED_DATA)
-
-
-def _tiny_preset(**overrides):  # noqa: ANN003, ANN202
-    from pathotune_cli.config.schema import BackbonePreset
-
-    base = dict(
-        name="test-tiny", family="timm_vit", model="vit_tiny_patch16_224",
-        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2}, weights="random",
-        input_size=64, patch_size=16, width=64, num_prefix_tokens=1, pool="token", text_encoder="hash",
-    )
-    base.update(overrides)
-    return BackbonePreset(**base)
 
 
 LAYOUTS = {

@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pathotune_cli.cli.app import app
+from testdata import tiny_preset
+
 
 runner = CliRunner()
 
@@ -22,22 +24,9 @@ def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from pathotune_cli.config import load_task_preset
     from pathotune_cli.config.run import PromptSettings
-    from pathotune_cli.config.schema import BackbonePreset
     from pathotune_cli.engine import build_prompted_model, prompt_file_meta, save_prompt_file
 
-    preset = BackbonePreset(
-        name="test-tiny",
-        family="timm_vit",
-        model="vit_tiny_patch16_224",
-        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2},
-        weights="random",
-        input_size=64,
-        patch_size=16,
-        width=64,
-        num_prefix_tokens=1,
-        pool="token",
-        text_encoder="hash",
-    )
+    preset = tiny_preset()
     task = load_task_preset("demo")
     torch.manual_seed(0)
     built = build_prompted_model(task, preset, PromptSettings(method="pathotune"))

@@ -11,27 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from pathotune_cli.cli.app import app
+from testdata import tiny_preset
+
 
 runner = CliRunner()
 
 
-def _tiny_preset(**overrides):  # noqa: ANN003, ANN202
-    from pathotune_cli.config.schema import BackbonePreset
-
-    base = dict(
-        name="test-tiny",
-        family="timm_vit",
-        model="vit_tiny_patch16_224",
-        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2},
-        weights="random",
-        input_size=64,
-        patch_size=16,
-        width=64,
-        num_prefix_tokens=1,
-        pool="token",
-        text_encoder="hash",
-    )
-    return BackbonePreset(**{**base, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +28,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pathotune_cli.config.run import PromptSettings
     from pathotune_cli.engine import build_prompted_model, prompt_file_meta, save_prompt_file
 
-    task, preset = load_task_preset("demo"), _tiny_preset()
+    task, preset = load_task_preset("demo"), tiny_preset()
     torch.manual_seed(0)
     built = build_prompted_model(task, preset, PromptSettings(method="pathotune"))
     meta = prompt_file_meta(built, task, preset, metrics={"split": "validation", "accuracy": 0.5})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -14,16 +13,8 @@ from typer.testing import CliRunner
 
 from pathotune_cli.cli.app import app
 
-SLIDES = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "slides").resolve()
-
-
-def _need(path: Path) -> Path:
-    """A real data file: missing fails under CI=true, else skips."""
-    if path.exists():
-        return path
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"real test data {path} is missing (CI=true makes this a failure)")
-    pytest.skip(f"real test data {path} is missing")
+from testdata import SLIDES
+from testdata import require_data as _need
 
 
 @pytest.fixture

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SLIDES = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "slides").resolve()
-
-
-def need(path: Path) -> Path:
-    """A real data file: missing fails under CI=true (so CI never passes by skipping), else skips."""
-    if path.exists():
-        return path
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"real test data {path} is missing (CI=true makes this a failure)")
-    pytest.skip(f"real test data {path} is missing")
+from testdata import SLIDES
+from testdata import require_data as need
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, PromptsArg
+from pathotune_cli.cli.options import DeviceOpt, JsonOpt, PrecisionOpt, PromptsArg, WeightsOpt
 from pathotune_cli.cli.render import emit_json, info, table, user_errors, warn
 
 
@@ -19,9 +19,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = "auto",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    weights: Annotated[Path | None, typer.Option("--weights", help="Backbone weight file or folder.")] = None,
+    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = "auto",
+    weights: WeightsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""

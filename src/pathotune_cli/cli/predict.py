@@ -9,15 +9,18 @@ import typer
 
 from pathotune_cli.cli.options import (
     DefaultMppOpt,
+    DeviceOpt,
     JsonOpt,
     MinTissueOpt,
+    PrecisionOpt,
     PromptsArg,
     SlidesCsvOpt,
     TissueChoice,
     TissueGeojsonOpt,
     TissueOpt,
+    WeightsOpt,
 )
-from pathotune_cli.cli.render import emit_json, err, info, table, user_errors, warn
+from pathotune_cli.cli.render import emit_json, info, table, user_errors
 
 
 @user_errors
@@ -34,12 +37,13 @@ def predict(
     tissue_geojson: TissueGeojsonOpt = None,
     default_mpp: DefaultMppOpt = None,
     heatmap_class: Annotated[str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = "auto",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    weights: Annotated[Path | None, typer.Option("--weights", help="Backbone weight file or folder.")] = None,
+    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = "auto",
+    weights: WeightsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
+    from pathotune_cli.cli.progress import SlideProgress
     from pathotune_cli.runs.predict import PredictOptions, predict_run
 
     opts = PredictOptions(
@@ -48,7 +52,7 @@ def predict(
         tissue=tissue.value, tissue_geojson=_s(tissue_geojson), slides_csv=_s(slides_csv), default_mpp=default_mpp,
         heatmap_class=heatmap_class,
     )
-    with _SlideProgress() as progress:
+    with SlideProgress() as progress:
         result = predict_run(opts, report=progress)
     if json_out:
         emit_json(result)
@@ -63,37 +67,6 @@ def predict(
             info(f"{result['images']['images']} images -> {result['images']['file']}")
     if result["failed"]:
         raise typer.Exit(1)
-
-
-class _SlideProgress:
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err, transient=True)
-        self.task = None
-
-    def __enter__(self) -> _SlideProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
-
-    def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "warning":
-            warn(data["message"])
-        elif kind == "info":
-            info(data["message"])
-        elif kind == "tiles":
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(data["slide"], total=data["total"])
-        elif kind == "tiles_done" and self.task is not None:
-            self.progress.update(self.task, completed=data["done"])
-        elif kind == "slide_done":
-            status = data["status"] if data["status"] != "ok" else f"{data.get('tiles', 0)} tiles"
-            info(f"{data['slide']}: {status} ({data['seconds']} s)")
 
 
 def _top(row: dict[str, Any], classes: list[str]) -> str:

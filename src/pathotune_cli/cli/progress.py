@@ -9,20 +9,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pathotune_cli.cli.render import err, info, warn
 
 
-class EpochProgress:
-    """A bar per epoch of steps, one printed line per finished epoch, warnings and notes above the bar."""
+class _Progress:
+    """A rich progress display on stderr that also prints the runs' warnings and notes above the bar."""
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=quiet,
-        )
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
         self.task = None
-        self.epochs = 0
-        self.steps = 0
 
-    def __enter__(self) -> EpochProgress:
+    def __enter__(self):  # noqa: ANN204
         self.progress.__enter__()
         return self
 
@@ -34,7 +28,45 @@ class EpochProgress:
             warn(data["message"])
         elif kind == "info":
             info(data["message"])
-        elif kind == "start":
+        else:
+            self.update(kind, data)
+
+    def update(self, kind: str, data: dict[str, Any]) -> None:
+        """Handle the run-specific events."""
+
+
+class SlideProgress(_Progress):
+    """A bar per slide's tiles and one line per finished slide (``predict``)."""
+
+    def __init__(self) -> None:
+        super().__init__(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=err, transient=True))
+
+    def update(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "tiles":
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(data["slide"], total=data["total"])
+        elif kind == "tiles_done" and self.task is not None:
+            self.progress.update(self.task, completed=data["done"])
+        elif kind == "slide_done":
+            status = data["status"] if data["status"] != "ok" else f"{data.get('tiles', 0)} tiles"
+            info(f"{data['slide']}: {status} ({data['seconds']} s)")
+
+
+class EpochProgress(_Progress):
+    """A bar per epoch of steps, one printed line per finished epoch, warnings and notes above the bar."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        super().__init__(Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=quiet,
+        ))
+        self.epochs = 0
+        self.steps = 0
+
+    def update(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "start":
             self.epochs, self.steps = data["epochs"], data["steps_per_epoch"]
         elif kind == "step":
             if self.task is None or data["step"] == 1:

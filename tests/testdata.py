@@ -1,0 +1,35 @@
+"""Where the real test data is, and small presets, shared by every test module (``pythonpath = tests``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+SLIDES = SHARED_DATA / "slides"
+KATHER = SHARED_DATA / "patches" / "kather2016-dev"
+
+
+def require_data(path: Path) -> Path:
+    """A real data file or folder: missing is a failure under CI=true (CI never passes by skipping), else a skip."""
+    if path.exists():
+        return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"real test data {path} is missing (CI=true makes this a failure)")
+    pytest.skip(f"real test data {path} is missing")
+
+
+def tiny_preset(**overrides):  # noqa: ANN003, ANN201
+    """A 2-block random timm ViT preset (width 64, 64 px), overridable field by field."""
+    from pathotune_cli.config.schema import BackbonePreset
+
+    base = dict(
+        name="test-tiny", family="timm_vit", model="vit_tiny_patch16_224",
+        model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2}, weights="random",
+        input_size=64, patch_size=16, width=64, num_prefix_tokens=1, pool="token", text_encoder="hash",
+    )
+    base.update(overrides)
+    return BackbonePreset(**base)
