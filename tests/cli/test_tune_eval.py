@@ -118,3 +118,19 @@ def test_eval_on_truncated_or_foreign_prompt_file_exits_2(run_dir: Path, kather_
     not_prompts.write_text("hello")
     result = _invoke("eval", str(not_prompts), "--data", str(kather_dir))
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_eval_refuses_prompts_from_another_backbone_in_one_line(run_dir: Path, kather_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from pathotune_cli.backbones import load_backbone
+    from pathotune_cli.config import load_backbone_preset
+
+    other = load_backbone(load_backbone_preset("tiny-random"))
+    save_file({k: v * 1.01 for k, v in other.vit.state_dict().items()}, str(tmp_path / "other.safetensors"))
+    result = _invoke("eval", str(run_dir / "prompts.safetensors"), "--data", str(kather_dir),
+                     "--weights", str(tmp_path / "other.safetensors"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "was tuned on backbone 'tiny-random'" in lines[0] and "other.safetensors" in lines[0]

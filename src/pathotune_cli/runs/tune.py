@@ -49,7 +49,7 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
         task = load_task_preset(opts.preset)
         backbone = load_backbone_preset(opts.backbone or "tiny-random")
         base = {"task": task.model_dump(mode="json"), "backbone": backbone.model_dump(mode="json")}
-        source = "tune options"
+        source = "settings (--preset, --backbone, options, --set)"
     if opts.config and opts.preset:
         base["task"] = load_task_preset(opts.preset).model_dump(mode="json")
     if opts.config and opts.backbone:
