@@ -141,3 +141,21 @@ def test_reuses_coords_from_pathotune_tile(demo_prompts: Path, tmp_path: Path) -
     rows = _rows(out / "demo-slide.predictions.csv")
     got = np.array([[int(r["x"]), int(r["y"])] for r in rows])
     assert np.array_equal(got, keep)
+
+
+def test_resume_keeps_finished_slides_and_redoes_changed_settings(demo_prompts: Path, tmp_path: Path, data_file) -> None:
+    svs = data_file("slides/cmu-1-small-region.svs")
+    out = tmp_path / "P"
+    args = ["predict", str(demo_prompts), str(svs), "--out", str(out), "--workers", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    csv_file = out / "cmu-1-small-region.predictions.csv"
+    first = csv_file.stat().st_mtime_ns
+    result = runner.invoke(app, [*args, "--resume", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["slides"][0]["resumed"] is True
+    assert csv_file.stat().st_mtime_ns == first
+    assert _rows(out / "summary.csv")[0]["status"] == "ok"
+    result = runner.invoke(app, [*args, "--resume", "--min-tissue", "0.5", "--json"])
+    assert result.exit_code == 0
+    assert "resumed" not in json.loads(result.stdout)["slides"][0]
+    assert csv_file.stat().st_mtime_ns != first

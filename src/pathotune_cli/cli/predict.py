@@ -40,6 +40,7 @@ def predict(
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep slides finished by an earlier run with the same prompts and settings.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
@@ -50,7 +51,7 @@ def predict(
         prompts=str(prompts), inputs=[str(p) for p in inputs or []], out=str(out), batch_size=batch_size, workers=workers,
         precision=precision, device=device, weights=_s(weights), coords=_s(coords), min_tissue=min_tissue,
         tissue=tissue.value, tissue_geojson=_s(tissue_geojson), slides_csv=_s(slides_csv), default_mpp=default_mpp,
-        heatmap_class=heatmap_class,
+        heatmap_class=heatmap_class, resume=resume,
     )
     with SlideProgress() as progress:
         result = predict_run(opts, report=progress)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ class PredictOptions:
     default_mpp: float | None = None
     heatmap_class: str | None = None
     backend: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    """Skip slides whose outputs were finished by an earlier run with the same prompt file and settings."""
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
@@ -98,7 +99,10 @@ def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], No
     model.to(placement.device)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    context = _Context(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report)
+    from pathotune_cli.runs.records import file_sha256
+
+    key = _settings_key(opts, file_sha256(file.path))
+    context = _Context(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report, key)
     rows = []
     for index, slide in enumerate(slides):
         report("slide", {"index": index, "total": len(slides), "slide": slide.name})
@@ -132,10 +136,15 @@ class _Context:
     opts: PredictOptions
     out: Path
     report: Callable[[str, dict[str, Any]], None]
+    key: str
+    """Prompt file hash and tiling settings: what a finished slide must match to be skipped on --resume."""
 
 
 def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float]) -> dict[str, Any]:
     started = time.time()
+    done = _finished(ctx, slide) if ctx.opts.resume else None
+    if done is not None:
+        return {**done, "resumed": True, "seconds": 0.0}
     try:
         row = _predict_slide(ctx, slide, mpp_table.get(slide.name))
         row["status"] = "ok"
@@ -151,6 +160,7 @@ def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float
 
 
 def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> dict[str, Any]:
+    from pathotune_cli.runs.records import write_json
     from pathotune_cli.runs.slides import geojson_for
     from pathotune_cli.wsi import draw_heatmap, iter_tile_batches, plan_slide, write_tiles_geojson
 
@@ -183,6 +193,7 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
     picture = draw_heatmap(plan.thumbnail, plan.level0_size, coords, footprint, probs, ctx.class_names,
                            show=opts.heatmap_class)
     _atomic(ctx.out / f"{stem}.heatmap.png", lambda tmp: _save_png(tmp, picture))
+    marker = {"key": ctx.key, "row": None}
     labels = probs.argmax(1) if len(coords) else np.zeros(0, int)
     tile_area = (footprint * plan.mpp / 1000.0) ** 2
     row: dict[str, Any] = {
@@ -193,7 +204,34 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
         count = int((labels == i).sum())
         row[f"fraction_{name}"] = round(count / len(coords), 4) if len(coords) else 0.0
         row[f"area_mm2_{name}"] = round(count * tile_area, 4)
+    marker["row"] = {**row, "status": "ok", "error": ""}
+    write_json(ctx.out / f"{stem}.done.json", marker)  # written last: its presence means the slide is finished
     return row
+
+
+def _finished(ctx: _Context, slide: Path) -> dict[str, Any] | None:
+    """The summary row of a slide finished earlier with the same prompt file and settings, else None."""
+    import json
+
+    marker = ctx.out / f"{slide.stem}.done.json"
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    outputs = [ctx.out / f"{slide.stem}{s}" for s in (".predictions.csv", ".tiles.geojson", ".heatmap.png")]
+    if done.get("key") != ctx.key or not all(p.is_file() for p in outputs) or done.get("row", {}).get("slide") != slide.name:
+        return None
+    ctx.report("info", {"message": f"{slide.name}: finished earlier, kept (--resume)"})
+    return done["row"]
+
+
+def _settings_key(opts: PredictOptions, prompts_sha: str) -> str:
+    import hashlib
+    import json
+
+    settings = [prompts_sha, opts.min_tissue, opts.tissue, opts.tissue_geojson, opts.coords, opts.default_mpp,
+                opts.slides_csv, opts.heatmap_class, opts.backend]
+    return hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
 
 
 def _infer(ctx: _Context, tiles: np.ndarray) -> np.ndarray:
