@@ -8,6 +8,7 @@ with its error, and the exit code says whether every slide succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -104,10 +105,15 @@ def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], No
     key = _settings_key(opts, file_sha256(file.path))
     context = _Context(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report, key)
     rows = []
-    for index, slide in enumerate(slides):
-        report("slide", {"index": index, "total": len(slides), "slide": slide.name})
-        rows.append(_predict_slide_safely(context, slide, mpp_table))
-        report("slide_done", rows[-1])
+    with contextlib.ExitStack() as stack:
+        if opts.workers > 0 and slides:
+            from pathotune_cli.wsi import TileReaderPool
+
+            context.pool = stack.enter_context(TileReaderPool(opts.workers))  # started once for every slide
+        for index, slide in enumerate(slides):
+            report("slide", {"index": index, "total": len(slides), "slide": slide.name})
+            rows.append(_predict_slide_safely(context, slide, mpp_table))
+            report("slide_done", rows[-1])
     if slides:
         _write_summary(out / "summary.csv", rows, task.class_names)
     image_result = _predict_images(context, images) if images else None
@@ -138,6 +144,8 @@ class _Context:
     report: Callable[[str, dict[str, Any]], None]
     key: str
     """Prompt file hash and tiling settings: what a finished slide must match to be skipped on --resume."""
+    pool: Any = None
+    """Reading processes shared by every slide of the run (None: read in this process)."""
 
 
 def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float]) -> dict[str, Any]:
@@ -181,7 +189,7 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
     if len(coords):
         batches = iter_tile_batches(
             plan.path, coords, level=level, read_size=read_size, tile_size=ctx.tile_size,
-            batch_size=opts.batch_size, workers=opts.workers, backend=plan.backend,
+            batch_size=opts.batch_size, workers=opts.workers, backend=plan.backend, pool=ctx.pool,
         )
         for batch in batches:
             probs[batch.start : batch.start + len(batch.tiles)] = _infer(ctx, batch.tiles)

@@ -24,7 +24,7 @@ from pathotune_cli.wsi.plan import SlidePlan, plan_slide
 from pathotune_cli.wsi.reader import DamagedSlide, SlideReader
 from pathotune_cli.wsi.synthetic import blobs_tile_fn, write_pyramid_tiff
 from pathotune_cli.wsi.thumbnail import class_colors, draw_heatmap, draw_overview, save_png
-from pathotune_cli.wsi.tiles import TileBatch, iter_tile_batches, read_batch, read_tile
+from pathotune_cli.wsi.tiles import TileBatch, TileReaderPool, iter_tile_batches, read_batch, read_tile
 from pathotune_cli.wsi.tissue import TISSUE_MODES, mask_contours, tissue_mask
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "SlideReader",
     "TileBatch",
     "TileGrid",
+    "TileReaderPool",
     "blobs_tile_fn",
     "class_colors",
     "draw_heatmap",

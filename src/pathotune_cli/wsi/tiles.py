@@ -20,11 +20,6 @@ import numpy as np
 from pathotune_cli.errors import PathotuneError
 from pathotune_cli.wsi.reader import SlideReader
 
-# In a worker process: its own reader, or the error that kept it from opening (sent back with each batch).
-_worker_reader: SlideReader | None = None
-_worker_error: tuple[type[PathotuneError], str, str] = (PathotuneError, "slide reader did not start", "")
-
-
 @dataclass(frozen=True)
 class TileBatch:
     """A batch of tiles and where they came from."""
@@ -73,6 +68,7 @@ def iter_tile_batches(
     workers: int = 0,
     prefetch: int = 2,
     backend: str = "auto",
+    pool: TileReaderPool | None = None,
 ) -> Iterator[TileBatch]:
     """Yield the tiles at ``coords`` in batches, in order.
 
@@ -86,6 +82,7 @@ def iter_tile_batches(
         workers: Reading processes; 0 reads in this process.
         prefetch: Batches read ahead per worker.
         backend: Reader backend when ``slide`` is a path (see ``open_slide``).
+        pool: Reading processes to use (shared across slides); None starts ``workers`` for this slide.
 
     Yields:
         ``TileBatch`` objects; closing the generator early stops the workers.
@@ -98,7 +95,7 @@ def iter_tile_batches(
 
     coords = np.asarray(coords, np.int64).reshape(-1, 2)
     starts = range(0, len(coords), max(1, batch_size))
-    if workers <= 0:
+    if workers <= 0 and pool is None:
         own = not isinstance(slide, SlideReader)
         reader = open_slide(slide, backend) if own else slide  # type: ignore[arg-type]
         try:
@@ -113,23 +110,20 @@ def iter_tile_batches(
         return
     if isinstance(slide, SlideReader):
         slide, backend = slide.path, slide.backend
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(str(slide), backend),
-    )
+    own_pool = pool is None
+    pool = pool if pool is not None else TileReaderPool(workers)
+    executor = pool.executor
     pending: deque[tuple[int, Future[Any]]] = deque()
 
     def submit(start: int) -> None:
         chunk = coords[start : start + batch_size]
-        pending.append((start, pool.submit(_worker_batch, chunk, level, read_size, tile_size)))
+        pending.append((start, executor.submit(_worker_batch, str(slide), backend, chunk, level, read_size, tile_size)))
 
     todo = iter(starts)
     try:
         for start in todo:
             submit(start)
-            if len(pending) >= workers * max(1, prefetch):
+            if len(pending) >= pool.workers * max(1, prefetch):
                 break
         while pending:
             start, future = pending.popleft()
@@ -139,26 +133,53 @@ def iter_tile_batches(
                 submit(nxt)
             yield TileBatch(tiles, coords[start : start + len(tiles)], start)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for _, future in pending:
+            future.cancel()
+        if own_pool:
+            pool.close()
 
 
-def _init_worker(path: str, backend: str) -> None:
-    global _worker_reader, _worker_error
+class TileReaderPool:
+    """Reading processes shared by many slides: spawned once, each keeping its last slides open.
+
+    ``predict`` over a folder of slides pays the start-up of its workers once, not once per slide.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self.executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def __enter__(self) -> TileReaderPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+# In a worker process: the slides it read last, kept open (most recently used last).
+_worker_readers: dict[tuple[str, str], SlideReader] = {}
+_KEEP_OPEN = 2
+
+
+def _worker_reader(path: str, backend: str) -> SlideReader:
     from pathotune_cli.wsi.open import open_slide
 
-    try:
-        _worker_reader = open_slide(path, backend)
-    except PathotuneError as exc:  # reported with the first batch, where the parent can raise it
-        _worker_reader = None
-        _worker_error = (type(exc), exc.problem, exc.fix)
+    key = (path, backend)
+    reader = _worker_readers.pop(key, None) or open_slide(path, backend)
+    _worker_readers[key] = reader  # most recently used last
+    while len(_worker_readers) > _KEEP_OPEN:
+        _worker_readers.pop(next(iter(_worker_readers))).close()
+    return reader
 
 
-def _worker_batch(coords: np.ndarray, level: int, read_size: int, tile_size: int) -> Any:
-    # PathotuneError keeps its fix only in an attribute that pickling drops, so errors travel as tuples.
-    if _worker_reader is None:
-        return _worker_error
+def _worker_batch(path: str, backend: str, coords: np.ndarray, level: int, read_size: int, tile_size: int) -> Any:
+    # errors travel as tuples so the parent raises them with their fix
     try:
-        return read_batch(_worker_reader, coords, level, read_size, tile_size)
+        return read_batch(_worker_reader(path, backend), coords, level, read_size, tile_size)
     except PathotuneError as exc:
         return (type(exc), exc.problem, exc.fix)
 
