@@ -29,7 +29,7 @@ def predict(
     inputs: Annotated[list[Path] | None, typer.Argument(help="Slides, tile images, or folders of either.", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
-    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Tile-reading processes (0: in-process).")] = 2,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, max=64, help="Tile-reading processes (0: in-process). Default: 0 on a CPU, whose cores the model needs; 2 with a GPU.", show_default=False)] = None,
     coords: Annotated[Path | None, typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5.")] = None,
     slides_csv: SlidesCsvOpt = None,
     min_tissue: MinTissueOpt = 0.25,

@@ -32,7 +32,8 @@ class PredictOptions:
     inputs: list[str]
     out: str = "predictions"
     batch_size: int = 64
-    workers: int = 2
+    workers: int | None = None
+    """Tile-reading processes; None: 0 when the model runs on the CPU (it needs every core), else 2."""
     precision: str = "auto"
     device: str = "auto"
     weights: str | None = None
@@ -106,10 +107,11 @@ def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], No
     context = _Context(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report, key)
     rows = []
     with contextlib.ExitStack() as stack:
-        if opts.workers > 0 and slides:
+        workers = reading_workers(opts.workers, placement.device)
+        if workers > 0 and slides:
             from pathotune_cli.wsi import TileReaderPool
 
-            context.pool = stack.enter_context(TileReaderPool(opts.workers))  # started once for every slide
+            context.pool = stack.enter_context(TileReaderPool(workers))  # started once for every slide
         for index, slide in enumerate(slides):
             report("slide", {"index": index, "total": len(slides), "slide": slide.name})
             rows.append(_predict_slide_safely(context, slide, mpp_table))
@@ -189,7 +191,7 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
     if len(coords):
         batches = iter_tile_batches(
             plan.path, coords, level=level, read_size=read_size, tile_size=ctx.tile_size,
-            batch_size=opts.batch_size, workers=opts.workers, backend=plan.backend, pool=ctx.pool,
+            batch_size=opts.batch_size, workers=0, backend=plan.backend, pool=ctx.pool,
         )
         for batch in batches:
             probs[batch.start : batch.start + len(batch.tiles)] = _infer(ctx, batch.tiles)
@@ -231,6 +233,19 @@ def _finished(ctx: _Context, slide: Path) -> dict[str, Any] | None:
         return None
     ctx.report("info", {"message": f"{slide.name}: finished earlier, kept (--resume)"})
     return done["row"]
+
+
+def reading_workers(requested: int | None, device: str) -> int:
+    """Tile-reading processes: as asked, or (None) 0 when the model runs on the CPU and 2 on a GPU.
+
+    On a CPU the model's threads already use every core, so a reading process takes one from them and the
+    whole pass slows: vit_small on 2 cores predicted 9.4 tiles/s with 2 readers and 11.5 reading between
+    batches in its own process, where decoding a batch costs about 1% of running the model on it
+    (benchmarks, issue 6). With a GPU the CPU is free to read ahead.
+    """
+    if requested is not None:
+        return requested
+    return 0 if device == "cpu" else 2
 
 
 def _settings_key(opts: PredictOptions, prompts_sha: str) -> str:
