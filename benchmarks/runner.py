@@ -1,0 +1,196 @@
+"""Run the benchmark groups, each in a fresh child process, and gather one table and one JSON file.
+
+Each group runs in its own interpreter (``python -m benchmarks --group NAME``) so one group's threads, caches
+and memory never colour another's figures and a crash in one is reported while the others still run. The
+children, their reading workers and the predict child are all one process tree under this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from benchmarks.core import Figure, hardware, log
+
+GROUPS = ("startup", "reading", "tuning", "precision", "predict")
+
+# Every figure each group reports, quick or full (the keys of results.json's "figures"). Judged ones first.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "startup": ("startup.help_seconds", "startup.heavy_imports", "startup.python"),
+    "reading": (
+        "reading.tile_vs_openslide",
+        "reading.tile_vs_raw",
+        "reading.predict_vs_openslide",
+        "reading.predict_vs_raw",
+        "reading.tile_vs_openslide_save",
+        "reading.slide",
+        "reading.grid",
+        "reading.max_pixel_diff",
+        "reading.openslide_1",
+        "reading.openslide_2",
+        "reading.raw_1",
+        "reading.raw_2",
+        "reading.raw_stored_1",
+        "reading.openslide_save_1",
+        "reading.tile_command",
+        "reading.file_write_ms",
+        "reading.predict_stage",
+    ),
+    "tuning": (
+        "tuning.small.step_vs_forward",
+        "tuning.small.step_vs_full",
+        "tuning.base.step_vs_forward",
+        "tuning.base.step_vs_full",
+        "tuning.precision",
+        "tuning.small.forward",
+        "tuning.small.pathotune_step",
+        "tuning.small.full_step",
+        "tuning.base.forward",
+        "tuning.base.pathotune_step",
+        "tuning.base.full_step",
+    ),
+    "precision": (
+        "precision.speedup",
+        "precision.top_class_agreement",
+        "precision.max_prob_diff",
+        "precision.fp32",
+        "precision.auto",
+        "precision.head_accuracy",
+    ),
+    "predict": (
+        "predict.vs_model_forward",
+        "predict.rss_small_slide",
+        "predict.rss_large_slide",
+        "predict.rss_ratio",
+        "predict.vs_backbone_forward",
+        "predict.run",
+        "predict.model_forward",
+        "predict.backbone_forward",
+    ),
+}
+
+
+def run_group(name: str, work: Path, quick: bool, seed: int) -> list[Figure]:
+    """Run one group in this process."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    work.mkdir(parents=True, exist_ok=True)
+    return module.run(work, quick, seed)
+
+
+def group_main(name: str, work: Path, result: Path, quick: bool, seed: int) -> int:
+    """Entry point of a group's child process: write its figures (or its error) to ``result``."""
+    started = time.perf_counter()
+    try:
+        figures = run_group(name, work, quick, seed)
+        payload: dict[str, Any] = {"figures": [f.to_dict() for f in figures], "error": None}
+    except Exception as exc:  # noqa: BLE001 - reported in the table; the other groups go on
+        traceback.print_exc()
+        payload = {"figures": [], "error": f"{type(exc).__name__}: {exc}"}
+    payload["seconds"] = time.perf_counter() - started
+    result.write_text(json.dumps(payload, default=_plain))
+    return 0
+
+
+def run_all(
+    groups: list[str], out: Path, quick: bool, seed: int, keep: bool = False, json_out: Path | None = None
+) -> dict[str, Any]:
+    """Run ``groups`` in child processes; returns the results document, written to ``json_out``
+    (default ``out/results.json``) after every group, so an interrupted run leaves what it measured."""
+    started = time.perf_counter()
+    json_out = json_out or out / "results.json"
+    document: dict[str, Any] = {
+        "format": 1,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quick": quick,
+        "seed": seed,
+        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", *sys.argv[1:]]),
+        "hardware": hardware(),
+        "groups": {},
+        "skipped": [g for g in GROUPS if g not in groups],
+        "figures": {},
+    }
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="pathotune-bench-") as tmp:
+        work_root = out / "work" if keep else Path(tmp)
+        for name in groups:
+            result = Path(tmp) / f"{name}.json"
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks",
+                "--group",
+                name,
+                "--work",
+                str(work_root / name),
+                "--result",
+                str(result),
+                "--seed",
+                str(seed),
+            ] + (["--quick"] if quick else [])
+            log(f"group {name}: start")
+            load = os.getloadavg()[0]
+            t = time.perf_counter()
+            done = subprocess.run(cmd, env=env)
+            seconds = time.perf_counter() - t
+            if result.is_file():
+                payload = json.loads(result.read_text())
+            else:
+                payload = {"figures": [], "error": f"group process exited {done.returncode} without a result"}
+            figures = {f["key"]: f for f in payload["figures"]}
+            missing = [k for k in EXPECTED[name] if k not in figures]
+            for key in missing:
+                figures[key] = {
+                    "key": key,
+                    "group": name,
+                    "title": key,
+                    "value": None,
+                    "passed": False,
+                    "note": "not measured: " + (payload.get("error") or "missing from the group's output"),
+                }
+            document["groups"][name] = {
+                "seconds": round(seconds, 1),
+                "error": payload.get("error"),
+                "missing": missing,
+                "load_before": round(load, 2),
+                "load_after": round(os.getloadavg()[0], 2),
+            }
+            document["figures"].update(figures)
+            log(
+                f"group {name}: {seconds:.0f} s"
+                + (f", ERROR {payload['error']}" if payload.get("error") else "")
+            )
+            _write(document, json_out, started)
+    _write(document, json_out, started)
+    return document
+
+
+def _write(document: dict[str, Any], path: Path, started: float) -> None:
+    judged = [f for f in document["figures"].values() if f.get("passed") is not None]
+    document["seconds"] = round(time.perf_counter() - started, 1)
+    document["passed"] = sum(bool(f["passed"]) for f in judged)
+    document["failed"] = sum(not f["passed"] for f in judged)
+    document["all_passed"] = document["failed"] == 0 and not any(
+        g["error"] for g in document["groups"].values()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, default=_plain))
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and paths."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
