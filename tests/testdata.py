@@ -33,3 +33,19 @@ def tiny_preset(**overrides):  # noqa: ANN003, ANN201
     )
     base.update(overrides)
     return BackbonePreset(**base)
+
+
+class MemoryStore:
+    """The ``ImageStore`` interface over uint8 tiles already in memory, (N, 3, S, S)."""
+
+    def __init__(self, images) -> None:  # noqa: ANN001
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, index):  # noqa: ANN001, ANN201
+        import numpy as np
+        import torch
+
+        return self.images[torch.as_tensor(np.asarray(index))]

@@ -18,19 +18,7 @@ from pathotune_cli.engine.text import hash_encode
 from pathotune_cli.hardware import Placement
 from pathotune_cli.training.images import to_float
 from pathotune_cli.training.loop import Split, encode_instances, fit
-
-
-class _Store:
-    """The ImageStore interface over tiles in memory."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, index) -> torch.Tensor:  # noqa: ANN001
-        return self.images[torch.as_tensor(np.asarray(index))]
+from testdata import MemoryStore
 
 
 def _model(tiny_preset, demo_task, **preset) -> PromptedModel:  # noqa: ANN001
@@ -52,7 +40,7 @@ def test_cache_equals_fresh_features_in_fp32(tiny_preset, demo_task) -> None:
     model = _model(tiny_preset, demo_task)
     tiles = _tiles()
     placement = Placement("cpu", "fp32", "test")
-    cached = encode_instances(model, _Store(tiles), batch_size=5, placement=placement)  # batches of 5, 5, 2
+    cached = encode_instances(model, MemoryStore(tiles), batch_size=5, placement=placement)  # batches of 5, 5, 2
     with torch.no_grad():
         fresh = model.instance_features(to_float(tiles))  # one batch of 12
     assert cached.shape == fresh.shape == (12, model.backbone.feature_dim)
@@ -63,7 +51,7 @@ def test_logits_from_the_cache_equal_logits_computed_in_place(tiny_preset, demo_
     model = _model(tiny_preset, demo_task)
     images = to_float(_tiles())
     placement = Placement("cpu", "fp32", "test")
-    cached = encode_instances(model, _Store(_tiles()), batch_size=12, placement=placement)
+    cached = encode_instances(model, MemoryStore(_tiles()), batch_size=12, placement=placement)
     with torch.no_grad():
         from_cache = model(images, cached)
         in_place = model(images)  # the model runs its instance encoder itself
@@ -74,7 +62,7 @@ def test_cache_in_bf16_matches_fresh_bf16_features(tiny_preset, demo_task) -> No
     model = _model(tiny_preset, demo_task)
     tiles = _tiles()
     placement = Placement("cpu", "bf16", "test")
-    cached = encode_instances(model, _Store(tiles), batch_size=12, placement=placement)
+    cached = encode_instances(model, MemoryStore(tiles), batch_size=12, placement=placement)
     with torch.no_grad(), placement.autocast():
         fresh = model.instance_features(to_float(tiles)).float()
     torch.testing.assert_close(cached, fresh, rtol=0, atol=0)  # same batch, same precision: bit-identical
@@ -86,7 +74,7 @@ def test_fit_trains_on_the_features_the_model_computes(tiny_preset, demo_task) -
     tiles = _tiles(16)
     settings = TrainSettings(epochs=2, batch_size=8, patience=None)
     result = fit(
-        model, Split(_Store(tiles), np.arange(16) % 4), None, settings, Placement("cpu", "fp32", "test"), 0
+        model, Split(MemoryStore(tiles), np.arange(16) % 4), None, settings, Placement("cpu", "fp32", "test"), 0
     )
     assert model.instance_images_encoded == 16  # once per tile for the run, not once per epoch
     with torch.no_grad():
@@ -99,7 +87,7 @@ def test_cache_matches_for_other_token_layouts(tiny_preset, demo_task, layouts, 
     model = _model(tiny_preset, demo_task, **layouts[layout])
     tiles = _tiles(6)
     placement = Placement("cpu", "fp32", "test")
-    cached = encode_instances(model, _Store(tiles), batch_size=4, placement=placement)
+    cached = encode_instances(model, MemoryStore(tiles), batch_size=4, placement=placement)
     with torch.no_grad():
         torch.testing.assert_close(
             model(to_float(tiles), cached), model(to_float(tiles)), rtol=1e-5, atol=1e-5

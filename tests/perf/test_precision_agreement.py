@@ -16,20 +16,10 @@ from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.text import hash_encode
 from pathotune_cli.hardware import Placement, cpu_has_fast_bf16, place
 from pathotune_cli.training.loop import predict_probs
+from testdata import MemoryStore
 
 TILES = 120
 LOGIT_SPAN = 4.0
-
-
-class _Store:
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, index) -> torch.Tensor:  # noqa: ANN001
-        return self.images[torch.as_tensor(np.asarray(index))]
 
 
 def _textures(n: int, size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -69,7 +59,7 @@ def test_bf16_and_fp32_predictions_agree(tiny_preset, demo_task) -> None:
     ).eval()
     images, labels = _textures(TILES, 64)
     _fit_head(model, images, labels)
-    store = _Store(images)
+    store = MemoryStore(images)
     p32 = predict_probs(model, store, 32, Placement("cpu", "fp32", "test"))
     p16 = predict_probs(model, store, 32, Placement("cpu", "bf16", "test"))
     assert (p32.argmax(1) == labels).mean() > 0.5  # the head is a real classifier, not a coin
