@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 MODELS = {
-    # name: (timm model, width, forward batches to try, tuning batches to try)
-    "vit_base": ("vit_base_patch16_224", 768, (1024, 512, 256, 128), (512, 256, 128, 64)),
-    "vit_large": ("vit_large_patch16_224", 1024, (512, 256, 128, 64), (256, 128, 64, 32)),
+    # size in benchmarks.models.SIZES: (forward batches to try, tuning batches to try)
+    "vit_base": ((1024, 512, 256, 128), (512, 256, 128, 64)),
+    "vit_large": ((512, 256, 128, 64), (256, 128, 64, 32)),
 }
-SMOKE = {"vit_tiny": ("vit_tiny_patch16_224", 192, (8, 4), (8, 4))}
+SMOKE = {"vit_tiny": ((8, 4), (8, 4))}
 
 
 def sync(device: str) -> None:
@@ -60,31 +60,6 @@ def matmul_rate(device: str, n: int = 8192, repeats: int = 20) -> float:
         a @ b
     sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
-def _preset(model: str, width: int, smoke: bool):  # noqa: ANN202
-    from pathotune_cli.config.schema import BackbonePreset
-
-    return BackbonePreset(
-        name=f"gpu-bench-{model}",
-        family="timm_vit",
-        model=model,
-        weights="random",
-        width=width,
-        input_size=224,
-        patch_size=16,
-        num_prefix_tokens=1,
-        pool="token",
-        text_encoder="hash",
-        model_kwargs={"depth": 2} if smoke else {},
-    )
-
-
-def _task():  # noqa: ANN202
-    from pathotune_cli.config import load_task_preset
-    from pathotune_cli.config.schema import TileSpec
-
-    return load_task_preset("demo").model_copy(update={"tile": TileSpec(mpp=0.5, size=224)})
 
 
 def _fits(fn: Any, batches: tuple[int, ...], device: str) -> tuple[int, Any]:
@@ -213,9 +188,12 @@ def run(device: str, smoke: bool, batch: int | None, repeats: int) -> dict[str, 
     peak = matmul_rate(device, n=512 if smoke else 8192, repeats=3 if smoke else 20)
     result["bf16_matmul_tflops"] = peak / 1e12
     print(f"bf16 matmul: {peak / 1e12:.1f} TFLOP/s", file=sys.stderr)
-    task = _task()
-    for name, (model_name, width, fwd_batches, tune_batches) in (SMOKE if smoke else MODELS).items():
-        preset = _preset(model_name, width, smoke)
+    from benchmarks.models import preset as bench_preset
+    from benchmarks.models import task as bench_task
+
+    task = bench_task(224)
+    for name, (fwd_batches, tune_batches) in (SMOKE if smoke else MODELS).items():
+        preset = bench_preset(name)
         torch.manual_seed(0)
         backbone = load_backbone(preset).to(device)
         b, fwd = _fits(

@@ -13,6 +13,7 @@ SIZES = {
     # name: (timm model, width)
     "vit_small": ("vit_small_patch16_224", 384),
     "vit_base": ("vit_base_patch16_224", 768),
+    "vit_large": ("vit_large_patch16_224", 1024),
     "vit_tiny": ("vit_tiny_patch16_224", 192),
 }
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pathotune_cli.wsi.synthetic import pyramid_sizes
+
 TILE = 256
 # Aperio scanners store JPEG at Q=70-80; with the 3x3 smoothing below a stored tile is ~14 kB, near the
 # 10-11 kB of CMU-1's real H&E tiles (the demo textures' pixel noise alone would make 29 kB tiles, twice
@@ -131,9 +133,7 @@ def write_slide(
     glass = np.empty((TILE, TILE, 3), np.uint8)
     glass[:] = GLASS
     glass_bytes = encode_tile(glass)
-    sizes = [(width, height)]
-    while max(sizes[-1]) // factor >= min_level_size:
-        sizes.append((sizes[-1][0] // factor, sizes[-1][1] // factor))
+    sizes = pyramid_sizes(width, height, factor, min_level_size)
 
     def stream(level: int, w: int, h: int) -> Iterator[bytes]:
         for ty in range(-(-h // TILE)):

@@ -49,3 +49,17 @@ class MemoryStore:
         import torch
 
         return self.images[torch.as_tensor(np.asarray(index))]
+
+
+def break_prompt_metadata(good: Path, out: Path) -> Path:
+    """A copy of a prompt file whose JSON metadata no longer parses (same header length, so still safetensors)."""
+    import struct
+
+    raw = bytearray(good.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = raw[8 : 8 + n].decode()
+    broken = header.replace('"format\\": \\"pathotune-prompts', '"format\\" \\"pathotune-prompts')
+    assert broken != header, "the metadata layout changed; update break_prompt_metadata"
+    raw[8 : 8 + n] = broken.ljust(n).encode()
+    out.write_bytes(bytes(raw))
+    return out

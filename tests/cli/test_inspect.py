@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from pathotune_cli.cli.app import app
-from testdata import tiny_preset
+from testdata import break_prompt_metadata, tiny_preset
 
 
 runner = CliRunner()
@@ -129,14 +128,7 @@ def test_inspect_text_embeddings_that_do_not_match_the_texts_exit_2(good: Path, 
 
 
 def test_inspect_unparseable_metadata_exits_2_with_one_line(good: Path, tmp_path: Path) -> None:
-    raw = bytearray(good.read_bytes())
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = raw[8 : 8 + n].decode()
-    broken = header.replace('"format\\": \\"pathotune-prompts', '"format\\" \\"pathotune-prompts')
-    assert broken != header
-    raw[8 : 8 + n] = broken.ljust(n).encode()
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(bytes(raw))
+    bad = break_prompt_metadata(good, tmp_path / "bad.safetensors")
     result = runner.invoke(app, ["inspect", str(bad)])
     assert result.exit_code == 2
     assert "metadata does not parse" in _one_error_line(result)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.engine import build_prompted_model, load_prompted_model, prompt_file_meta, save_prompt_file
 from pathotune_cli.engine.promptfile import read_prompt_file
 from pathotune_cli.errors import BadInput
+from testdata import break_prompt_metadata
 
 
 def _save(tmp_path: Path, task, preset, method: str = "pathotune", name: str = "p.safetensors") -> tuple[Path, object]:  # noqa: ANN001
@@ -98,13 +98,6 @@ def test_prompt_file_with_altered_tensor_shape_is_refused(tmp_path: Path, tiny_p
 
 def test_prompt_file_with_unparseable_metadata_is_refused(tmp_path: Path, tiny_preset, demo_task) -> None:
     path, _ = _save(tmp_path, demo_task, tiny_preset())
-    raw = bytearray(path.read_bytes())
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = raw[8 : 8 + n].decode()
-    broken = header.replace('"format\\": \\"pathotune-prompts', '"format\\" \\"pathotune-prompts')
-    assert broken != header
-    raw[8 : 8 + n] = broken.ljust(n).encode()
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(bytes(raw))
+    bad = break_prompt_metadata(path, tmp_path / "bad.safetensors")
     with pytest.raises(BadInput, match="metadata does not parse"):
         read_prompt_file(bad)

@@ -75,8 +75,6 @@ class Conch(Backbone):
     def prepare_state(
         cls, state: dict[str, torch.Tensor], module: nn.Module, preset: BackbonePreset, source: str
     ) -> dict[str, torch.Tensor]:
-        if preset.key_layout != "conch":
-            raise BadInput(f"backbone preset '{preset.name}': family conch reads key_layout conch", "fix the preset")
         parts = split_conch(drop_listed(state, preset.drop_keys))
         if not parts["trunk"]:
             raise BadInput(f"{source} has no visual.trunk.* tensors, so it is not a CONCH checkpoint", "check the file")

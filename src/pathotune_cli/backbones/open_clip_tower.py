@@ -61,8 +61,6 @@ class OpenClipTower(Backbone):
     ) -> dict[str, torch.Tensor]:
         from pathotune_cli.backbones.convert import drop_listed, strip_prefix
 
-        if preset.key_layout != "open_clip":
-            raise BadInput(f"backbone preset '{preset.name}': family open_clip reads key_layout open_clip", "fix the preset")
         return drop_listed(strip_prefix(state, "module."), preset.drop_keys)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,6 @@ class PathoDuet(TimmViT):
     def prepare_state(
         cls, state: dict[str, torch.Tensor], module: torch.nn.Module, preset: BackbonePreset, source: str
     ) -> dict[str, torch.Tensor]:
-        if preset.key_layout != "pathoduet":
-            raise BadInput(f"backbone preset '{preset.name}': family pathoduet reads key_layout pathoduet", "fix the preset")
         if "pretext_token" not in state and "reg_token" not in state:
             raise BadInput(
                 f"{source} has no pretext_token, so it is not a PathoDuet checkpoint",

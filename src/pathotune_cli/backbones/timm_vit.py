@@ -52,12 +52,6 @@ class TimmViT(Backbone):
             state = hf_vit_to_timm(state)
         elif preset.key_layout == "hf_dinov2":
             state = hf_dinov2_to_timm(state)
-        elif preset.key_layout != "timm":
-            raise BadInput(
-                f"backbone preset '{preset.name}': family timm_vit reads key_layout timm, hf_vit or hf_dinov2, "
-                f"not '{preset.key_layout}'",
-                "fix key_layout in the preset",
-            )
         return convert_timm_state(state, module)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import DeviceOpt, JsonOpt, PrecisionOpt, PromptsArg, WeightsOpt
+from pathotune_cli.cli.options import DeviceOpt, JsonOpt, PrecisionOpt, PromptsArg, WeightsOpt, path_str
 from pathotune_cli.cli.render import emit_json, info, table, user_errors, warn
 
 
@@ -28,9 +28,9 @@ def evaluate(
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
 
     opts = EvalOptions(
-        prompts=str(prompts), data=str(data), out=None if out is None else str(out), batch_size=batch_size,
+        prompts=str(prompts), data=str(data), out=path_str(out), batch_size=batch_size,
         seed=seed, bootstrap=bootstrap, precision=precision, device=device,
-        weights=None if weights is None else str(weights),
+        weights=path_str(weights),
     )
     doc = eval_run(opts, report=lambda kind, d: (warn if kind == "warning" else info)(d["message"]))
     if json_out:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, PromptsArg, WeightsOpt
+from pathotune_cli.cli.options import JsonOpt, PromptsArg, WeightsOpt, path_str
 from pathotune_cli.cli.render import emit_json, info, key_values, user_errors, warn
 
 
@@ -46,11 +46,11 @@ def export(
     opts = ExportOptions(
         prompts=str(prompts),
         format=format_,
-        out=None if out is None else str(out),
+        out=path_str(out),
         check=check,
-        check_data=None if check_data is None else str(check_data),
-        weights=None if weights is None else str(weights),
-        metrics=None if metrics is None else str(metrics),
+        check_data=path_str(check_data),
+        weights=path_str(weights),
+        metrics=path_str(metrics),
     )
     doc = export_run(opts, report=lambda kind, d: (warn if kind == "warning" else info)(d["message"]))
     if json_out:

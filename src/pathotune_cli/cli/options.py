@@ -9,12 +9,10 @@ from typing import Annotated
 import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout; logs go to stderr.")]
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any config field, e.g. --set train.lr=1e-3 (repeatable)."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for splits, sampling and initialisation.")]
 PrecisionOpt = Annotated[
     str,
     typer.Option(
@@ -23,13 +21,14 @@ PrecisionOpt = Annotated[
         case_sensitive=False,
     ),
 ]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Images per batch.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", min=0, max=256, help="Worker processes for reading.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-DataOpt = Annotated[
-    Path,
-    typer.Option("--data", help="An ImageFolder tree (one folder per class) or a CSV with path,label[,split]."),
-]
+
+
+def path_str(value: Path | None) -> str | None:
+    """An optional path option as the plain string the run configs take."""
+    return None if value is None else str(value)
+
+
 PromptsArg = Annotated[Path, typer.Argument(help="A prompt file written by `pathotune tune`.")]
 WeightsOpt = Annotated[
     Path | None, typer.Option("--weights", help="Backbone weight file or folder (overrides the weight map).")

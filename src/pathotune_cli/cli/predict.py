@@ -19,6 +19,7 @@ from pathotune_cli.cli.options import (
     TissueGeojsonOpt,
     TissueOpt,
     WeightsOpt,
+    path_str,
 )
 from pathotune_cli.cli.render import emit_json, info, table, user_errors
 
@@ -49,8 +50,8 @@ def predict(
 
     opts = PredictOptions(
         prompts=str(prompts), inputs=[str(p) for p in inputs or []], out=str(out), batch_size=batch_size, workers=workers,
-        precision=precision, device=device, weights=_s(weights), coords=_s(coords), min_tissue=min_tissue,
-        tissue=tissue.value, tissue_geojson=_s(tissue_geojson), slides_csv=_s(slides_csv), default_mpp=default_mpp,
+        precision=precision, device=device, weights=path_str(weights), coords=path_str(coords), min_tissue=min_tissue,
+        tissue=tissue.value, tissue_geojson=path_str(tissue_geojson), slides_csv=path_str(slides_csv), default_mpp=default_mpp,
         heatmap_class=heatmap_class, resume=resume,
     )
     with SlideProgress() as progress:
@@ -76,7 +77,3 @@ def _top(row: dict[str, Any], classes: list[str]) -> str:
         return ""
     best = max(fractions, key=fractions.get)
     return f"{best} ({fractions[best]:.0%})"
-
-
-def _s(value: Path | None) -> str | None:
-    return None if value is None else str(value)

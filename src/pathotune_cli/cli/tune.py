@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, SetOpt
+from pathotune_cli.cli.options import JsonOpt, SetOpt, path_str
 from pathotune_cli.cli.render import emit_json, key_values, user_errors
 
 
@@ -40,9 +40,9 @@ def tune(
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
     opts = TuneOptions(
-        preset=preset, data=_s(data), backbone=backbone, method=method, out=_s(out), config=_s(config),
+        preset=preset, data=path_str(data), backbone=backbone, method=method, out=path_str(out), config=path_str(config),
         sets=list(set_ or []), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed,
-        precision=precision, device=device, weights=_s(weights), val_data=_s(val_data),
+        precision=precision, device=device, weights=path_str(weights), val_data=path_str(val_data),
     )
     cfg = resolve_config(opts)
     with EpochProgress() as progress:
@@ -63,7 +63,3 @@ def tune(
             "seconds": summary["seconds"],
         },
     )
-
-
-def _s(value: Path | None) -> str | None:
-    return None if value is None else str(value)

@@ -14,6 +14,13 @@ Family = Literal["timm_vit", "open_clip", "pathoduet", "conch"]
 Pool = Literal["token", "avg", "token+avg", "attn"]
 KeyLayout = Literal["timm", "hf_vit", "hf_dinov2", "pathoduet", "conch", "open_clip"]
 SHA256_HEX = 64
+LAYOUTS_OF_FAMILY: dict[str, tuple[str, ...]] = {
+    "timm_vit": ("timm", "hf_vit", "hf_dinov2"),
+    "open_clip": ("open_clip",),
+    "pathoduet": ("pathoduet",),
+    "conch": ("conch",),
+}
+"""The checkpoint key layouts each family's loader converts from."""
 
 
 class Strict(BaseModel, frozen=True, extra="forbid"):
@@ -91,6 +98,11 @@ class BackbonePreset(Strict):
             )
         if self.pool in ("token", "token+avg") and self.num_prefix_tokens == self.num_register_tokens:
             raise ValueError(f"pool '{self.pool}' reads a CLS token, but this backbone has none; use pool: avg")
+        layouts = LAYOUTS_OF_FAMILY[self.family]
+        if self.key_layout not in layouts:
+            raise ValueError(
+                f"family {self.family} reads key_layout {' or '.join(layouts)}, not '{self.key_layout}'"
+            )
         if self.pool == "attn" and self.family != "conch":
             raise ValueError("pool 'attn' is the attentional pooler of family conch; use token, avg or token+avg")
         if self.sha256 is not None and (

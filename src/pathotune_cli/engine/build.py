@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from pathotune_cli.backbones import load_backbone
 from pathotune_cli.backbones.base import Backbone
 from pathotune_cli.backbones.fingerprint import fingerprint
@@ -59,9 +57,3 @@ def build_prompted_model(
         embeddings = encode_texts(texts, encoder_name, backbone)
     model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance)
     return BuiltModel(model, backbone_fp, instance_preset, instance_fp, encoder_name, texts)
-
-
-def seeded_init(seed: int) -> torch.Generator:
-    """Seed torch's global RNG so prompt and head initialisation is reproducible; returns a generator too."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)

@@ -45,7 +45,7 @@ class PromptedModel(nn.Module):
             if text_embeddings is None:
                 raise ValueError("method 'pathotune' needs the task's text embeddings")
             self.ttp = TaskTextPrompts(settings.ttp, text_embeddings, backbone.width)
-            self.instance_encoder = instance_encoder if instance_encoder is not None else None
+            self.instance_encoder = instance_encoder
             encoder = instance_encoder if instance_encoder is not None else backbone
             self.vrm = VisualRefineModule(settings.ivp, encoder.feature_dim, backbone.width)
         feature_dim = backbone.pooled_dim(self.pool_mode)

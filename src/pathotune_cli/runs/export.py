@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.training.data import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SYNTHETIC_NOISE_TILES = 4
 """Uniform-noise tiles in every check; plus one synthetic H&E-like tile per demo class."""
 

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.runs.slides import FLAT_IMAGE_SUFFIXES, SLIDE_SUFFIXES
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_SUFFIXES = (*FLAT_IMAGE_SUFFIXES, ".bmp", ".webp")
+"""Tile images ``predict`` classifies as they are (TIFFs are read as slides)."""
 
 
 @dataclass

@@ -19,26 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError
-from pathotune_cli.runs.slides import geojson_for, read_slides_csv
+from pathotune_cli.runs.slides import FLAT_IMAGE_SUFFIXES, SLIDE_SUFFIXES, geojson_for, read_slides_csv
 
-SLIDE_SUFFIXES = frozenset(
-    {
-        ".svs",
-        ".tif",
-        ".tiff",
-        ".ndpi",
-        ".mrxs",
-        ".scn",
-        ".bif",
-        ".vms",
-        ".vmu",
-        ".svslide",
-        ".dcm",
-        ".png",
-        ".jpg",
-        ".jpeg",
-    }
-)
+TILED_SUFFIXES = frozenset(SLIDE_SUFFIXES + FLAT_IMAGE_SUFFIXES)
+"""What ``tile`` picks up from a folder: slides, and flat images as one-level slides."""
 MANIFEST_COLUMNS = ("slide", "status", "tiles", "level", "mpp", "mpp_source", "seconds", "error")
 TILE_FORMATS = ("png", "jpg")
 Report = Callable[[str, dict[str, Any]], None]
@@ -150,9 +134,9 @@ def collect_slides(config: TileConfig) -> list[tuple[Path, float | None]]:
     for path in config.slides:
         path = Path(path)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TILED_SUFFIXES)
             if not found:
-                suffixes = ", ".join(sorted(SLIDE_SUFFIXES))
+                suffixes = ", ".join(sorted(TILED_SUFFIXES))
                 raise BadInput(f"{path}: no slide files in this folder", f"slides end in {suffixes}")
             items += [(p, None) for p in found]
         elif path.exists():

@@ -24,7 +24,6 @@ from pathotune_cli.training.augment import augment
 from pathotune_cli.training.checkpoint import load_checkpoint, save_checkpoint
 from pathotune_cli.training.images import ImageStore, to_float
 from pathotune_cli.training.schedule import lr_at
-from pathotune_cli.training.scores import quick_scores
 
 HIGHER_IS_BETTER = {"balanced_accuracy": True, "accuracy": True, "macro_f1": True, "loss": False}
 
@@ -211,5 +210,9 @@ def _optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> tor
 def _val_row(probs: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
     logp = torch.log(torch.as_tensor(probs).clamp_min(1e-12))
     loss = F.nll_loss(logp, torch.as_tensor(labels), weight=None if weights is None else weights.cpu())
-    scores = quick_scores(labels, probs.argmax(1), probs.shape[1])
+    from pathotune_cli.training.metrics import classification_metrics
+
+    names = [str(i) for i in range(probs.shape[1])]
+    metrics = classification_metrics(labels, probs, names, bootstrap=0)["metrics"]
+    scores = {k: metrics[k]["value"] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     return {"val_loss": float(loss), **{f"val_{k}": v for k, v in scores.items()}}

@@ -18,6 +18,14 @@ TileFn = Callable[[int, int, int, int], np.ndarray]
 BACKGROUND = (243, 243, 241)
 
 
+def pyramid_sizes(width: int, height: int, factor: int, min_level_size: int) -> list[tuple[int, int]]:
+    """(width, height) of each level: divide by ``factor`` while the long side stays >= ``min_level_size``."""
+    sizes = [(width, height)]
+    while max(sizes[-1]) // factor >= min_level_size:
+        sizes.append((sizes[-1][0] // factor, sizes[-1][1] // factor))
+    return sizes
+
+
 def write_pyramid_tiff(
     path: str | Path,
     width: int,
@@ -57,9 +65,7 @@ def write_pyramid_tiff(
     if tile % 16 or factor not in (2, 4):
         raise ValueError("tile must be a multiple of 16 and factor 2 or 4")
     path = Path(path)
-    sizes = [(width, height)]
-    while max(sizes[-1]) // factor >= min_level_size:
-        sizes.append((sizes[-1][0] // factor, sizes[-1][1] // factor))
+    sizes = pyramid_sizes(width, height, factor, min_level_size)
     store: list[dict[tuple[int, int], object]] = [{} for _ in sizes[1:]]
     cascade = _Cascade(sizes, tile, factor, quality, store)
     description = _aperio_description(width, height, tile, quality, mpp, objective_power) if aperio else ""
