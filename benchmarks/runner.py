@@ -30,6 +30,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "reading.predict_vs_openslide",
         "reading.predict_vs_raw",
         "reading.tile_vs_openslide_save",
+        "reading.tile_vs_openslide_2",
+        "reading.tile_vs_raw_2",
         "reading.slide",
         "reading.grid",
         "reading.max_pixel_diff",
@@ -41,6 +43,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "reading.openslide_save_1",
         "reading.tile_command",
         "reading.file_write_ms",
+        "reading.file_probe_ms",
         "reading.predict_stage",
     ),
     "tuning": (

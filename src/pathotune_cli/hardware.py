@@ -43,6 +43,16 @@ class Placement:
         return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which a cluster's job limits set), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def cpu_has_fast_bf16() -> bool:
     """AMX tiles or AVX512-BF16: the CPUs where bf16 autocast runs ViTs 2-3x faster than fp32."""
     import torch

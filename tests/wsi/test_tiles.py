@@ -1,4 +1,4 @@
-"""Streaming tiles: order, workers, resizing, errors from workers, and memory flat in slide size."""
+"""Streaming tiles: order, workers, resizing, errors from workers, memory flat in slide size; tiles in threads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pathotune_cli.errors import BadInput
-from pathotune_cli.wsi import iter_tile_batches, open_slide, plan_slide, read_tile, write_pyramid_tiff
+from pathotune_cli.wsi import for_each_tile, iter_tile_batches, open_slide, plan_slide, read_tile, write_pyramid_tiff
 from pathotune_cli.wsi.synthetic import blobs_tile_fn
 
 
@@ -54,6 +54,45 @@ def test_an_error_in_a_worker_reaches_the_caller_with_its_fix(cmu_pyramid: Path)
         next(
             iter_tile_batches("absent.svs", np.array([[0, 0]]), level=0, read_size=8, tile_size=8, workers=1)
         )
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_each_tile_reaches_the_function_once_from_threads(cmu_pyramid: Path, threads: int) -> None:
+    import threading
+
+    plan = plan_slide(cmu_pyramid, target_mpp=1.0, tile_size=96)
+    seen: dict[tuple[int, int], np.ndarray] = {}
+    names: set[str] = set()
+
+    def keep(tile: np.ndarray, x: int, y: int) -> None:
+        assert (x, y) not in seen
+        seen[(x, y)] = tile.copy()
+        names.add(threading.current_thread().name)
+
+    for_each_tile(cmu_pyramid, plan.coords, keep, level=plan.level, read_size=plan.read_size, tile_size=96,
+                  threads=threads)
+    assert sorted(seen) == sorted(map(tuple, plan.coords.tolist()))
+    assert len(names) == min(threads, len(plan.coords))
+    with open_slide(cmu_pyramid) as reader:
+        for x, y in plan.coords[:: max(1, len(plan.coords) // 7)].tolist():
+            assert np.array_equal(seen[(x, y)], read_tile(reader, x, y, plan.level, plan.read_size, 96))
+
+
+def test_errors_in_tile_threads_reach_the_caller(cmu_pyramid: Path, kidney_tif: Path) -> None:
+    coords = np.array([[0, 0], [0, 8], [8, 0], [8, 8]])
+    with pytest.raises(BadInput, match="level 7 does not exist"):
+        for_each_tile(cmu_pyramid, coords, lambda *a: None, level=7, read_size=8, tile_size=8, threads=2)
+    calls = []
+
+    def fail_on_third(tile: np.ndarray, x: int, y: int) -> None:
+        calls.append((x, y))
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+
+    many = np.array([[x, y] for y in range(0, 400, 8) for x in range(0, 400, 8)])
+    with pytest.raises(OSError, match="No space left"):
+        for_each_tile(kidney_tif, many, fail_on_third, level=0, read_size=8, tile_size=8, threads=2)
+    assert len(calls) < len(many)  # the other thread stopped too
 
 
 def test_read_size_is_resized_to_tile_size(cmu_pyramid: Path) -> None:

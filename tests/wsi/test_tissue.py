@@ -10,7 +10,7 @@ import pytest
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.wsi.geojson import read_polygons, write_tissue_geojson
-from pathotune_cli.wsi.tissue import mask_contours, mask_from_polygons, otsu_threshold, tissue_mask
+from pathotune_cli.wsi.tissue import mask_contours, mask_from_polygons, otsu_threshold, pen_mask, tissue_mask
 
 H, W = 400, 600
 
@@ -73,6 +73,39 @@ def test_empty_glass_gives_no_tissue() -> None:
     rng = np.random.default_rng(1)
     glass = (240 + rng.integers(-5, 6, size=(H, W, 3))).astype(np.uint8)
     assert tissue_mask(glass).sum() == 0
+
+
+def _pen_by_hue(rgb: np.ndarray) -> np.ndarray:
+    """The definition: ink has hue in [70, 245) degrees (usual formula) and chroma >= 40.
+
+    Floats round a hue of exactly 70 or 245 either way, so those pixels get their exact answer.
+    """
+    px = rgb.reshape(-1, 3).astype(np.float64)
+    r, g, b = px.T
+    top, chroma = px.max(axis=1), np.ptp(px, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hue = 60.0 * np.where(
+            top == r, ((g - b) / chroma) % 6.0, np.where(top == g, (b - r) / chroma + 2.0, (r - g) / chroma + 4.0)
+        )
+    pen = (hue >= 70) & (hue < 245)
+    green_top, blue_top = (top != r) & (top == g), (top != r) & (top != g)
+    pen[green_top & (6 * (b - r) == -5 * chroma)] = True  # hue exactly 70
+    pen[blue_top & (12 * (r - g) == chroma)] = False  # hue exactly 245
+    return (pen & (chroma >= 40)).reshape(rgb.shape[:-1])
+
+
+def test_pen_mask_matches_the_hue_definition() -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    # pixels on and beside the two hue boundaries (70 and 245 degrees), where rounding could differ
+    g_top = np.array([[90, 240, 40], [91, 240, 40], [89, 240, 40], [240, 200, 250], [241, 21, 250]], np.uint8)
+    rgb[0, : len(g_top)] = g_top
+    expected = _pen_by_hue(rgb)
+    assert np.array_equal(pen_mask(rgb), expected)
+    assert expected.any() and not expected.all()
+    # ink colours are pen, stains are not
+    colours = np.array([[[20, 160, 60], [30, 150, 200], [40, 60, 200], [120, 40, 160], [220, 120, 160]]], np.uint8)
+    assert pen_mask(colours).tolist() == [[True, True, True, False, False]]
 
 
 def test_otsu_splits_two_modes() -> None:

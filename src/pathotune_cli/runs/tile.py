@@ -58,6 +58,9 @@ class TileConfig:
     """Also write the tile images, ``png`` or ``jpg``."""
     workers: int = 1
     """Slides processed in parallel (processes); 0 or 1 works in this process."""
+    save_threads: int = 0
+    """Threads that read, encode and write one slide's tile images; 0: the CPUs this process may use,
+    shared among the ``workers``."""
     resume: bool = False
     """Skip slides whose outputs exist with the same tile settings."""
     backend: str = "auto"
@@ -299,46 +302,80 @@ def _write_outputs(plan: Any, out: Path, config: TileConfig, temps: list[Path]) 
         temps.append(path)
         return path
 
-    finals = []
-    if config.save_tiles:
-        finals.append((_save_tiles(plan, temp("tiles"), config.save_tiles), paths["tiles"]))
-    finals.append((write_tissue_geojson(temp("geojson"), plan.polygons), paths["geojson"]))
-    picture = draw_overview(
-        plan.thumbnail,
-        plan.level0_size,
-        polygons=plan.polygons,
-        coords=plan.coords,
-        size_level0=plan.grid.patch_size_level0,
-    )
-    finals.append((save_png(temp("thumb"), picture), paths["thumb"]))
-    finals.append((write_coords(temp("h5"), plan.coords, plan.h5_attrs()), paths["h5"]))
-    return finals
+    def small_outputs() -> list[tuple[Path, Path]]:
+        picture = draw_overview(
+            plan.thumbnail,
+            plan.level0_size,
+            polygons=plan.polygons,
+            coords=plan.coords,
+            size_level0=plan.grid.patch_size_level0,
+        )
+        return [
+            (write_tissue_geojson(temp("geojson"), plan.polygons), paths["geojson"]),
+            (save_png(temp("thumb"), picture), paths["thumb"]),
+            (write_coords(temp("h5"), plan.coords, plan.h5_attrs()), paths["h5"]),
+        ]
+
+    if not config.save_tiles:
+        return small_outputs()
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = config.save_threads or save_threads_for(config.workers)
+    tiles_temp = temp("tiles")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the pictures and files take shape while tiles are saved
+        small = pool.submit(small_outputs)
+        tiles = _save_tiles(plan, tiles_temp, config.save_tiles, threads)
+        return [(tiles, paths["tiles"]), *small.result()]
 
 
-def _save_tiles(plan: Any, folder: Path, fmt: str) -> Path:
+def _save_tiles(plan: Any, folder: Path, fmt: str, threads: int) -> Path:
+    """Write every tile of ``plan`` as ``<stem>_x<x>_y<y>.<fmt>`` into ``folder``, from ``threads`` threads.
+
+    Reading, encoding and writing a tile are C calls that release the GIL, so two threads on two cores
+    save 1.8x as many tiles per second as one (benchmarks, issue 6). The files are the same bytes
+    whatever the number of threads.
+    """
     import imagecodecs
     from PIL import Image
 
-    from pathotune_cli.wsi.tiles import iter_tile_batches
+    from pathotune_cli.wsi.tiles import for_each_tile
 
     folder.mkdir(parents=True, exist_ok=True)
-    for batch in iter_tile_batches(
+    stem = plan.path.stem
+
+    def save(tile: Any, x: int, y: int) -> None:
+        path = os.path.join(folder, f"{stem}_x{x}_y{y}.{fmt}")
+        if fmt == "jpg":
+            # libjpeg-turbo straight from the array: the same bytes as Pillow's quality=90 (4:2:0), without
+            # Pillow's per-image set-up, which cost as much as the encoding itself; written with three system
+            # calls where a Python file object makes six (benchmarks, issue 6)
+            data = imagecodecs.jpeg_encode(tile, level=90)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        else:
+            Image.fromarray(tile).save(path)
+
+    for_each_tile(
         plan.path,
         plan.coords,
+        save,
         level=plan.level,
         read_size=plan.read_size,
         tile_size=plan.tile_size,
+        threads=threads,
         backend=plan.backend,
-    ):
-        for tile, (x, y) in zip(batch.tiles, batch.coords.tolist(), strict=True):
-            path = folder / f"{plan.path.stem}_x{x}_y{y}.{fmt}"
-            if fmt == "jpg":
-                # libjpeg-turbo straight from the array: the same bytes as Pillow's quality=90 (4:2:0), without
-                # Pillow's per-image set-up, which cost as much as the encoding itself (benchmarks, issue 6)
-                path.write_bytes(imagecodecs.jpeg_encode(tile, level=90))
-            else:
-                Image.fromarray(tile).save(path)
+    )
     return folder
+
+
+def save_threads_for(workers: int) -> int:
+    """Threads per slide for ``--save-tiles``: the CPUs this process may use, shared among slide workers."""
+    from pathotune_cli.hardware import usable_cpus
+
+    return max(1, min(8, usable_cpus() // max(1, workers)))
 
 
 def _why_no_tiles(plan: Any, config: TileConfig) -> str:

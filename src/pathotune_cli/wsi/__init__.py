@@ -8,6 +8,7 @@ The pieces ``tile`` and ``predict`` share:
 - ``open_slide(path)`` -> ``SlideReader`` (direct TIFF decoder, OpenSlide, or Pillow for flat images);
 - ``plan_slide(path, target_mpp=..., tile_size=...)`` -> ``SlidePlan`` (level, read size, kept coords, mask);
 - ``iter_tile_batches(path, coords, level=..., read_size=..., tile_size=...)`` -> ``TileBatch`` stream;
+- ``for_each_tile(path, coords, func, ..., threads=n)``: ``func(tile, x, y)`` on every tile, in threads;
 - ``write_coords`` / ``read_coords`` (HDF5, CLAM and TRIDENT compatible);
 - ``write_tissue_geojson`` / ``write_tiles_geojson`` / ``read_polygons`` (QuPath GeoJSON);
 - ``draw_overview`` / ``draw_heatmap`` / ``save_png`` (thumbnail pictures).
@@ -24,7 +25,7 @@ from pathotune_cli.wsi.plan import SlidePlan, plan_slide
 from pathotune_cli.wsi.reader import DamagedSlide, SlideReader
 from pathotune_cli.wsi.synthetic import blobs_tile_fn, write_pyramid_tiff
 from pathotune_cli.wsi.thumbnail import class_colors, draw_heatmap, draw_overview, save_png
-from pathotune_cli.wsi.tiles import TileBatch, TileReaderPool, iter_tile_batches, read_batch, read_tile
+from pathotune_cli.wsi.tiles import TileBatch, TileReaderPool, for_each_tile, iter_tile_batches, read_batch, read_tile
 from pathotune_cli.wsi.tissue import TISSUE_MODES, mask_contours, tissue_mask
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "class_colors",
     "draw_heatmap",
     "draw_overview",
+    "for_each_tile",
     "grid_coords",
     "iter_tile_batches",
     "level_for_footprint",

@@ -7,6 +7,7 @@ tiles ``pathotune tile`` would write for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,20 @@ class SlidePlan:
     """``otsu``, ``none`` or ``geojson``."""
     mask: np.ndarray
     """Bool tissue mask over the whole slide, at thumbnail resolution."""
-    polygons: list[Polygon]
-    """Tissue contours in level-0 pixels."""
     thumbnail: np.ndarray
     """RGB uint8 thumbnail (long side ``THUMBNAIL_SIZE`` at most) the mask was computed on."""
     objective_power: float | None = None
     """Scanner objective from the metadata, if stated."""
+
+    @cached_property
+    def polygons(self) -> list[Polygon]:
+        """Tissue contours in level-0 pixels (the whole slide's frame for tissue mode ``none``).
+
+        Traced on first use: ``tile`` draws and writes them while its tiles are saved; ``predict`` never needs them.
+        """
+        from pathotune_cli.wsi.tissue import mask_contours
+
+        return mask_contours(self.mask, self.level0_size) if self.tissue_mode != "none" else [_frame(self.level0_size)]
 
     @property
     def level(self) -> int:
@@ -173,7 +182,6 @@ def plan_slide(
         candidates = grid_mod.grid_coords(size0, tile_grid.patch_size_level0, tile_grid.stride_level0)
         fractions = grid_mod.tissue_fractions(candidates, tile_grid.patch_size_level0, mask, size0)
         keep = fractions >= min_tissue if min_tissue > 0 else np.ones(len(candidates), bool)
-        polygons = tissue_mod.mask_contours(mask, size0) if mode != "none" else [_frame(size0)]
         return SlidePlan(
             path=reader.path,
             backend=reader.backend,
@@ -187,7 +195,6 @@ def plan_slide(
             candidates=len(candidates),
             tissue_mode=mode,
             mask=mask,
-            polygons=polygons,
             thumbnail=thumb,
             objective_power=power,
         )

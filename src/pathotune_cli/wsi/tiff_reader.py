@@ -136,9 +136,13 @@ class TiffSlideReader(SlideReader):
         tw, tl = page.tilewidth, page.tilelength
         across = -(-page.imagewidth // tw)
         out = np.empty((h, w, 3), np.uint8)
-        for ty in range(y // tl, (y + h - 1) // tl + 1):
-            for tx in range(x // tw, (x + w - 1) // tw + 1):
-                tile = self._tile(level, ty * across + tx)
+        rows = range(y // tl, (y + h - 1) // tl + 1)
+        cols = range(x // tw, (x + w - 1) // tw + 1)
+        big = _decode_many(self, level, [ty * across + tx for ty in rows for tx in cols])
+        for ty in rows:
+            for tx in cols:
+                tile = big.get(ty * across + tx) if big else None
+                tile = tile if tile is not None else self._tile(level, ty * across + tx)
                 sx0, sy0 = max(x, tx * tw), max(y, ty * tl)
                 sx1, sy1 = min(x + w, (tx + 1) * tw), min(y + h, (ty + 1) * tl)
                 out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
@@ -152,6 +156,14 @@ class TiffSlideReader(SlideReader):
         if tile is not None:
             self._cache.move_to_end(key)
             return tile
+        tile = self._decode(level, index)
+        self._cache[key] = tile
+        while len(self._cache) > self._cache_tiles[level]:
+            self._cache.popitem(last=False)
+        return tile
+
+    def _decode(self, level: int, index: int) -> np.ndarray:
+        """One stored tile as RGB ``(tilelength, tilewidth, 3)``; safe to call from several threads."""
         page = self._pages[level]
         offset, count = page.dataoffsets[index], page.databytecounts[index]
         if count == 0:  # a sparse file's missing tile: background, as OpenSlide paints it
@@ -170,9 +182,6 @@ class TiffSlideReader(SlideReader):
                 full = np.full((page.tilelength, page.tilewidth, 3), WHITE, np.uint8)
                 full[: tile.shape[0], : tile.shape[1]] = tile
                 tile = full
-        self._cache[key] = tile
-        while len(self._cache) > self._cache_tiles[level]:
-            self._cache.popitem(last=False)
         return tile
 
     def _mpp(self) -> tuple[float | None, str | None]:
@@ -186,6 +195,29 @@ class TiffSlideReader(SlideReader):
             xres.value if xres is not None else None, int(unit.value) if unit is not None else None
         )
         return (value, "tiff-resolution") if value is not None else (None, None)
+
+
+_PARALLEL_TILES = 16
+"""A region that needs at least this many stored tiles not in the cache decodes them in threads."""
+
+
+def _decode_many(reader: TiffSlideReader, level: int, indices: list[int]) -> dict[int, np.ndarray] | None:
+    """Decode the stored tiles of a large region (a thumbnail band) in parallel threads, bypassing the cache.
+
+    The JPEG decoder releases the GIL, so two threads build a 2,048 px thumbnail from a 5,000 px level in
+    about half the time; regions of a few tiles (every grid tile) stay on the cached path. None when the
+    region is small or one CPU is all there is.
+    """
+    from pathotune_cli.hardware import usable_cpus
+
+    missing = [i for i in indices if (level, i) not in reader._cache]
+    threads = min(4, usable_cpus())
+    if len(missing) < _PARALLEL_TILES or threads < 2:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return dict(zip(missing, pool.map(lambda index: reader._decode(level, index), missing), strict=True))
 
 
 def _row_cache(page: Any) -> int:

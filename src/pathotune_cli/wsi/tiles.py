@@ -1,15 +1,20 @@
-"""Stream a slide's tiles in batches, read ahead by worker processes, with memory flat in slide size.
+"""Read a slide's tiles: streamed in batches for a model, or handed to a function in parallel threads.
 
-Each worker opens its own reader once and reads whole batches; the parent keeps at most
+``iter_tile_batches`` streams batches with memory flat in slide size, read ahead by worker processes:
+each worker opens its own reader once and reads whole batches; the parent keeps at most
 ``workers * prefetch`` batches in flight and yields them in the order of ``coords``. Workers start with
 ``spawn`` so a parent that already runs torch threads is never forked.
+
+``for_each_tile`` calls a function on every tile from a few threads (``tile --save-tiles``), where the
+work per tile is C code that releases the GIL.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +142,75 @@ def iter_tile_batches(
             future.cancel()
         if own_pool:
             pool.close()
+
+
+def for_each_tile(
+    slide: str | Path,
+    coords: np.ndarray,
+    func: Callable[[np.ndarray, int, int], None],
+    *,
+    level: int,
+    read_size: int,
+    tile_size: int,
+    threads: int = 1,
+    backend: str = "auto",
+) -> None:
+    """Call ``func(tile, x, y)`` for every tile at ``coords``, spread over ``threads`` threads.
+
+    Threads, not processes: the JPEG codecs and file writes release the GIL, so decoding, encoding and
+    writing run in parallel without copying tiles between processes or paying a process start. Each thread
+    takes one contiguous band of ``coords`` (a grid's rows, so its reader's row cache decodes each stored
+    tile about once) and its own reader, since readers keep a cache; a flat image's reader holds only the
+    decoded array and is shared. Calls across threads come in no set order. The first error stops the
+    other threads and is raised here.
+
+    Raises:
+        PathotuneError: The slide cannot be opened or a tile cannot be read (or whatever ``func`` raised).
+    """
+    from pathotune_cli.wsi.open import open_slide
+
+    coords = np.asarray(coords, np.int64).reshape(-1, 2)
+    bands = [band for band in np.array_split(coords, max(1, min(threads, len(coords)))) if len(band)]
+    first = open_slide(slide, backend)
+    readers = [first] + [first if first.backend == "image" else None] * (len(bands) - 1)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(band: np.ndarray, reader: SlideReader | None) -> None:
+        own = reader is None
+        try:
+            reader = open_slide(slide, backend) if reader is None else reader
+            try:
+                for x, y in band.tolist():
+                    if stop.is_set():
+                        return
+                    func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
+            finally:
+                if own:
+                    reader.close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            errors.append(exc)
+            stop.set()
+
+    workers = [
+        threading.Thread(target=run, args=(band, reader), name=f"tiles-{i}", daemon=True)
+        for i, (band, reader) in enumerate(zip(bands[1:], readers[1:], strict=True), start=1)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        if bands:
+            run(bands[0], first)
+    except BaseException:  # Ctrl-C in this thread: the others stop at their next tile
+        stop.set()
+        raise
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.join()
+        first.close()
+    if errors:
+        raise errors[0]
 
 
 class TileReaderPool:

@@ -56,9 +56,9 @@ def tissue_mask(
     from pathotune_cli.wsi.reader import rgba_to_rgb
 
     rgb = rgba_to_rgb(np.asarray(rgb))
-    saturation = saturation_of(rgb)
-    hi, _ = _hi_lo(rgb)
-    usable = (hi >= DARK_MAX) & ~pen_mask(rgb)
+    hi, lo = _hi_lo(rgb)
+    saturation = _saturation(hi, lo)
+    usable = (hi >= DARK_MAX) & ~_pen(rgb, hi, lo)
     if not usable.any():
         return np.zeros(rgb.shape[:2], bool)
     threshold = float(np.clip(otsu_threshold(saturation[usable]), SATURATION_FLOOR, SATURATION_CAP))
@@ -71,8 +71,7 @@ def tissue_mask(
 
 def saturation_of(rgb: np.ndarray) -> np.ndarray:
     """Saturation in 0-255: ``255 * (max - min) / max(max, VALUE_FLOOR)`` over R, G, B."""
-    hi, lo = _hi_lo(rgb)
-    return (hi - lo).astype(np.float32) * (255.0 / np.maximum(hi, VALUE_FLOOR).astype(np.float32))
+    return _saturation(*_hi_lo(rgb))
 
 
 def pen_mask(rgb: np.ndarray) -> np.ndarray:
@@ -81,21 +80,30 @@ def pen_mask(rgb: np.ndarray) -> np.ndarray:
     Haematoxylin sits at about 250-300 degrees and eosin at 300-360, so stained tissue is kept; red ink
     cannot be told from eosin by colour alone and is not removed.
     """
-    hi, lo = _hi_lo(rgb)
-    candidate = (hi - lo) >= 40
-    px = rgb[..., :3][candidate].astype(np.float32)
-    r, g, b = px[:, 0], px[:, 1], px[:, 2]
-    top, chroma = px.max(axis=1), px.max(axis=1) - px.min(axis=1)
-    hue = (
-        np.where(
-            top == r,
-            ((g - b) / chroma) % 6.0,
-            np.where(top == g, (b - r) / chroma + 2.0, (r - g) / chroma + 4.0),
-        )
-        * 60.0
-    )
-    pen = np.zeros(candidate.shape, bool)
-    pen[candidate] = (hue >= 70) & (hue < 245)
+    return _pen(rgb, *_hi_lo(rgb))
+
+
+def _saturation(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    return (hi - lo).astype(np.float32) * (255.0 / np.maximum(hi, VALUE_FLOOR).astype(np.float32))
+
+
+def _pen(rgb: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """``pen_mask`` in integer arithmetic: the hue test as inequalities on the channels, no division.
+
+    The hue of a pixel whose largest channel is red lies in 300-60 degrees, never in the ink range. Green
+    largest: hue = 120 + 60 (b - r) / chroma, which is >= 70 when 6 (b - r) >= -5 chroma. Blue largest:
+    hue = 240 + 60 (r - g) / chroma, which is < 245 when 12 (r - g) < chroma. Ties go to red, then green,
+    as the usual hue formula breaks them. Four times faster than computing the hue in floats on a
+    2,048 px thumbnail (benchmarks, issue 6).
+    """
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    chroma = hi - lo
+    red_top = r == hi
+    green_top = ~red_top & (g == hi)
+    blue_top = ~(red_top | green_top)
+    pen = green_top & (6 * (b - r) >= -5 * chroma)
+    pen |= blue_top & (12 * (r - g) < chroma)
+    pen &= chroma >= 40
     return pen
 
 
