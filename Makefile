@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/pathotune demo --out demo-out
 
 test: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from testdata import KATHER, SHARED_DATA, require_data, tiny_preset as _tiny_preset
+from testdata import KATHER, SHARED_DATA, require_data
+from testdata import tiny_preset as _tiny_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

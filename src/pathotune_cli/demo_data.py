@@ -31,7 +31,10 @@ def texture(class_index: int, height: int, width: int, rng: np.random.Generator)
         img = _blobs(img, rng, xx, yy, count=max(1, height * width // 2500), radius=(1.5, 2.5), colour=_PURPLE)
     elif name == "lymphocytes":
         img = np.broadcast_to(np.array([225, 185, 215], np.float32), (height, width, 3)).copy()
-        img = _blobs(img, rng, xx, yy, count=max(1, height * width // 60), radius=(2, 3.2), colour=np.array([40, 30, 110], np.float32))
+        img = _blobs(
+            img, rng, xx, yy, count=max(1, height * width // 60), radius=(2, 3.2),
+            colour=np.array([40, 30, 110], np.float32),
+        )
     else:  # adipose
         img = np.broadcast_to(np.array([246, 226, 238], np.float32), (height, width, 3)).copy()
         from scipy.spatial import cKDTree
@@ -88,7 +91,7 @@ def _blobs(
     height, width = xx.shape
     centres = rng.uniform(0, [width, height], size=(count, 2))
     radii = rng.uniform(*radius, size=count)
-    for (cx, cy), r in zip(centres, radii):
+    for (cx, cy), r in zip(centres, radii, strict=True):
         x0, x1 = int(max(0, cx - r - 2)), int(min(width, cx + r + 3))
         y0, y1 = int(max(0, cy - r - 2)), int(min(height, cy + r + 3))
         if x0 >= x1 or y0 >= y1:

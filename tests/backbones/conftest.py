@@ -69,7 +69,9 @@ def tiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tune(tmp_path: Path, tiles: Path) -> Callable[..., dict]:
     """Tune ``pathotune`` prompts for one epoch on the tiny tiles through the real run path."""
 
-    def run(backbone: Path | str, weights: Path | None = None, task: str = "demo", sets: list[str] | None = None) -> dict:
+    def run(
+        backbone: Path | str, weights: Path | None = None, task: str = "demo", sets: list[str] | None = None
+    ) -> dict:
         from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
         opts = TuneOptions(

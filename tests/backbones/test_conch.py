@@ -73,7 +73,9 @@ def _conch_image_embedding(state: dict[str, torch.Tensor], images: torch.Tensor)
     """CONCH ``encode_image(proj_contrast=False)``: trunk tokens, sequence-first attentional pooling, LayerNorm."""
     trunk = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, img_size=PX, depth=2,
                               embed_dim=D, num_heads=HEADS, dynamic_img_size=True).eval()
-    trunk.load_state_dict({k.removeprefix("visual.trunk."): v for k, v in state.items() if k.startswith("visual.trunk.")})
+    trunk.load_state_dict(
+        {k.removeprefix("visual.trunk."): v for k, v in state.items() if k.startswith("visual.trunk.")}
+    )
     pool = {k.removeprefix("visual.attn_pool_contrast."): v for k, v in state.items()
             if k.startswith("visual.attn_pool_contrast.")}
     attn = nn.MultiheadAttention(E, HEADS, kdim=D, vdim=D)  # sequence-first, as in CONCH
@@ -150,7 +152,10 @@ def test_conch_without_its_tokenizer_says_where_to_get_it(small_preset, tmp_path
     backbone = load_backbone(load_backbone_preset(_small(small_preset)), tmp_path / "pytorch_model.bin")
     with pytest.raises(MissingDependency, match="needs its tokenizer file conch_byte_level_bpe_uncased.json") as info:
         backbone.encode_text(["tumor"])
-    assert "github.com/mahmoodlab/CONCH" in info.value.one_line() and "prompt.ttp.encoder=minilm" in info.value.one_line()
+    assert (
+        "github.com/mahmoodlab/CONCH" in info.value.one_line()
+        and "prompt.ttp.encoder=minilm" in info.value.one_line()
+    )
 
 
 def test_an_unknown_conch_key_is_named(small_preset, tmp_path: Path) -> None:
@@ -161,5 +166,7 @@ def test_an_unknown_conch_key_is_named(small_preset, tmp_path: Path) -> None:
     state["visual.extra_head.weight"] = torch.zeros(3)
     del state["text.ln_final.bias"]
     torch.save(state, tmp_path / "pytorch_model.bin")
-    with pytest.raises(BadInput, match=r"missing keys text\.ln_final\.bias; unexpected keys visual\.extra_head\.weight"):
+    with pytest.raises(
+        BadInput, match=r"missing keys text\.ln_final\.bias; unexpected keys visual\.extra_head\.weight"
+    ):
         load_backbone(load_backbone_preset(_small(small_preset)), tmp_path / "pytorch_model.bin")

@@ -58,7 +58,9 @@ def test_pathoduet_checkpoint_loads_like_the_original_and_tunes(
     torch.save(state, file)
     yaml_path = small_preset(name, model_kwargs={"depth": 2, "embed_dim": D, "num_heads": 2}, width=D, input_size=PX)
     images = torch.rand(2, 3, PX, PX)
-    torch.testing.assert_close(features_of(yaml_path, images, file), _original_forward(state, images), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        features_of(yaml_path, images, file), _original_forward(state, images), rtol=1e-4, atol=1e-5
+    )
 
     # the lab's path: record the local file once (`pathotune weights add`), then tune without --weights
     result = add_weights(str(yaml_path), file)
@@ -74,8 +76,9 @@ def test_an_unknown_key_in_a_pathoduet_checkpoint_is_named(small_preset, tmp_pat
     state = _checkpoint({"mask_token": torch.zeros(1, 1, D), "decoder_embed.weight": torch.zeros(4, D)})
     del state["blocks.1.norm2.bias"]
     torch.save(state, file)
-    preset = load_backbone_preset(small_preset("pathoduet-ihc", model_kwargs={"depth": 2, "embed_dim": D, "num_heads": 2},
-                                               width=D, input_size=PX))
+    preset = load_backbone_preset(
+        small_preset("pathoduet-ihc", model_kwargs={"depth": 2, "embed_dim": D, "num_heads": 2}, width=D, input_size=PX)
+    )
     with pytest.raises(BadInput, match=r"missing keys blocks\.1\.norm2\.bias; unexpected keys decoder_embed\.weight"):
         load_backbone(preset, file)
 
@@ -86,7 +89,8 @@ def test_a_non_pathoduet_checkpoint_is_refused_by_name(small_preset, tmp_path: P
 
     file = tmp_path / "vit.pth"
     torch.save({"cls_token": torch.zeros(1, 1, D)}, file)
-    preset = load_backbone_preset(small_preset("pathoduet-he", model_kwargs={"depth": 2, "embed_dim": D, "num_heads": 2},
-                                               width=D, input_size=PX))
+    preset = load_backbone_preset(
+        small_preset("pathoduet-he", model_kwargs={"depth": 2, "embed_dim": D, "num_heads": 2}, width=D, input_size=PX)
+    )
     with pytest.raises(BadInput, match="has no pretext_token, so it is not a PathoDuet checkpoint"):
         load_backbone(preset, file)

@@ -59,7 +59,9 @@ def test_small_faithful_model_loads_matches_reference_and_tunes(
     from pathotune_cli.config import load_backbone_preset
 
     real = load_backbone_preset(name)
-    yaml_path = small_preset(name, model_kwargs={k: v for k, v in sizes.items()}, width=sizes["embed_dim"], input_size=px)
+    yaml_path = small_preset(
+        name, model_kwargs={k: v for k, v in sizes.items()}, width=sizes["embed_dim"], input_size=px
+    )
     preset = load_backbone_preset(yaml_path)
     assert (preset.family, preset.key_layout, preset.pool, preset.num_prefix_tokens, preset.num_register_tokens) == (
         real.family, real.key_layout, real.pool, real.num_prefix_tokens, real.num_register_tokens
@@ -122,6 +124,8 @@ def test_unknown_timm_object_names_are_clear_errors(key: str, value: object, mes
     from pathotune_cli.config import load_backbone_preset
     from pathotune_cli.errors import BadInput
 
-    preset = load_backbone_preset(small_preset("uni2-h", model_kwargs={**SMALL_SWIGLU, key: value}, width=96, input_size=28))
+    preset = load_backbone_preset(
+        small_preset("uni2-h", model_kwargs={**SMALL_SWIGLU, key: value}, width=96, input_size=28)
+    )
     with pytest.raises(BadInput, match=message):
         build_timm_vit(preset)

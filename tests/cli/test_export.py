@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pathotune_cli.cli.app import app
-from testdata import tiny_preset
 
+from testdata import tiny_preset
 
 runner = CliRunner()
 

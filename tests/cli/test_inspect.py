@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pathotune_cli.cli.app import app
-from testdata import break_prompt_metadata, tiny_preset
 
+from testdata import break_prompt_metadata, tiny_preset
 
 runner = CliRunner()
 

@@ -16,8 +16,6 @@ from pathotune_cli.demo_data import DEMO_CLASSES, write_demo_tiles
 from pathotune_cli.runs.demo import slide_agreement, write_demo_slide
 from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
-
-
 runner = CliRunner()
 
 
@@ -35,7 +33,9 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_predict_on_real_svs_writes_csv_geojson_heatmap_and_summary(demo_prompts: Path, tmp_path: Path, data_file) -> None:
+def test_predict_on_real_svs_writes_csv_geojson_heatmap_and_summary(
+    demo_prompts: Path, tmp_path: Path, data_file
+) -> None:
     svs = data_file("slides/cmu-1-small-region.svs")
     out = tmp_path / "P"
     result = runner.invoke(app, ["predict", str(demo_prompts), str(svs), "--out", str(out), "--workers", "0"])
@@ -49,7 +49,7 @@ def test_predict_on_real_svs_writes_csv_geojson_heatmap_and_summary(demo_prompts
         assert abs(sum(float(row[f"prob_{c}"]) for c in DEMO_CLASSES) - 1) < 1e-3
     geo = json.loads((out / "cmu-1-small-region.tiles.geojson").read_text())
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(rows)
-    for feature, row in zip(geo["features"], rows):
+    for feature, row in zip(geo["features"], rows, strict=True):
         assert feature["geometry"]["type"] == "Polygon"
         ring = feature["geometry"]["coordinates"][0]
         assert ring[0] == [int(row["x"]), int(row["y"])] and ring[0] == ring[-1] and len(ring) == 5
@@ -69,7 +69,9 @@ def test_predict_on_real_svs_writes_csv_geojson_heatmap_and_summary(demo_prompts
 def test_demo_slide_tiles_get_the_class_of_their_region(demo_prompts: Path, tmp_path: Path) -> None:
     slide = write_demo_slide(tmp_path / "demo-slide.tiff")
     out = tmp_path / "P"
-    result = runner.invoke(app, ["predict", str(demo_prompts), str(slide), "--out", str(out), "--json", "--workers", "1"])
+    result = runner.invoke(
+        app, ["predict", str(demo_prompts), str(slide), "--out", str(out), "--json", "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["slides"][0]["tiles"] > 50
@@ -85,7 +87,10 @@ def test_broken_slides_fail_alone_and_the_exit_code_says_so(demo_prompts: Path, 
     good = tmp_path / "good.svs"
     shutil.copy(svs, good)
     out = tmp_path / "P"
-    result = runner.invoke(app, ["predict", str(demo_prompts), str(truncated), str(text), str(good), "--out", str(out), "--workers", "0"])
+    result = runner.invoke(
+        app,
+        ["predict", str(demo_prompts), str(truncated), str(text), str(good), "--out", str(out), "--workers", "0"],
+    )
     assert result.exit_code == 1, result.output
     summary = {r["slide"]: r for r in _rows(out / "summary.csv")}
     assert summary["good.svs"]["status"] == "ok" and int(summary["good.svs"]["tiles"]) > 0
@@ -143,7 +148,9 @@ def test_reuses_coords_from_pathotune_tile(demo_prompts: Path, tmp_path: Path) -
     assert np.array_equal(got, keep)
 
 
-def test_resume_keeps_finished_slides_and_redoes_changed_settings(demo_prompts: Path, tmp_path: Path, data_file) -> None:
+def test_resume_keeps_finished_slides_and_redoes_changed_settings(
+    demo_prompts: Path, tmp_path: Path, data_file
+) -> None:
     svs = data_file("slides/cmu-1-small-region.svs")
     out = tmp_path / "P"
     args = ["predict", str(demo_prompts), str(svs), "--out", str(out), "--workers", "0"]

@@ -70,7 +70,9 @@ def test_eval_json_prints_metrics_with_confidence_intervals(run_dir: Path, kathe
 
 
 def test_tune_refuses_to_overwrite_a_finished_run(run_dir: Path, kather_dir: Path) -> None:
-    result = _invoke("tune", "--preset", "kather2016", "--data", str(kather_dir), "--out", str(run_dir), "--epochs", "1")
+    result = _invoke(
+        "tune", "--preset", "kather2016", "--data", str(kather_dir), "--out", str(run_dir), "--epochs", "1"
+    )
     assert result.exit_code == 2
     assert "already holds a finished run" in result.output
 
@@ -79,10 +81,19 @@ def test_tune_refuses_to_overwrite_a_finished_run(run_dir: Path, kather_dir: Pat
     ("args", "pattern"),
     [
         (["--preset", "kather2017"], r"unknown task preset 'kather2017'; did you mean 'kather2016'\?"),
-        (["--preset", "demo", "--backbone", "tiny-randm"], r"unknown backbone preset 'tiny-randm'; did you mean 'tiny-random'"),
+        (
+            ["--preset", "demo", "--backbone", "tiny-randm"],
+            r"unknown backbone preset 'tiny-randm'; did you mean 'tiny-random'",
+        ),
         (["--preset", "demo", "--set", "train.lrr=1"], r"unknown key 'train.lrr' \(did you mean 'lr'\?\)"),
-        (["--preset", "demo", "--set", "prompt.method=lora"], r"key 'prompt.method' must be one of 'linear', 'vpt', 'pathotune' or 'full'; got 'lora'"),
-        (["--preset", "demo", "--set", "train.epochs=0"], r"key 'train.epochs': input should be greater than or equal to 1"),
+        (
+            ["--preset", "demo", "--set", "prompt.method=lora"],
+            r"key 'prompt.method' must be one of 'linear', 'vpt', 'pathotune' or 'full'; got 'lora'",
+        ),
+        (
+            ["--preset", "demo", "--set", "train.epochs=0"],
+            r"key 'train.epochs': input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_presets_and_keys_exit_2_with_one_line(args: list[str], pattern: str, tmp_path: Path) -> None:
@@ -120,7 +131,9 @@ def test_eval_on_truncated_or_foreign_prompt_file_exits_2(run_dir: Path, kather_
     assert result.exit_code == 2 and "error:" in result.output
 
 
-def test_eval_refuses_prompts_from_another_backbone_in_one_line(run_dir: Path, kather_dir: Path, tmp_path: Path) -> None:
+def test_eval_refuses_prompts_from_another_backbone_in_one_line(
+    run_dir: Path, kather_dir: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import save_file
 
     from pathotune_cli.backbones import load_backbone

@@ -10,9 +10,8 @@ from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.text import hash_encode
 from pathotune_cli.hardware import Placement
 from pathotune_cli.training.loop import Split, fit
+
 from testdata import MemoryStore
-
-
 
 
 def test_frozen_backbone_is_bit_identical_after_training(tiny_preset, demo_task, layouts) -> None:
@@ -27,7 +26,10 @@ def test_frozen_backbone_is_bit_identical_after_training(tiny_preset, demo_task,
     gen = torch.Generator().manual_seed(0)
     images = (torch.rand(16, 3, 64, 64, generator=gen) * 255).to(torch.uint8)
     labels = np.arange(16) % 4
-    fit(model, Split(MemoryStore(images), labels), None, TrainSettings(epochs=2, batch_size=8, lr=1e-2), Placement("cpu", "fp32", "test"), 0)
+    fit(
+        model, Split(MemoryStore(images), labels), None, TrainSettings(epochs=2, batch_size=8, lr=1e-2),
+        Placement("cpu", "fp32", "test"), 0,
+    )
     after = backbone.state_dict()
     assert before.keys() == after.keys()
     for key in before:

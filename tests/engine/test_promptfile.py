@@ -13,6 +13,7 @@ from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.engine import build_prompted_model, load_prompted_model, prompt_file_meta, save_prompt_file
 from pathotune_cli.engine.promptfile import read_prompt_file
 from pathotune_cli.errors import BadInput
+
 from testdata import break_prompt_metadata
 
 
@@ -69,7 +70,11 @@ def test_prompt_file_refuses_other_backbone(tmp_path: Path, tiny_preset, demo_ta
     other = load_backbone(tiny_preset())
     state = {k: v + 0.01 for k, v in other.vit.state_dict().items()}
     save_file(state, str(tmp_path / "other.safetensors"))
-    with pytest.raises(BadInput, match=r"tuned on backbone 'test-tiny' \(fingerprint [0-9a-f]+\), but the weights loaded here \(explicit: .*other.safetensors\) are a different backbone"):
+    with pytest.raises(
+        BadInput,
+        match=r"tuned on backbone 'test-tiny' \(fingerprint [0-9a-f]+\), but the weights loaded here "
+        r"\(explicit: .*other.safetensors\) are a different backbone",
+    ):
         load_prompted_model(path, weights=tmp_path / "other.safetensors")
 
 

@@ -11,8 +11,6 @@ from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.text import hash_encode
 
 
-
-
 def _capture_block_inputs(model: PromptedModel) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
     original = model.backbone.block
@@ -58,7 +56,9 @@ def test_deep_prompts_replace_tokens_at_every_block_or_only_the_last(tiny_preset
     preset = tiny_preset(model_kwargs={"depth": 4, "embed_dim": 64, "num_heads": 2})
     backbone = load_backbone(preset)
     for depth, expected in ((None, [0, 1, 2, 3]), (2, [0, 2, 3])):
-        model = PromptedModel(backbone, PromptSettings(method="vpt", tvp={"tokens": 2, "deep": True, "depth": depth}), 3)
+        model = PromptedModel(
+            backbone, PromptSettings(method="vpt", tvp={"tokens": 2, "deep": True, "depth": depth}), 3
+        )
         assert model.tvp.replace_at == expected
         seen = _capture_block_inputs(model)
         with torch.no_grad():

@@ -18,6 +18,7 @@ from pathotune_cli.engine.text import hash_encode
 from pathotune_cli.hardware import Placement
 from pathotune_cli.training.images import to_float
 from pathotune_cli.training.loop import Split, encode_instances, fit
+
 from testdata import MemoryStore
 
 

@@ -16,6 +16,7 @@ from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.text import hash_encode
 from pathotune_cli.hardware import Placement, cpu_has_fast_bf16, place
 from pathotune_cli.training.loop import predict_probs
+
 from testdata import MemoryStore
 
 TILES = 120

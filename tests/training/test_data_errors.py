@@ -22,7 +22,9 @@ def _tile(path: Path, colour: tuple[int, int, int] = (200, 100, 150)) -> None:
 
 
 def _tune(data: Path, tmp_path: Path):  # noqa: ANN202
-    return runner.invoke(app, ["tune", "--preset", "demo", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    return runner.invoke(
+        app, ["tune", "--preset", "demo", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    )
 
 
 def _assert_one_line(result, pattern: str) -> None:  # noqa: ANN001
@@ -59,7 +61,9 @@ def test_only_one_class(tmp_path: Path) -> None:
 def test_unknown_class_folder(tmp_path: Path) -> None:
     _tile(tmp_path / "data" / "tumor" / "a.png")
     _tile(tmp_path / "data" / "necrosis" / "a.png")
-    _assert_one_line(_tune(tmp_path / "data", tmp_path), r"'necrosis' .* is not a class of task 'demo' \(classes: tumor, stroma")
+    _assert_one_line(
+        _tune(tmp_path / "data", tmp_path), r"'necrosis' .* is not a class of task 'demo' \(classes: tumor, stroma"
+    )
 
 
 def test_non_image_files_are_skipped_with_a_warning(tmp_path: Path) -> None:

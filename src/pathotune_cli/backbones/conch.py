@@ -61,7 +61,9 @@ class Conch(Backbone):
         tower = nn.Module()
         tower.trunk = build_timm_vit(trunk_preset)
         width = tower.trunk.embed_dim
-        tower.pool = AttentionalPooler(d_model=embed_dim, context_dim=width, n_head=int(cfg.get("pooler_heads", 8)), n_queries=1)
+        tower.pool = AttentionalPooler(
+            d_model=embed_dim, context_dim=width, n_head=int(cfg.get("pooler_heads", 8)), n_queries=1
+        )
         tower.ln_contrast = nn.LayerNorm(embed_dim)
         tower.proj_contrast = nn.Parameter(torch.zeros(embed_dim, embed_dim))
         tower.text = TextTransformer(
@@ -131,7 +133,9 @@ class Conch(Backbone):
         try:
             from transformers import PreTrainedTokenizerFast
         except ImportError:
-            raise MissingDependency("CONCH's text tower needs the transformers package", "pip install transformers") from None
+            raise MissingDependency(
+                "CONCH's text tower needs the transformers package", "pip install transformers"
+            ) from None
         self._tokenizer = PreTrainedTokenizerFast(
             tokenizer_file=str(path), bos_token="<start_of_text>", eos_token="<end_of_text>", pad_token="<pad>"
         )

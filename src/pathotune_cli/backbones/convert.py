@@ -155,7 +155,11 @@ def _hf_to_timm(
             continue
         index, rest = match.groups()
         which, _, kind = rest.removeprefix("attention.attention.").partition(".")
-        if rest.startswith("attention.attention.") and which in ("query", "key", "value") and kind in ("weight", "bias"):
+        if (
+            rest.startswith("attention.attention.")
+            and which in ("query", "key", "value")
+            and kind in ("weight", "bias")
+        ):
             qkv.setdefault((index, kind), {})[which] = value
         elif rest in block_map:
             out[f"blocks.{index}.{block_map[rest]}"] = value

@@ -34,14 +34,20 @@ class OpenClipTower(Backbone):
         self.tokenizer = open_clip.get_tokenizer(_register_inline_config(preset))
         visual = self.clip.visual
         if getattr(visual, "attn_pool", None) is not None or not hasattr(visual, "transformer"):
-            raise BadInput(f"backbone preset '{preset.name}': attention-pooled towers are not supported", "use a CLS-token tower")
+            raise BadInput(
+                f"backbone preset '{preset.name}': attention-pooled towers are not supported",
+                "use a CLS-token tower",
+            )
         self.visual = visual
         self.width = visual.conv1.out_channels
         self.num_prefix_tokens = 1
         self.num_blocks = len(visual.transformer.resblocks)
         self._batch_first = getattr(visual.transformer, "batch_first", True)
         if preset.width != self.width:
-            raise BadInput(f"backbone preset '{preset.name}' says width={preset.width} but the tower has {self.width}", f"set width: {self.width}")
+            raise BadInput(
+                f"backbone preset '{preset.name}' says width={preset.width} but the tower has {self.width}",
+                f"set width: {self.width}",
+            )
 
     @classmethod
     def build_module(cls, preset: BackbonePreset) -> torch.nn.Module:
@@ -53,7 +59,10 @@ class OpenClipTower(Backbone):
             with _quiet_open_clip():
                 return open_clip.create_model(name, pretrained=None, force_image_size=preset.input_size, device=device)
         except RuntimeError as exc:
-            raise BadInput(f"backbone preset '{preset.name}': open_clip cannot build '{name}': {exc}", "fix the preset") from None
+            raise BadInput(
+                f"backbone preset '{preset.name}': open_clip cannot build '{name}': {exc}",
+                "fix the preset",
+            ) from None
 
     @classmethod
     def prepare_state(

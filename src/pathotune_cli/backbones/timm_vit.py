@@ -107,7 +107,10 @@ def build_timm_vit(preset: BackbonePreset, extra: dict[str, Any] | None = None) 
     try:
         model = timm.create_model(preset.model, pretrained=False, **kwargs)
     except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
-        raise BadInput(f"backbone preset '{preset.name}': timm cannot build '{preset.model}': {exc}", "fix the preset") from None
+        raise BadInput(
+            f"backbone preset '{preset.name}': timm cannot build '{preset.model}': {exc}",
+            "fix the preset",
+        ) from None
     if not hasattr(model, "blocks") or not hasattr(model, "_pos_embed"):
         raise BadInput(
             f"backbone preset '{preset.name}': '{preset.model}' is not a timm VisionTransformer",
@@ -145,7 +148,10 @@ def timm_kwargs(model_kwargs: dict[str, Any], name: str = "?") -> dict[str, Any]
     eps = kwargs.pop("norm_eps", None)
     if eps is not None:
         if not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise BadInput(f"backbone preset '{name}': model_kwargs.norm_eps must be a small positive number", "e.g. 1e-6")
+            raise BadInput(
+                f"backbone preset '{name}': model_kwargs.norm_eps must be a small positive number",
+                "e.g. 1e-6",
+            )
         kwargs["norm_layer"] = partial(torch.nn.LayerNorm, eps=float(eps))
     return kwargs
 

@@ -92,7 +92,11 @@ def hf_cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     home = os.environ.get("HF_HOME")
-    base = Path(home).expanduser() if home else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    base = (
+        Path(home).expanduser()
+        if home
+        else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    )
     return base / "hub"
 
 

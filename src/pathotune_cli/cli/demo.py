@@ -30,7 +30,9 @@ def demo(
         emit_json(result)
         return
     metrics = {f"test tiles {k}": v for k, v in result["eval"]["metrics"].items() if v is not None}
-    metrics["demo slide: tiles in their region's class"] = f"{result['slide']['region_agreement']:.1%} of {result['slide']['tiles']}"
+    metrics["demo slide: tiles in their region's class"] = (
+        f"{result['slide']['region_agreement']:.1%} of {result['slide']['tiles']}"
+    )
     for fmt, value in result["export"].items():
         metrics[f"{fmt} export: max |p - p_torch|"] = value if isinstance(value, str) else f"{value:.1e}"
     key_values("demo results", metrics)

@@ -14,7 +14,9 @@ from pathotune_cli.cli.render import emit_json, error_line, key_values, table, u
 def doctor(
     backbone: Annotated[
         list[str] | None,
-        typer.Option("--backbone", help="A backbone you mean to use (repeatable); exit 1 if anything it needs is missing."),
+        typer.Option(
+            "--backbone", help="A backbone you mean to use (repeatable); exit 1 if anything it needs is missing."
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:

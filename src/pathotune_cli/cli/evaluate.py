@@ -15,7 +15,9 @@ from pathotune_cli.cli.render import emit_json, info, table, user_errors, warn
 def evaluate(
     prompts: PromptsArg,
     data: Annotated[Path, typer.Option("--data", help="ImageFolder tree or CSV with path,label.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the prompts, eval/).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the prompts, eval/).")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,

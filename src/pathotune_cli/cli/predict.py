@@ -27,21 +27,41 @@ from pathotune_cli.cli.render import emit_json, info, table, user_errors
 @user_errors
 def predict(
     prompts: PromptsArg,
-    inputs: Annotated[list[Path] | None, typer.Argument(help="Slides, tile images, or folders of either.", show_default=False)] = None,
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Slides, tile images, or folders of either.", show_default=False)
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
-    workers: Annotated[int | None, typer.Option("--workers", min=0, max=64, help="Tile-reading processes (0: in-process). Default: 0 on a CPU, whose cores the model needs; 2 with a GPU.", show_default=False)] = None,
-    coords: Annotated[Path | None, typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=0, max=64,
+            help=(
+                "Tile-reading processes (0: in-process). "
+                "Default: 0 on a CPU, whose cores the model needs; 2 with a GPU."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    coords: Annotated[
+        Path | None,
+        typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5."),
+    ] = None,
     slides_csv: SlidesCsvOpt = None,
     min_tissue: MinTissueOpt = 0.25,
     tissue: TissueOpt = TissueChoice.otsu,
     tissue_geojson: TissueGeojsonOpt = None,
     default_mpp: DefaultMppOpt = None,
-    heatmap_class: Annotated[str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")] = None,
+    heatmap_class: Annotated[
+        str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")
+    ] = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Keep slides finished by an earlier run with the same prompts and settings.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Keep slides finished by an earlier run with the same prompts and settings."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
@@ -49,10 +69,10 @@ def predict(
     from pathotune_cli.runs.predict import PredictOptions, predict_run
 
     opts = PredictOptions(
-        prompts=str(prompts), inputs=[str(p) for p in inputs or []], out=str(out), batch_size=batch_size, workers=workers,
-        precision=precision, device=device, weights=path_str(weights), coords=path_str(coords), min_tissue=min_tissue,
-        tissue=tissue.value, tissue_geojson=path_str(tissue_geojson), slides_csv=path_str(slides_csv), default_mpp=default_mpp,
-        heatmap_class=heatmap_class, resume=resume,
+        prompts=str(prompts), inputs=[str(p) for p in inputs or []], out=str(out), batch_size=batch_size,
+        workers=workers, precision=precision, device=device, weights=path_str(weights), coords=path_str(coords),
+        min_tissue=min_tissue, tissue=tissue.value, tissue_geojson=path_str(tissue_geojson),
+        slides_csv=path_str(slides_csv), default_mpp=default_mpp, heatmap_class=heatmap_class, resume=resume,
     )
     with SlideProgress() as progress:
         result = predict_run(opts, report=progress)

@@ -14,7 +14,9 @@ from pathotune_cli.cli.render import emit_json, key_values, user_errors
 @user_errors
 def tune(
     preset: Annotated[str | None, typer.Option("--preset", help="Task preset name or YAML path (e.g. crc).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="ImageFolder tree or CSV with path,label[,split].")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="ImageFolder tree or CSV with path,label[,split].")
+    ] = None,
     backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone preset name or YAML path.")] = None,
     method: Annotated[
         str | None, typer.Option("--method", help="pathotune (TVP+TTP+IVP), vpt, linear or full.")
@@ -23,7 +25,9 @@ def tune(
     config: Annotated[Path | None, typer.Option("--config", help="Rerun from a RUN/config.yaml.")] = None,
     set_: SetOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: 20).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default: 32).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Images per step (default: 32).")
+    ] = None,
     lr: Annotated[float | None, typer.Option("--lr", min=0, help="Peak learning rate (default: 1e-3).")] = None,
     shots: Annotated[int | None, typer.Option("--shots", min=1, help="Few-shot: images per class, seeded.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for split, sampling and init (default: 0).")] = None,
@@ -40,8 +44,9 @@ def tune(
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
     opts = TuneOptions(
-        preset=preset, data=path_str(data), backbone=backbone, method=method, out=path_str(out), config=path_str(config),
-        sets=list(set_ or []), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed,
+        preset=preset, data=path_str(data), backbone=backbone, method=method, out=path_str(out),
+        config=path_str(config), sets=list(set_ or []), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots,
+        seed=seed,
         precision=precision, device=device, weights=path_str(weights), val_data=path_str(val_data),
     )
     cfg = resolve_config(opts)
@@ -57,7 +62,10 @@ def tune(
             "prompt file": f"{summary['prompts']} ({summary['prompts_bytes'] / 1024:.0f} KiB)",
             "trainable": f"{summary['trainable_parameters']:,} ({summary['trainable_share']:.2%} of backbone)",
             "images": f"{summary['train_images']} train, {summary['val_images']} validation",
-            "epochs": f"{summary['epochs_run']} (best {summary['best_epoch']}{', stopped early' if summary['stopped_early'] else ''})",
+            "epochs": (
+                f"{summary['epochs_run']} (best {summary['best_epoch']}"
+                f"{', stopped early' if summary['stopped_early'] else ''})"
+            ),
             **{f"val {k}": v for k, v in val.items() if v is not None},
             "precision": f"{summary['precision']} on {summary['device']}",
             "seconds": summary["seconds"],

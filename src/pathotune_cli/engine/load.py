@@ -63,14 +63,22 @@ def load_prompted_model(
     _check_fingerprint(file, preset.name, meta["backbone"]["fingerprint"], backbone, weights)
     instance = None
     if meta.get("instance_encoder"):
-        inst_preset = validate(BackbonePreset, meta["instance_encoder"]["preset"], source=f"{source} (instance encoder)")
+        inst_preset = validate(
+            BackbonePreset, meta["instance_encoder"]["preset"], source=f"{source} (instance encoder)"
+        )
         instance = load_backbone(inst_preset, None, allow_download)
         _check_fingerprint(file, inst_preset.name, meta["instance_encoder"]["fingerprint"], instance, None)
     embeddings = file.tensors.get("ttp.text_embeddings")
     if settings.method == "pathotune" and embeddings is None:
-        raise BadInput(f"{source}: method 'pathotune' but no stored text embeddings", "the file was altered; re-run `pathotune tune`")
+        raise BadInput(
+            f"{source}: method 'pathotune' but no stored text embeddings",
+            "the file was altered; re-run `pathotune tune`",
+        )
     if meta.get("classes", task.class_names) != task.class_names:
-        raise BadInput(f"{source}: its class list does not match its task", "the file was altered; re-run `pathotune tune`")
+        raise BadInput(
+            f"{source}: its class list does not match its task",
+            "the file was altered; re-run `pathotune tune`",
+        )
     if embeddings is not None and embeddings.shape[0] != len(task.texts()):
         raise BadInput(
             f"{source}: {embeddings.shape[0]} stored text embeddings for {len(task.texts())} task texts",

@@ -45,7 +45,9 @@ def save_prompt_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[st
     import time
 
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "pathotune_version": __version__, "created": created, **meta}
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "pathotune_version": __version__, "created": created, **meta
+    }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(contiguous, str(tmp), metadata={META_KEY: json.dumps(header, default=_json_default)})
@@ -74,16 +76,23 @@ def read_prompt_file(path: str | Path) -> PromptFile:
             "re-copy it or re-run `pathotune tune`",
         ) from None
     if raw is None:
-        raise BadInput(f"{path} is a safetensors file without pathotune metadata", "pass a file written by `pathotune tune`")
+        raise BadInput(
+            f"{path} is a safetensors file without pathotune metadata",
+            "pass a file written by `pathotune tune`",
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
-        raise BadInput(f"{path}: its metadata does not parse", "the file was altered; re-run `pathotune tune`") from None
+        raise BadInput(
+            f"{path}: its metadata does not parse",
+            "the file was altered; re-run `pathotune tune`",
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BadInput(f"{path} is not a pathotune prompt file", "pass a file written by `pathotune tune`")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise BadInput(
-            f"{path} has format version {meta.get('format_version')}, newer than this pathotune reads ({FORMAT_VERSION})",
+            f"{path} has format version {meta.get('format_version')}, "
+            f"newer than this pathotune reads ({FORMAT_VERSION})",
             "upgrade pathotune",
         )
     for key in ("backbone", "task", "prompt"):
@@ -98,7 +107,10 @@ def check_tensors(file: PromptFile, expected: dict[str, torch.Tensor]) -> None:
     extra = sorted(set(file.tensors) - set(expected))
     if missing or extra:
         what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
-        raise BadInput(f"{file.path}: tensors do not match its metadata ({what})", "the file was altered; re-run `pathotune tune`")
+        raise BadInput(
+            f"{file.path}: tensors do not match its metadata ({what})",
+            "the file was altered; re-run `pathotune tune`",
+        )
     for name, ref in expected.items():
         got = file.tensors[name]
         if got.shape != ref.shape:

@@ -35,7 +35,9 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str
         epochs=epochs, seed=seed, sets=["train.lr=3e-3"],
     ))
     tuned = tune_run(config, resume=(out / "run" / "prompts.safetensors").exists(), report=report)
-    evaluated = eval_run(EvalOptions(prompts=tuned["prompts"], data=str(test), out=str(out / "eval"), seed=seed), report)
+    evaluated = eval_run(
+        EvalOptions(prompts=tuned["prompts"], data=str(test), out=str(out / "eval"), seed=seed), report
+    )
     slide_result = _slide_steps(out, slide, tuned["prompts"], report)
     from pathotune_cli.runs.export import export_all
 
@@ -44,7 +46,9 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str
     return {
         "out": str(out),
         "seconds": round(time.time() - started, 1),
-        "tune": {k: tuned[k] for k in ("run", "prompts", "prompts_bytes", "trainable_parameters", "epochs_run", "validation")},
+        "tune": {
+            k: tuned[k] for k in ("run", "prompts", "prompts_bytes", "trainable_parameters", "epochs_run", "validation")
+        },
         "eval": {"out": evaluated["out"], "metrics": {k: v["value"] for k, v in evaluated["metrics"].items()}},
         "slide": slide_result,
         "export": {f: d.get("skipped") or d["check"]["max_abs_diff"] for f, d in exports.items()},
@@ -112,7 +116,9 @@ def _slide_steps(out: Path, slide: Path, prompts: str, report) -> dict[str, Any]
     from pathotune_cli.runs.tile import TileConfig, tile_run
 
     tiles_out = out / "slide-tiles"
-    tiled = tile_run(TileConfig(slides=(slide,), out=tiles_out, target_mpp=DEMO_MPP, tile_size=112, workers=0, resume=True))
+    tiled = tile_run(
+        TileConfig(slides=(slide,), out=tiles_out, target_mpp=DEMO_MPP, tile_size=112, workers=0, resume=True)
+    )
     row = tiled.rows[0]
     if row.status == "failed":
         raise RuntimeError(f"demo slide failed to tile: {row.error}")

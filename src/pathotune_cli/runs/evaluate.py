@@ -25,6 +25,8 @@ class EvalOptions:
 
 def eval_run(opts: EvalOptions, report=None) -> dict[str, Any]:  # noqa: ANN001
     """Evaluate ``opts.prompts`` on ``opts.data``; writes metrics JSON, predictions CSV and confusion PNG."""
+    from pathotune_cli.config.loader import validate
+    from pathotune_cli.config.schema import TaskPreset
     from pathotune_cli.engine import load_prompted_model
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.records import provenance, write_csv, write_json
@@ -33,8 +35,6 @@ def eval_run(opts: EvalOptions, report=None) -> dict[str, Any]:  # noqa: ANN001
     from pathotune_cli.training.loop import predict_probs
     from pathotune_cli.training.metrics import classification_metrics, predictions_table
     from pathotune_cli.training.plots import save_confusion_matrix
-    from pathotune_cli.config.loader import validate
-    from pathotune_cli.config.schema import TaskPreset
 
     report = report or (lambda kind, info: None)
     started = time.time()

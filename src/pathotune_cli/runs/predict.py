@@ -162,7 +162,9 @@ def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float
         row["error"] = ""
     except PathotuneError as exc:
         row = {"slide": slide.name, "status": "failed", "error": exc.one_line(), "tiles": 0}
-        ctx.report("warning", {"message": exc.one_line() if slide.name in exc.problem else f"{slide.name}: {exc.one_line()}"})
+        ctx.report(
+            "warning", {"message": exc.one_line() if slide.name in exc.problem else f"{slide.name}: {exc.one_line()}"}
+        )
     except Exception as exc:  # noqa: BLE001 - one broken slide must never stop the others
         row = {"slide": slide.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "tiles": 0}
         ctx.report("warning", {"message": f"{slide.name}: unexpected {type(exc).__name__}: {exc}"})
@@ -178,7 +180,8 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
     opts = ctx.opts
     plan = plan_slide(
         slide, target_mpp=ctx.tile_mpp, tile_size=ctx.tile_size, min_tissue=opts.min_tissue, tissue=opts.tissue,
-        tissue_geojson=geojson_for(slide, Path(opts.tissue_geojson) if opts.tissue_geojson else None), mpp_override=mpp_override, default_mpp=opts.default_mpp,
+        tissue_geojson=geojson_for(slide, Path(opts.tissue_geojson) if opts.tissue_geojson else None),
+        mpp_override=mpp_override, default_mpp=opts.default_mpp,
         backend=opts.backend,
     )
     coords, level, read_size, footprint = plan.coords, plan.level, plan.read_size, plan.grid.patch_size_level0
@@ -230,7 +233,11 @@ def _finished(ctx: _Context, slide: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     outputs = [ctx.out / f"{slide.stem}{s}" for s in (".predictions.csv", ".tiles.geojson", ".heatmap.png")]
-    if done.get("key") != ctx.key or not all(p.is_file() for p in outputs) or done.get("row", {}).get("slide") != slide.name:
+    if (
+        done.get("key") != ctx.key
+        or not all(p.is_file() for p in outputs)
+        or done.get("row", {}).get("slide") != slide.name
+    ):
         return None
     ctx.report("info", {"message": f"{slide.name}: finished earlier, kept (--resume)"})
     return done["row"]
@@ -302,7 +309,8 @@ def _predict_images(ctx: _Context, images: list[Path]) -> dict[str, Any]:
     labels = probs.argmax(1)
     path = ctx.out / "predictions.csv"
     write_csv(path, ["path", "class", *[f"prob_{c}" for c in ctx.class_names]],
-              ([str(p), ctx.class_names[int(k)], *[f"{v:.6f}" for v in row]] for p, k, row in zip(images, labels, probs)))
+              ([str(p), ctx.class_names[int(k)], *[f"{v:.6f}" for v in row]]
+               for p, k, row in zip(images, labels, probs, strict=True)))
     counts = {c: int((labels == i).sum()) for i, c in enumerate(ctx.class_names)}
     return {"file": str(path), "images": len(images), "counts": counts}
 
@@ -313,7 +321,7 @@ def _write_tile_csv(path: Path, coords: np.ndarray, footprint: int, probs: np.nd
     labels = probs.argmax(1) if len(probs) else np.zeros(0, int)
     header = ["x", "y", "w", "h", "class", *[f"prob_{c}" for c in classes]]
     rows = ([int(x), int(y), footprint, footprint, classes[int(k)], *[f"{v:.6f}" for v in p]]
-            for (x, y), k, p in zip(coords, labels, probs))
+            for (x, y), k, p in zip(coords, labels, probs, strict=True))
     write_csv(path, header, rows)
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from pathotune_cli.errors import BadInput
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff")
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff"
+)
 """Whole-slide formats, found in folders by ``tile`` and ``predict``."""
 FLAT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """Flat images: ``tile`` cuts them as one-level slides, ``predict`` classifies them as tiles."""

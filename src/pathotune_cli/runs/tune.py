@@ -45,7 +45,10 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
         source = opts.config
     else:
         if not opts.preset:
-            raise BadInput("no task given", "pass --preset NAME (see `pathotune presets list`) or --config RUN/config.yaml")
+            raise BadInput(
+                "no task given",
+                "pass --preset NAME (see `pathotune presets list`) or --config RUN/config.yaml",
+            )
         task = load_task_preset(opts.preset)
         backbone = load_backbone_preset(opts.backbone or "tiny-random")
         base = {"task": task.model_dump(mode="json"), "backbone": backbone.model_dump(mode="json")}
@@ -64,7 +67,9 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
     for key in ("data", "val_data", "weights"):  # absolute, so RUN/config.yaml reruns from any folder
         if base.get(key):
             base[key] = str(Path(str(base[key])).expanduser().resolve())
-    for key, value in {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "shots": opts.shots}.items():
+    for key, value in {
+        "epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "shots": opts.shots
+    }.items():
         if value is not None:
             base.setdefault("train", {})[key] = value
     if opts.method is not None:
@@ -145,7 +150,9 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
         checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config), report=report,
     )
     write_history(out / "history.csv", result.history)
-    metrics = write_validation_report(out, model, val_split, val_set, task, train_cfg.batch_size, placement, config.seed, result)
+    metrics = write_validation_report(
+        out, model, val_split, val_set, task, train_cfg.batch_size, placement, config.seed, result
+    )
     counts = {"train": train_set.counts(), "val": val_set.counts() if val_set is not None else {}}
     meta = prompt_file_meta(
         built, task, config.backbone,

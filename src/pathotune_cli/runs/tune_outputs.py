@@ -7,7 +7,9 @@ from typing import Any
 
 from pathotune_cli.runs.records import file_sha256, write_csv, write_json
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr", "best")
+HISTORY_COLUMNS = (
+    "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr", "best"
+)
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -21,7 +23,7 @@ def data_manifest(path: Path, train_set, val_set) -> None:  # noqa: ANN001
     for split, data in (("train", train_set), ("val", val_set)):
         if data is None:
             continue
-        for file, label in zip(data.paths, data.labels):
+        for file, label in zip(data.paths, data.labels, strict=True):
             rows.append((str(file), data.class_names[int(label)], split, file.stat().st_size, file_sha256(file)))
     write_csv(path, ("path", "label", "split", "bytes", "sha256"), rows)
 
@@ -42,6 +44,8 @@ def write_validation_report(out: Path, model, val_split, val_set, task, batch_si
     rows = predictions_table(val_split.labels, probs, task.class_names, [str(p) for p in val_set.paths])
     if rows:
         write_csv(out / "val_predictions.csv", list(rows[0]), (list(r.values()) for r in rows))
-    save_confusion_matrix(metrics["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title="validation")
+    save_confusion_matrix(
+        metrics["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title="validation"
+    )
     summary = {k: v["value"] for k, v in metrics["metrics"].items()}
     return {"summary": summary, "full": metrics}

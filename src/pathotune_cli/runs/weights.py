@@ -70,7 +70,10 @@ def add_weights(name: str, file: str | Path) -> dict[str, Any]:
 
     preset = load_backbone_preset(name)
     if preset.weights == "random":
-        raise BadInput(f"backbone '{preset.name}' uses random weights and takes no weight file", "choose another preset")
+        raise BadInput(
+            f"backbone '{preset.name}' uses random weights and takes no weight file",
+            "choose another preset",
+        )
     path = pick_weight_file(Path(file).expanduser(), preset, "weights add").resolve()
     tensors = adapter_class(preset).check_weight_file(preset, path)
     digest = sha256_file(path)

@@ -21,7 +21,7 @@ def augment(images: torch.Tensor, settings: AugmentSettings, generator: torch.Ge
         out = torch.where(flip.view(b, 1, 1, 1), out.flip(-1), out)
     if settings.rot90 and out.shape[-1] == out.shape[-2]:
         turns = (rand[:, 1] * 4).long().clamp(max=3)
-        out = torch.stack([torch.rot90(img, int(k), dims=(-2, -1)) for img, k in zip(out, turns)])
+        out = torch.stack([torch.rot90(img, int(k), dims=(-2, -1)) for img, k in zip(out, turns, strict=True)])
     out = _colour_jitter(out, settings, rand[:, 2:6] * 2 - 1)
     return out.clamp_(0.0, 1.0)
 

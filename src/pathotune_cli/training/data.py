@@ -148,7 +148,9 @@ def _from_folder(root: Path, task: TaskPreset) -> LabelledSet:
             )
         paths.extend(images)
         labels.extend([index] * len(images))
-    return LabelledSet(paths, np.array(labels, dtype=np.int64), [None] * len(paths), task.class_names, str(root), skipped)
+    return LabelledSet(
+        paths, np.array(labels, dtype=np.int64), [None] * len(paths), task.class_names, str(root), skipped
+    )
 
 
 def _from_csv(path: Path, task: TaskPreset) -> LabelledSet:
@@ -157,7 +159,10 @@ def _from_csv(path: Path, task: TaskPreset) -> LabelledSet:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BadInput(f"cannot read data CSV {path}: {exc}", "pass a UTF-8 CSV with columns path,label[,split]") from None
+        raise BadInput(
+            f"cannot read data CSV {path}: {exc}",
+            "pass a UTF-8 CSV with columns path,label[,split]",
+        ) from None
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise BadInput(f"data CSV {path} needs a header with columns path,label[,split]", "add the header row")
     paths: list[Path] = []
@@ -176,9 +181,15 @@ def _from_csv(path: Path, task: TaskPreset) -> LabelledSet:
             )
         split = (row.get("split") or "").strip().lower() or None
         if split is not None and split not in SPLITS:
-            raise BadInput(f"{path} line {line}: split '{split}' is not one of {', '.join(SPLITS)}", "fix the split column")
+            raise BadInput(
+                f"{path} line {line}: split '{split}' is not one of {', '.join(SPLITS)}",
+                "fix the split column",
+            )
         if not file.is_file():
-            raise BadInput(f"{path} line {line}: image {file} does not exist", "fix the path (relative paths start at the CSV's folder)")
+            raise BadInput(
+                f"{path} line {line}: image {file} does not exist",
+                "fix the path (relative paths start at the CSV's folder)",
+            )
         if file.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(str(file))
             continue

@@ -116,7 +116,12 @@ def fit(
 
     cache: dict[str, torch.Tensor] = {}
     if model.needs_instance_features and model.settings.ivp.cache:
-        report("info", {"message": f"encoding instance features once for {len(train.labels) + (len(val.labels) if val else 0)} tiles"})
+        report("info", {
+            "message": (
+                "encoding instance features once for "
+                f"{len(train.labels) + (len(val.labels) if val else 0)} tiles"
+            ),
+        })
         cache["train"] = encode_instances(model, train.store, settings.batch_size, placement)
         if val is not None:
             cache["val"] = encode_instances(model, val.store, settings.batch_size, placement)
@@ -137,7 +142,9 @@ def fit(
                 "resume with the same options, or start again without --resume",
             )
         model.load_state_dict(current, strict=False)
-        history, best_value, best_epoch, stale = state["history"], state["best_value"], state["best_epoch"], state["stale"]
+        history, best_value, best_epoch, stale = (
+            state["history"], state["best_value"], state["best_epoch"], state["stale"]
+        )
         stopped_early = state.get("stopped_early", False)
         start_epoch = state["epoch"] + 1
         resumed_from = state["epoch"]

@@ -25,6 +25,7 @@ import numpy as np
 from pathotune_cli.errors import PathotuneError
 from pathotune_cli.wsi.reader import SlideReader
 
+
 @dataclass(frozen=True)
 class TileBatch:
     """A batch of tiles and where they came from."""
