@@ -86,6 +86,7 @@ def run_group(name: str, work: Path, quick: bool, seed: int) -> list[Figure]:
 
     module = importlib.import_module(f"benchmarks.{name}")
     work.mkdir(parents=True, exist_ok=True)
+    os.sync()  # the last group's files reach the disk now, not in the background of this group's timings
     return module.run(work, quick, seed)
 
 
