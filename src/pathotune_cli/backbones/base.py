@@ -57,6 +57,24 @@ class Backbone(nn.Module):
     def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
         """The norm after the last block."""
 
+    def block_head(self, index: int, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        """Block ``index``'s output for the first ``rows`` tokens only, every token still a key and a value.
+
+        The last block of a model pooled on its class token need not compute the other tokens' outputs.
+        Families that can skip that work override this; the default runs the whole block.
+        """
+        return self.block(index, tokens)[:, :rows]
+
+    def blocks_then_norm(self, tokens: torch.Tensor, pool: str, first: int = 0) -> torch.Tensor:
+        """Blocks ``first`` to the end, then the final norm; with ``token`` pooling the last block computes the
+        class token only (the pooled feature is the same, about 7% less work for a ViT's forward and backward)."""
+        last = self.num_blocks - 1
+        for i in range(first, last):
+            tokens = self.block(i, tokens)
+        if last >= first:
+            tokens = self.block_head(last, tokens, 1) if pool == "token" else self.block(last, tokens)
+        return self.final_norm(tokens)
+
     # -- building and checking weights, shared by loading and by `pathotune weights add` ---------------------
     @classmethod
     def build_module(cls, preset: BackbonePreset) -> nn.Module:
@@ -117,9 +135,7 @@ class Backbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Plain features with no prompts: what the backbone alone makes of an image."""
         tokens = self.embed(self.normalise(images))
-        for i in range(self.num_blocks):
-            tokens = self.block(i, tokens)
-        return self.pool(self.final_norm(tokens))
+        return self.pool(self.blocks_then_norm(tokens, self.preset.pool))
 
     def encode_text(self, texts: list[str]) -> torch.Tensor | None:
         """The backbone's own text tower, where it has one: (T, D) unit-norm embeddings; else None."""

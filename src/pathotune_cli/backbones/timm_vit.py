@@ -63,6 +63,12 @@ class TimmViT(Backbone):
     def block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
         return self.vit.blocks[index](tokens)
 
+    def block_head(self, index: int, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        block = self.vit.blocks[index]
+        if not _plain_block(block):
+            return block(tokens)[:, :rows]
+        return head_rows_of_block(block, tokens, rows)
+
     def _pick_attention(self, images: torch.Tensor) -> None:
         """Plain attention (q @ k^T, softmax, @ v) on CPUs under bf16 autocast, the fused kernel elsewhere.
 
@@ -91,6 +97,55 @@ class TimmViT(Backbone):
 
     def avg_norm(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.vit.fc_norm(pooled)
+
+
+def _plain_block(block: torch.nn.Module) -> bool:
+    """timm's own ``Block`` around its own ``Attention`` with a plain qkv projection: the modules
+    ``head_rows_of_block`` re-states. Subclasses (rotary embeddings, parallel blocks, ...) run whole."""
+    from timm.layers import Attention
+    from timm.models.vision_transformer import Block
+
+    attn = getattr(block, "attn", None)
+    return (
+        type(block) is Block
+        and type(attn) is Attention
+        and type(attn.qkv) is torch.nn.Linear
+        and attn.qkv.out_features == 3 * attn.attn_dim
+    )
+
+
+def head_rows_of_block(block: torch.nn.Module, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+    """timm ``Block.forward`` computed for the first ``rows`` tokens only: queries, attention output, MLP and
+    residuals for those rows; keys and values from every token, as in the whole block.
+
+    Equal to ``block(tokens)[:, :rows]`` up to float rounding (tests/backbones/test_block_head.py), with
+    1/N of the query, projection and MLP work: the last block of a class-token model costs about a sixth
+    of a whole one.
+    """
+    import torch.nn.functional as F
+
+    attn = block.attn
+    x = block.norm1(tokens)
+    b, n, _ = x.shape
+    heads, head_dim, dim = attn.num_heads, attn.head_dim, attn.attn_dim
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    kv = F.linear(x, weight[dim:], None if bias is None else bias[dim:])
+    k, v = kv.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    head = x[:, :rows]
+    q = F.linear(head, weight[:dim], None if bias is None else bias[:dim]).reshape(b, rows, heads, head_dim)
+    q, k = attn.q_norm(q.transpose(1, 2)), attn.k_norm(k)
+    if attn.fused_attn:
+        dropout = attn.attn_drop.p if attn.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    else:
+        scores = (q * attn.scale) @ k.transpose(-2, -1)
+        out = attn.attn_drop(scores.softmax(dim=-1)) @ v
+    out = attn.norm(out.transpose(1, 2).reshape(b, rows, dim))
+    if attn.gate is not None:
+        out = out * attn.gate(head).sigmoid()
+    out = attn.proj_drop(attn.proj(out))
+    y = tokens[:, :rows] + block.drop_path1(block.ls1(out))
+    return y + block.drop_path2(block.ls2(block.mlp(block.norm2(y))))
 
 
 def build_timm_vit(preset: BackbonePreset, extra: dict[str, Any] | None = None) -> torch.nn.Module:

@@ -123,14 +123,17 @@ class PromptedModel(nn.Module):
         segments.append(tokens[:, p:])
         tokens = torch.cat(segments, dim=1) if len(segments) > 2 else tokens
         n_tvp = self.tvp.num_tokens if self.tvp is not None else 0
+        last = bb.num_blocks - 1
         for i in range(bb.num_blocks):
             if i > 0 and self.tvp is not None:
                 fresh = self.tvp.at_block(i)
                 if fresh is not None:
                     fresh = fresh.to(tokens.dtype).expand(batch, -1, -1)
                     tokens = torch.cat([tokens[:, :p], fresh, tokens[:, p + n_tvp :]], dim=1)
+            if i == last:
+                break
             tokens = bb.block(i, tokens)
-        tokens = bb.final_norm(tokens)
+        tokens = bb.blocks_then_norm(tokens, self.pool_mode, first=last)
         return bb.pool(tokens, skip=self.num_prompt_tokens, pool=self.pool_mode)
 
     def forward(self, images: torch.Tensor, instance_features: torch.Tensor | None = None) -> torch.Tensor:
