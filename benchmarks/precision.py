@@ -3,10 +3,10 @@
 The model is a ``pathotune`` prompted model (prompts at their initial values, instance features from the
 backbone itself) whose head is fitted by ridge regression on its own fp32 features of H&E-like texture tiles
 and scaled so its logits span a few units, as a trained head's do; a random head on random features would
-make near-ties everywhere and judge noise, not precision. The fp32 pass is ``model.features`` (then the
-fitted head); the bf16 pass is ``model(images)`` under autocast, as ``predict`` runs it; both under no_grad,
-at the same batch, after one untimed warm-up batch; speed is the best batch time of each over two passes
-(the least disturbed by other work on a shared machine).
+make near-ties everywhere and judge noise, not precision. Both passes are ``model.features`` then the fitted
+head, the bf16 one under autocast as ``predict`` runs ``model(images)``; both under no_grad, at the same
+batch, after one untimed warm-up batch. The two precisions take turns batch by batch, so both meet the same
+moments of a shared machine; speed is the best batch time of each over two passes.
 """
 
 from __future__ import annotations
@@ -22,22 +22,31 @@ QUICK_TILES = 32
 LOGIT_SPAN = 4.0  # ridge targets: +span/2 for the true class, -span/2 for the others (p ~0.95 when clean)
 
 
-def _batches(fn: Any, x: Any, placement: Any, batch: int, rounds: int = 2) -> tuple[Any, float]:
-    """``fn`` over ``x`` in batches (float32 out) and the best per-batch seconds over ``rounds`` passes
-    (one warm-up batch first; the outputs are the first pass's)."""
+def _features_in_turn(model: Any, x: Any, fp32: Any, auto: Any, batch: int, rounds: int) -> tuple:
+    """fp32 and ``auto`` features of every batch, timed batch by batch in turn so both precisions see the same
+    machine, and the best batch time of each over ``rounds`` passes (one untimed warm-up batch of each first).
+
+    Returns (fp32 features, auto features, best fp32 seconds, best auto seconds); the features are the first
+    pass's, the auto ones in the dtype autocast left them (the head runs on them under autocast too).
+    """
     import torch
 
-    outs, times = [], []
-    with torch.no_grad(), placement.autocast():
-        fn(x[:batch])
+    f32, f16, t32, t16 = [], [], [], []
+    with torch.no_grad():
+        for placement in (fp32, auto):
+            with placement.autocast():
+                model.features(x[:batch])
         for round_ in range(rounds):
             for start in range(0, x.shape[0], batch):
-                t = time.perf_counter()
-                out = fn(x[start : start + batch])
-                times.append(time.perf_counter() - t)
-                if round_ == 0:
-                    outs.append(out.float())
-    return torch.cat(outs), min(times)
+                xb = x[start : start + batch]
+                for placement, outs, times in ((fp32, f32, t32), (auto, f16, t16)):
+                    with placement.autocast():
+                        t = time.perf_counter()
+                        out = model.features(xb)
+                        times.append(time.perf_counter() - t)
+                    if round_ == 0:
+                        outs.append(out)
+    return torch.cat(f32).float(), torch.cat(f16), min(t32), min(t16)
 
 
 def fit_head(model: Any, features: Any, labels: Any, classes: int) -> None:
@@ -76,14 +85,14 @@ def run(work: Any, quick: bool, seed: int = 0) -> list[Figure]:
     model = build_prompted_model(task(), preset(size), PromptSettings(method="pathotune")).model.eval()
     tiles, labels = texture_images(n, seed=seed)
     x = torch.from_numpy(tiles).float().div_(255.0)
-    log(f"precision: {size}, {n} tiles, fp32")
+    log(f"precision: {size}, {n} tiles, fp32 and {auto.precision} batch by batch in turn")
     rounds = 1 if quick else 2
-    features, best32 = _batches(model.features, x, fp32, BATCH, rounds)
+    features, features16, best32, best16 = _features_in_turn(model, x, fp32, auto, BATCH, rounds)
     fit_head(model, features, torch.from_numpy(labels), model.head.out_features)
     with torch.no_grad():
         logits32 = model.head(features)
-    log(f"precision: {size}, {n} tiles, {auto.precision}")
-    logits16, best16 = _batches(model, x, auto, BATCH, rounds)
+        with auto.autocast():  # model(x) under autocast is this head on these features
+            logits16 = model.head(features16).float()
     p32, p16 = torch.softmax(logits32, -1), torch.softmax(logits16, -1)
     agree = float((p32.argmax(1) == p16.argmax(1)).double().mean())
     max_diff = float((p32 - p16).abs().max())

@@ -208,6 +208,8 @@ def _decode_many(reader: TiffSlideReader, level: int, indices: list[int]) -> dic
     about half the time; regions of a few tiles (every grid tile) stay on the cached path. None when the
     region is small or one CPU is all there is.
     """
+    if len(indices) < _PARALLEL_TILES:  # every grid tile: return at once
+        return None
     from pathotune_cli.hardware import usable_cpus
 
     missing = [i for i in indices if (level, i) not in reader._cache]
