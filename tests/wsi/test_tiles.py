@@ -126,3 +126,21 @@ def test_streaming_memory_is_flat_in_slide_size(tmp_path: Path) -> None:
     level0_bytes = 8192 * 8192 * 3  # 201 MB
     assert peak_large < level0_bytes / 3
     assert peak_large < peak_small * 1.5 + 8e6  # a bounded tile cache and one batch, whatever the size
+
+
+def test_a_row_by_row_grid_decodes_each_stored_tile_once_and_keeps_two_rows(tmp_path: Path) -> None:
+    from pathotune_cli.wsi.tiff_reader import TiffSlideReader
+
+    path = write_pyramid_tiff(tmp_path / "wide.tiff", 4096, 1024, blobs_tile_fn(4096, 1024), mpp=0.5, tile=256)
+    coords = np.array([[x, y] for y in range(0, 1024 - 223, 224) for x in range(0, 2048 - 223, 224)])  # left half
+    with TiffSlideReader(path) as reader:
+        decoded: list[int] = []
+        inner = reader._decode
+        reader._decode = lambda level, index: decoded.append(index) or inner(level, index)  # type: ignore[method-assign]
+        most = 0
+        for x, y in coords.tolist():
+            read_tile(reader, x, y, 0, 224, 224)
+            most = max(most, len(reader._cache))
+    assert sorted(decoded) == sorted(set(decoded))  # none twice
+    assert len(decoded) == 8 * 4  # the 2,016 x 896 px the grid covers: 8 x 4 stored tiles
+    assert most <= 2 * 8  # two stored rows of the part read, not of the slide (16 tiles across)
