@@ -12,14 +12,20 @@ from pathotune_cli.engine.text import hash_encode
 
 
 def _capture_block_inputs(model: PromptedModel) -> list[torch.Tensor]:
+    """Tokens entering each block, the last one too (which a class-token model runs through ``block_head``)."""
     seen: list[torch.Tensor] = []
-    original = model.backbone.block
+    block, head = model.backbone.block, model.backbone.block_head
 
     def spy(index: int, tokens: torch.Tensor) -> torch.Tensor:
         seen.append(tokens.detach().clone())
-        return original(index, tokens)
+        return block(index, tokens)
+
+    def spy_head(index: int, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        seen.append(tokens.detach().clone())
+        return head(index, tokens, rows)
 
     model.backbone.block = spy  # type: ignore[method-assign]
+    model.backbone.block_head = spy_head  # type: ignore[method-assign]
     return seen
 
 
@@ -63,11 +69,12 @@ def test_deep_prompts_replace_tokens_at_every_block_or_only_the_last(tiny_preset
         seen = _capture_block_inputs(model)
         with torch.no_grad():
             model(torch.rand(1, 3, 64, 64))
+        assert len(seen) == 4  # every block, the last included
         for block, tokens in enumerate(seen):
             fresh = model.tvp.at_block(block)
             if fresh is not None:
                 torch.testing.assert_close(tokens[0, 1:3], fresh)
-        model.backbone.block = type(backbone).block.__get__(backbone)
+        del model.backbone.block, model.backbone.block_head  # the spies; the class's methods again
 
 
 def test_avg_pool_ignores_prompt_tokens(tiny_preset, layouts) -> None:

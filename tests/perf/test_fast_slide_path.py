@@ -89,3 +89,39 @@ def test_tiles_saved_from_threads_are_the_bytes_one_thread_writes(pyramid: Path,
         written[threads] = {p.name: p.read_bytes() for p in (out / "tissue_tiles").iterdir()}
     assert len(written[1]) == 12 * 9  # 1,200 x 900 px at 0.5 µm/px, 96 px tiles
     assert written[1] == written[3]
+
+
+def test_short_writes_still_save_whole_tiles(pyramid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pathotune_cli.runs.tile import TileConfig, tile_run
+
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:1000])))  # as a full pipe or disk
+    config = TileConfig(slides=(pyramid,), out=tmp_path / "t", target_mpp=1.0, tile_size=96, save_tiles="jpg",
+                        tissue="none", save_threads=2)
+    assert tile_run(config).ok
+    monkeypatch.undo()
+    from PIL import Image
+
+    files = sorted((tmp_path / "t" / "tissue_tiles").iterdir())
+    assert files and all(p.stat().st_size > 1000 for p in files)
+    for path in files[:5]:
+        with Image.open(path) as img:
+            img.load()  # a truncated JPEG fails here
+
+
+def test_a_failure_beside_the_tile_threads_leaves_nothing(pyramid: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pathotune_cli.wsi.geojson as geojson
+    from pathotune_cli.runs.tile import TileConfig, tile_run
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(geojson, "write_tissue_geojson", full_disk)
+    out = tmp_path / "t"
+    config = TileConfig(slides=(pyramid,), out=out, target_mpp=0.25, tile_size=96, save_tiles="jpg", save_threads=2)
+    row = tile_run(config).rows[0]
+    assert row.status == "failed" and "No space left on device" in row.error
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.csv"]  # no tiles folder, no .h5, no temp

@@ -52,7 +52,7 @@ def test_direct_path_matches_openslide_on_every_level_of_the_pyramid(cmu_pyramid
         )
 
 
-def test_large_regions_decoded_in_threads_equal_one_by_one(
+def test_thumbnail_bands_decoded_in_threads_equal_one_by_one(
     cmu_svs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import pathotune_cli.wsi.tiff_reader as tiff_mod
@@ -60,12 +60,17 @@ def test_large_regions_decoded_in_threads_equal_one_by_one(
 
     with open_slide(cmu_svs) as reader:
         w, h = reader.dimensions
-        threaded = reader.read_region(0, 0, 0, w, h)  # 9 x 12 stored tiles: the threaded path
+        threaded = reader._read_band(0, 0, 0, w, h)  # 9 x 12 stored tiles: the threaded path
         if usable_cpus() > 1:
             assert tiff_mod._decode_many(reader, 0, list(range(64))) is not None
+        thumb = reader.thumbnail(1024)
+        region = reader.read_region(0, 0, 0, w, h)  # regions never take it: they use (and fill) the cache
+        assert len(reader._cache) > 0
     monkeypatch.setattr(tiff_mod, "_PARALLEL_TILES", 10**9)
     with open_slide(cmu_svs) as reader:
-        assert np.array_equal(reader.read_region(0, 0, 0, w, h), threaded)
+        assert np.array_equal(reader._read(0, 0, 0, w, h), threaded)
+        assert np.array_equal(reader.thumbnail(1024), thumb)
+        assert np.array_equal(region, threaded)
 
 
 def test_levels_and_downsamples_agree_with_openslide(cmu_pyramid: Path, fixtures_dir: Path) -> None:

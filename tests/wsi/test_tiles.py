@@ -144,3 +144,45 @@ def test_a_row_by_row_grid_decodes_each_stored_tile_once_and_keeps_two_rows(tmp_
     assert sorted(decoded) == sorted(set(decoded))  # none twice
     assert len(decoded) == 8 * 4  # the 2,016 x 896 px the grid covers: 8 x 4 stored tiles
     assert most <= 2 * 8  # two stored rows of the part read, not of the slide (16 tiles across)
+
+
+def test_an_interrupt_wins_and_no_tile_thread_outlives_the_call(kidney_tif: Path) -> None:
+    import threading
+    import time
+
+    calls = {"main": 0, "other": 0}
+
+    def slow(tile: np.ndarray, x: int, y: int) -> None:
+        if threading.current_thread() is threading.main_thread():
+            calls["main"] += 1
+            if calls["main"] == 3:
+                raise KeyboardInterrupt
+        else:
+            calls["other"] += 1
+            time.sleep(0.01)
+            if calls["other"] == 2:
+                raise OSError("No space left on device")  # recorded first, but Ctrl-C must win
+
+    many = np.array([[x, y] for y in range(0, 400, 8) for x in range(0, 400, 8)])
+    with pytest.raises(KeyboardInterrupt):
+        for_each_tile(kidney_tif, many, slow, level=0, read_size=8, tile_size=8, threads=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("tiles-")]
+    done = calls["other"]
+    time.sleep(0.05)
+    assert calls["other"] == done < len(many) // 2
+
+
+def test_a_cancel_event_stops_every_thread_quietly(kidney_tif: Path) -> None:
+    import threading
+
+    cancel = threading.Event()
+    calls = []
+
+    def count(tile: np.ndarray, x: int, y: int) -> None:
+        calls.append((x, y))
+        if len(calls) == 5:
+            cancel.set()
+
+    many = np.array([[x, y] for y in range(0, 400, 8) for x in range(0, 400, 8)])
+    for_each_tile(kidney_tif, many, count, level=0, read_size=8, tile_size=8, threads=2, cancel=cancel)
+    assert 5 <= len(calls) < 20

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -322,13 +323,15 @@ def _write_outputs(plan: Any, out: Path, config: TileConfig, temps: list[Path]) 
 
     threads = config.save_threads or save_threads_for(config.workers)
     tiles_temp = temp("tiles")
+    failed = threading.Event()  # the pictures and files failed: stop saving tiles for nothing
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pictures and files take shape while tiles are saved
         small = pool.submit(small_outputs)
-        tiles = _save_tiles(plan, tiles_temp, config.save_tiles, threads)
+        small.add_done_callback(lambda done: failed.set() if done.exception() is not None else None)
+        tiles = _save_tiles(plan, tiles_temp, config.save_tiles, threads, failed)
         return [(tiles, paths["tiles"]), *small.result()]
 
 
-def _save_tiles(plan: Any, folder: Path, fmt: str, threads: int) -> Path:
+def _save_tiles(plan: Any, folder: Path, fmt: str, threads: int, cancel: threading.Event | None = None) -> Path:
     """Write every tile of ``plan`` as ``<stem>_x<x>_y<y>.<fmt>`` into ``folder``, from ``threads`` threads.
 
     Reading, encoding and writing a tile are C calls that release the GIL, so two threads on two cores
@@ -349,10 +352,11 @@ def _save_tiles(plan: Any, folder: Path, fmt: str, threads: int) -> Path:
             # libjpeg-turbo straight from the array: the same bytes as Pillow's quality=90 (4:2:0), without
             # Pillow's per-image set-up, which cost as much as the encoding itself; written with three system
             # calls where a Python file object makes six (benchmarks, issue 6)
-            data = imagecodecs.jpeg_encode(tile, level=90)
+            data = memoryview(imagecodecs.jpeg_encode(tile, level=90))
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
-                os.write(fd, data)
+                while data:  # a short write (a full disk, a quota) is followed by one that raises
+                    data = data[os.write(fd, data) :]
             finally:
                 os.close(fd)
         else:
@@ -367,6 +371,7 @@ def _save_tiles(plan: Any, folder: Path, fmt: str, threads: int) -> Path:
         tile_size=plan.tile_size,
         threads=threads,
         backend=plan.backend,
+        cancel=cancel,
     )
     return folder
 

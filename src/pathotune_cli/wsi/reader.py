@@ -168,10 +168,14 @@ class SlideReader(ABC):
         for ty in range(0, th, step):
             ty1 = min(th, ty + step)
             ly0, ly1 = math.floor(ty * ys), min(lh, math.ceil(ty1 * ys))
-            band = Image.fromarray(self._checked(self._read(0, ly0, level, lw, ly1 - ly0), lw, ly1 - ly0))
+            band = Image.fromarray(self._checked(self._read_band(0, ly0, level, lw, ly1 - ly0), lw, ly1 - ly0))
             box = (0.0, ty * ys - ly0, float(lw), ty1 * ys - ly0)
             out[ty:ty1] = np.asarray(band.resize((tw, ty1 - ty), Image.Resampling.BOX, box=box))
         return out
+
+    def _read_band(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        """A wide band of a level, read once for a thumbnail; a backend may decode it in parallel."""
+        return self._read(x, y, level, w, h)
 
     # -- context manager ------------------------------------------------------------------------------
     def __enter__(self) -> SlideReader:

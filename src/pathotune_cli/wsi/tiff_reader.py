@@ -132,7 +132,9 @@ class TiffSlideReader(SlideReader):
         self._cache.clear()
 
     # -- reading --------------------------------------------------------------------------------------
-    def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+    def _read(
+        self, x: int, y: int, level: int, w: int, h: int, decoded: dict[int, np.ndarray] | None = None
+    ) -> np.ndarray:
         page = self._pages[level]
         tw, tl = page.tilewidth, page.tilelength
         across = -(-page.imagewidth // tw)
@@ -140,10 +142,9 @@ class TiffSlideReader(SlideReader):
         rows = range(y // tl, (y + h - 1) // tl + 1)
         cols = range(x // tw, (x + w - 1) // tw + 1)
         self._forget_rows_above(level, rows.start, across)
-        big = _decode_many(self, level, [ty * across + tx for ty in rows for tx in cols])
         for ty in rows:
             for tx in cols:
-                tile = big.get(ty * across + tx) if big else None
+                tile = decoded.get(ty * across + tx) if decoded else None
                 tile = tile if tile is not None else self._tile(level, ty * across + tx)
                 sx0, sy0 = max(x, tx * tw), max(y, ty * tl)
                 sx1, sy1 = min(x + w, (tx + 1) * tw), min(y + h, (ty + 1) * tl)
@@ -151,6 +152,16 @@ class TiffSlideReader(SlideReader):
                     sy0 - ty * tl : sy1 - ty * tl, sx0 - tx * tw : sx1 - tx * tw
                 ]
         return out
+
+    def _read_band(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        """A thumbnail's band: its stored tiles decoded in threads first (the JPEG codec releases the GIL, so two
+        threads build a 2,048 px thumbnail from a 5,000 px level in about half the time), outside the cache."""
+        page = self._pages[level]
+        tw, tl = page.tilewidth, page.tilelength
+        across = -(-page.imagewidth // tw)
+        rows, cols = range(y // tl, (y + h - 1) // tl + 1), range(x // tw, (x + w - 1) // tw + 1)
+        indices = [ty * across + tx for ty in rows for tx in cols]
+        return self._read(x, y, level, w, h, decoded=_decode_many(self, level, indices))
 
     def _forget_rows_above(self, level: int, row: int, across: int) -> None:
         """Drop cached tiles of ``level`` above stored row ``row`` when a read moves down to it.
@@ -214,18 +225,12 @@ class TiffSlideReader(SlideReader):
 
 
 _PARALLEL_TILES = 16
-"""A region that needs at least this many stored tiles not in the cache decodes them in threads."""
+"""A thumbnail band needs at least this many stored tiles not in the cache to be decoded in threads."""
 
 
 def _decode_many(reader: TiffSlideReader, level: int, indices: list[int]) -> dict[int, np.ndarray] | None:
-    """Decode the stored tiles of a large region (a thumbnail band) in parallel threads, bypassing the cache.
-
-    The JPEG decoder releases the GIL, so two threads build a 2,048 px thumbnail from a 5,000 px level in
-    about half the time; regions of a few tiles (every grid tile) stay on the cached path. None when the
-    region is small or one CPU is all there is.
-    """
-    if len(indices) < _PARALLEL_TILES:  # every grid tile: return at once
-        return None
+    """Decode the stored tiles ``indices`` of ``level`` that are not cached, in parallel threads, or None when
+    there are few of them or one CPU is all there is."""
     from pathotune_cli.hardware import usable_cpus
 
     missing = [i for i in indices if (level, i) not in reader._cache]

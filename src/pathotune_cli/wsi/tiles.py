@@ -155,6 +155,7 @@ def for_each_tile(
     tile_size: int,
     threads: int = 1,
     backend: str = "auto",
+    cancel: threading.Event | None = None,
 ) -> None:
     """Call ``func(tile, x, y)`` for every tile at ``coords``, spread over ``threads`` threads.
 
@@ -163,7 +164,8 @@ def for_each_tile(
     takes one contiguous band of ``coords`` (a grid's rows, so its reader's row cache decodes each stored
     tile about once) and its own reader, since readers keep a cache; a flat image's reader holds only the
     decoded array and is shared. Calls across threads come in no set order. The first error stops the
-    other threads and is raised here.
+    other threads and is raised here (an interrupt first); when ``cancel`` is set, every thread stops at its
+    next tile and this returns. Every thread has ended when this returns or raises.
 
     Raises:
         PathotuneError: The slide cannot be opened or a tile cannot be read (or whatever ``func`` raised).
@@ -174,7 +176,7 @@ def for_each_tile(
     bands = [band for band in np.array_split(coords, max(1, min(threads, len(coords)))) if len(band)]
     first = open_slide(slide, backend)
     readers = [first] + [first if first.backend == "image" else None] * (len(bands) - 1)
-    stop = threading.Event()
+    stop = cancel if cancel is not None else threading.Event()
     errors: list[BaseException] = []
 
     def run(band: np.ndarray, reader: SlideReader | None) -> None:
@@ -202,16 +204,21 @@ def for_each_tile(
             worker.start()
         if bands:
             run(bands[0], first)
-    except BaseException:  # Ctrl-C in this thread: the others stop at their next tile
+        for worker in workers:
+            worker.join()
+    except BaseException:  # Ctrl-C here, while reading or waiting: the others stop at their next tile
         stop.set()
+        for worker in workers:
+            while worker.is_alive():  # nothing may still write once this raises (the caller deletes its folder)
+                try:
+                    worker.join()
+                except KeyboardInterrupt:
+                    pass
         raise
     finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.join()
         first.close()
     if errors:
-        raise errors[0]
+        raise next((e for e in errors if not isinstance(e, Exception)), errors[0])
 
 
 class TileReaderPool:
