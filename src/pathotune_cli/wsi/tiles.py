@@ -176,7 +176,7 @@ def for_each_tile(
     bands = [band for band in np.array_split(coords, max(1, min(threads, len(coords)))) if len(band)]
     first = open_slide(slide, backend)
     readers = [first] + [first if first.backend == "image" else None] * (len(bands) - 1)
-    stop = cancel if cancel is not None else threading.Event()
+    stop = threading.Event()  # set here on the first error; ``cancel`` is the caller's and only read
     errors: list[BaseException] = []
 
     def run(band: np.ndarray, reader: SlideReader | None) -> None:
@@ -185,7 +185,7 @@ def for_each_tile(
             reader = open_slide(slide, backend) if reader is None else reader
             try:
                 for x, y in band.tolist():
-                    if stop.is_set():
+                    if stop.is_set() or (cancel is not None and cancel.is_set()):
                         return
                     func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
             finally:
