@@ -23,7 +23,10 @@ GROUPS = ("startup", "reading", "tuning", "precision", "predict")
 
 # Every figure each group reports, quick or full (the keys of results.json's "figures"). Judged ones first.
 EXPECTED: dict[str, tuple[str, ...]] = {
-    "startup": ("startup.help_seconds", "startup.heavy_imports", "startup.python"),
+    "startup": (
+        "startup.help_seconds", "startup.heavy_imports", "startup.python", "startup.weights_list_seconds",
+        "startup.doctor_seconds", "startup.missing_weights_seconds",
+    ),
     "reading": (
         "reading.tile_vs_openslide",
         "reading.tile_vs_raw",

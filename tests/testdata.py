@@ -63,3 +63,24 @@ def break_prompt_metadata(good: Path, out: Path) -> Path:
     raw[8 : 8 + n] = broken.ljust(n).encode()
     out.write_bytes(bytes(raw))
     return out
+
+
+FP32_REL = 1e-4
+"""How far two fp32 computations of the same function by different kernels may differ, as a share of the
+tensors' largest magnitude. fp32 rounds at 6e-8 per operation; fused and plain attention, AMX, AVX512 and GPU
+kernels sum in different orders, and a sum of K terms can drift by about K roundings of its scale (K is at most
+a few thousand here). 1e-4 of the scale covers every kernel on every machine, while a real difference (a token
+in the wrong place, a block skipped) is orders of magnitude larger. The bound follows the tensor's scale, never
+one machine's last bits."""
+
+
+def assert_close_to_scale(actual, expected, rel: float = FP32_REL, what: str = "") -> None:  # noqa: ANN001
+    """``max |actual - expected| <= rel * max(|actual|, |expected|)`` for tensors or arrays of the same shape."""
+    import torch
+
+    a = torch.as_tensor(actual).detach().double()
+    e = torch.as_tensor(expected).detach().double()
+    assert a.shape == e.shape, f"{what}shapes differ: {tuple(a.shape)} vs {tuple(e.shape)}"
+    scale = max(float(a.abs().max()) if a.numel() else 0.0, float(e.abs().max()) if e.numel() else 0.0)
+    diff = float((a - e).abs().max()) if a.numel() else 0.0
+    assert diff <= rel * scale or diff == 0.0, f"{what}max |diff| {diff:.3e} exceeds {rel:g} of the scale {scale:.3e}"

@@ -14,6 +14,8 @@ import torch
 
 from pathotune_cli.errors import BadInput
 
+from testdata import assert_close_to_scale
+
 SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
 
 
@@ -55,7 +57,7 @@ def test_hf_checkpoint_maps_onto_timm_and_tunes(name, make, small_preset, tune, 
     normalised = (images - torch.tensor(preset.mean).view(1, 3, 1, 1)) / torch.tensor(preset.std).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = reference(pixel_values=normalised).last_hidden_state[:, 0]
-    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(ours, expected)
     tune(yaml_path, weights=folder)
 
 

@@ -159,10 +159,12 @@ def test_resume_keeps_finished_slides_and_redoes_changed_settings(
     first = csv_file.stat().st_mtime_ns
     result = runner.invoke(app, [*args, "--resume", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["slides"][0]["resumed"] is True
+    assert json.loads(result.stdout)["slides"][0]["resume"] == "kept"
     assert csv_file.stat().st_mtime_ns == first
-    assert _rows(out / "summary.csv")[0]["status"] == "ok"
+    assert (_rows(out / "summary.csv")[0]["status"], _rows(out / "summary.csv")[0]["resume"]) == ("ok", "kept")
     result = runner.invoke(app, [*args, "--resume", "--min-tissue", "0.5", "--json"])
     assert result.exit_code == 0
-    assert "resumed" not in json.loads(result.stdout)["slides"][0]
+    assert json.loads(result.stdout)["slides"][0]["resume"] == "redone (settings changed: min_tissue)"
+    assert _rows(out / "summary.csv")[0]["resume"] == "redone (settings changed: min_tissue)"
     assert csv_file.stat().st_mtime_ns != first
+    assert not list(out.glob(".*.tmp-*"))

@@ -45,6 +45,7 @@ def test_cmu_svs_tiles_coords_and_attributes(cmu: Path, tmp_path: Path) -> None:
     assert names == [
         "cmu-1-small-region.h5",
         "cmu-1-small-region.thumb.png",
+        "cmu-1-small-region.tile.json",
         "cmu-1-small-region.tissue.geojson",
         "manifest.csv",
     ]  # nothing left under a temporary name
@@ -137,7 +138,10 @@ def test_fixtures_and_broken_slides_in_one_run(tmp_path: Path) -> None:
 
     red = np.asarray(Image.open(out / "boxes_tiles" / "boxes_x48_y48.png"))  # inside the red box
     assert red.shape == (16, 16, 3) and (red[..., 0] > 200).all() and (red[..., 1:] < 60).all()
-    assert not list(out.glob("*.tmp-*")) and not list(out.glob("truncated*")) and not list(out.glob("notes*"))
+    assert not list(out.glob(".*.tmp-*"))
+    for failed in ("truncated", "notes"):  # a failed slide has its record (for the manifest) and no outputs
+        assert [p.name for p in out.glob(f"{failed}*")] == [f"{failed}.tile.json"]
+        assert json.loads((out / f"{failed}.tile.json").read_text())["row"]["status"] == "failed"
 
 
 def test_a_slide_smaller_than_a_tile_is_ok_with_a_note(tmp_path: Path) -> None:
@@ -186,10 +190,56 @@ def test_resume_skips_finished_slides_and_workers_tile_in_parallel(
     stamp = (out / "cmu-1-small-region.h5").stat().st_mtime_ns
     again = _run(cmu, cmu_pyramid, "--out", out, "--mpp", "1.0", "--resume")
     assert again.exit_code == 0
-    assert {r["status"] for r in _manifest(out).values()} == {"resumed"}
+    assert {(r["status"], r["resume"]) for r in _manifest(out).values()} == {("ok", "kept")}
     assert (out / "cmu-1-small-region.h5").stat().st_mtime_ns == stamp
     changed = _run(cmu, "--out", out, "--mpp", "0.5", "--resume")  # other settings: tiled again
-    assert changed.exit_code == 0 and _manifest(out)["cmu-1-small-region.svs"]["status"] == "ok"
+    assert changed.exit_code == 0
+    rows = _manifest(out)
+    assert rows["cmu-1-small-region.svs"]["status"] == "ok"
+    assert rows["cmu-1-small-region.svs"]["resume"] == "redone (settings changed: target_mpp)"
+    assert set(rows) == {"cmu-1-small-region.svs", "cmu-1-small-region-pyramid.tiff"}  # the folder's every slide
+
+
+def _coords(h5: Path) -> list[list[int]]:
+    with h5py.File(h5) as f:
+        return f["coords"][()].tolist()
+
+
+def test_resume_after_a_change_of_min_tissue_cuts_what_a_fresh_run_cuts(cmu: Path, tmp_path: Path) -> None:
+    out, fresh = tmp_path / "T", tmp_path / "fresh"
+    assert _run(cmu, "--out", out, "--min-tissue", "0.05").exit_code == 0
+    loose = _coords(out / "cmu-1-small-region.h5")
+    resumed = _run(cmu, "--out", out, "--min-tissue", "0.9", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert _run(cmu, "--out", fresh, "--min-tissue", "0.9").exit_code == 0
+    strict = _coords(fresh / "cmu-1-small-region.h5")
+    assert _coords(out / "cmu-1-small-region.h5") == strict and len(strict) < len(loose)
+    assert _manifest(out)["cmu-1-small-region.svs"]["resume"] == "redone (settings changed: min_tissue)"
+
+
+def test_resume_redoes_a_slide_replaced_under_the_same_name(cmu: Path, cmu_pyramid: Path, tmp_path: Path) -> None:
+    import shutil
+
+    slide, out = tmp_path / "s" / "slide.tiff", tmp_path / "T"
+    slide.parent.mkdir()
+    shutil.copy(cmu_pyramid, slide)
+    assert _run(slide, "--out", out, "--mpp", "1.0").exit_code == 0
+    shutil.copy(cmu, slide)  # another file under the same name
+    assert _run(slide, "--out", out, "--mpp", "1.0", "--resume").exit_code == 0
+    assert _manifest(out)["slide.tiff"]["resume"] == "redone (the input file changed)"
+    assert _manifest(out)["slide.tiff"]["level"] == "0"  # the one-level SVS now
+
+
+def test_a_slides_csv_mpp_wins_over_the_metadata_with_a_warning(cmu: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "slides.csv"
+    listing.write_text(f"slide,mpp\n{cmu},0.25\n")
+    result = _run("--slides-csv", listing, "--out", tmp_path / "T")
+    assert result.exit_code == 0, result.stderr
+    assert "slides CSV says mpp 0.25 but the file says 0.499" in result.stderr
+    with h5py.File(tmp_path / "T" / "cmu-1-small-region.h5") as h5:
+        attrs = dict(h5["coords"].attrs)
+    assert attrs["mpp_source"] == "csv" and attrs["level0_mpp"] == pytest.approx(0.25)
+    assert attrs["patch_size_level0"] == 448  # 224 px at 0.5 µm/px on a 0.25 µm/px scan
 
 
 def test_magnification_uses_the_objective_power(cmu: Path, tmp_path: Path) -> None:

@@ -71,7 +71,8 @@ def test_eval_json_prints_metrics_with_confidence_intervals(run_dir: Path, kathe
 
 def test_tune_refuses_to_overwrite_a_finished_run(run_dir: Path, kather_dir: Path) -> None:
     result = _invoke(
-        "tune", "--preset", "kather2016", "--data", str(kather_dir), "--out", str(run_dir), "--epochs", "1"
+        "tune", "--preset", "kather2016", "--data", str(kather_dir), "--backbone", "tiny-random", "--out", str(run_dir),
+        "--epochs", "1",
     )
     assert result.exit_code == 2
     assert "already holds a finished run" in result.output

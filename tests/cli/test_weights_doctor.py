@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -66,12 +65,13 @@ def test_weights_list_tells_the_truth_for_every_preset(tmp_path: Path, monkeypat
     rows = {r["preset"]: r for r in _json(runner.invoke(app, ["weights", "list", "--json"]))["backbones"]}
     assert set(rows) == set(list_presets("backbones"))
     assert (rows["uni"]["status"], rows["uni"]["found_in"], rows["uni"]["path"]) == ("found", "hf-cache", str(uni))
-    assert rows["h-optimus-0"]["path"] == str(optimus)  # the pinned revision misses, main is found
+    assert rows["h-optimus-0"]["status"] == "missing"  # only `main` is cached: never taken for the pinned commit
+    assert "not the pinned commit d7e1f8884c29" in rows["h-optimus-0"]["problem"] and optimus.is_file()
     assert (rows["pathoduet-he"]["found_in"], rows["pathoduet-he"]["path"]) == ("weight-map", str(local))
     assert rows["virchow2"]["status"] == "broken" and "does not exist" in rows["virchow2"]["problem"]
     assert rows["tiny-random"]["status"] == "random"
     missing = {n for n, r in rows.items() if r["status"] == "missing"}
-    assert missing == set(rows) - {"uni", "h-optimus-0", "pathoduet-he", "virchow2", "tiny-random"}
+    assert missing == set(rows) - {"uni", "pathoduet-he", "virchow2", "tiny-random"}
     assert rows["uni2-h"]["fetch"] == "hf download MahmoodLab/UNI2-h pytorch_model.bin"
     assert rows["conch"]["gated"] and not rows["phikon"]["gated"]
     assert "github.com/openmedlab/PathoDuet" in rows["pathoduet-ihc"]["fetch"]
@@ -121,9 +121,7 @@ def test_weights_add_on_a_random_preset_is_bad_input() -> None:
 
 def test_doctor_reports_versions_accelerator_cache_and_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    started = time.perf_counter()
-    report = _json(runner.invoke(app, ["doctor", "--json"]))
-    assert time.perf_counter() - started < 5
+    report = _json(runner.invoke(app, ["doctor", "--json"]))  # its speed is a benchmark figure (startup)
     assert {"pathotune", "python", "torch", "timm", "open_clip_torch", "openslide-python", "tifffile", "h5py"} <= set(
         report["versions"]
     )
@@ -142,26 +140,27 @@ def test_doctor_exits_1_when_a_requested_backbone_lacks_its_weights() -> None:
     assert runner.invoke(app, ["doctor", "--backbone", "tiny-random", "--json"]).exit_code == 0
 
 
-def test_tune_without_weights_fails_at_once_with_the_fetch_command(kather_dir: Path, tmp_path: Path) -> None:
-    started = time.perf_counter()
+def test_tune_without_weights_fails_at_once_with_the_fetch_command(
+    kather_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tune did work before finding that the weights are missing")
+
+    monkeypatch.setattr("pathotune_cli.training.data.discover", no_work)  # "at once": before reading data
+    monkeypatch.setattr("pathotune_cli.engine.build.load_backbone", no_work)  # or building a model
     result = runner.invoke(app, ["tune", "--preset", "kather2016", "--data", str(kather_dir),
                                  "--backbone", "vit-b16-in21k", "--out", str(tmp_path / "run")])
-    elapsed = time.perf_counter() - started
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert "weights for backbone 'vit-b16-in21k'" in lines[0]
     assert "hf download timm/vit_base_patch16_224.augreg2_in21k_ft_in1k model.safetensors" in lines[0]
-    assert elapsed < 2, f"took {elapsed:.2f} s"
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args", [["weights", "list", "--json"], ["doctor", "--json"]])
-def test_cold_start_offline_is_under_5_seconds(args: list[str], tmp_path: Path) -> None:
+def test_a_cold_start_offline_answers_in_json(args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pathotune_cli", *args], capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
-    json.loads(done.stdout)
-    assert elapsed < 5, f"`pathotune {' '.join(args)}` took {elapsed:.2f} s"
+    assert isinstance(json.loads(done.stdout), dict)  # how fast it answers is a benchmark figure (startup)

@@ -23,7 +23,9 @@ def _tile(path: Path, colour: tuple[int, int, int] = (200, 100, 150)) -> None:
 
 def _tune(data: Path, tmp_path: Path):  # noqa: ANN202
     return runner.invoke(
-        app, ["tune", "--preset", "demo", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"]
+        app,
+        ["tune", "--preset", "demo", "--data", str(data), "--backbone", "tiny-random", "--out", str(tmp_path / "run"),
+         "--epochs", "1"],
     )
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pathotune_cli.errors import BadInput
-from pathotune_cli.wsi.mpp import aperio_magnification, aperio_mpp, mpp_from_resolution, resolve_mpp
+from pathotune_cli.wsi.mpp import (
+    aperio_magnification,
+    aperio_mpp,
+    mpp_disagreement,
+    mpp_from_resolution,
+    resolve_mpp,
+)
 
 APERIO = (
     "Aperio Image Library v11.2.1 \r\n46000x32914 [0,0 46000x32914] (240x240) JPEG/RGB Q=30"
@@ -28,10 +34,19 @@ def test_resolution_tags_in_centimetres_and_inches() -> None:
     assert mpp_from_resolution((0, 1), 3) is None
 
 
-def test_metadata_comes_first_then_csv_then_default() -> None:
-    assert resolve_mpp("a.svs", 0.499, csv_mpp=0.5, default_mpp=0.25) == (0.499, "metadata")
+def test_the_csv_comes_first_then_metadata_then_default() -> None:
+    assert resolve_mpp("a.svs", 0.499, csv_mpp=0.25, default_mpp=0.3) == (0.25, "csv")
+    assert resolve_mpp("a.svs", 0.499, default_mpp=0.25) == (0.499, "metadata")
     assert resolve_mpp("a.tif", None, csv_mpp=0.5, default_mpp=0.25) == (0.5, "csv")
     assert resolve_mpp("a.tif", None, default_mpp=0.25) == (0.25, "default")
+
+
+def test_a_csv_mpp_far_from_the_files_own_gets_a_warning() -> None:
+    line = mpp_disagreement("cmu.svs", 0.25, 0.499)
+    assert line is not None and "cmu.svs" in line and "0.25" in line and "0.499" in line and "CSV" in line
+    assert mpp_disagreement("cmu.svs", 0.52, 0.499) is None  # within 10%
+    assert mpp_disagreement("cmu.svs", None, 0.499) is None
+    assert mpp_disagreement("kidney.tif", 0.5, None) is None  # nothing to disagree with
 
 
 def test_placeholder_resolution_is_not_an_mpp() -> None:

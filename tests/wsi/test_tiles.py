@@ -148,28 +148,29 @@ def test_a_row_by_row_grid_decodes_each_stored_tile_once_and_keeps_two_rows(tmp_
 
 def test_an_interrupt_wins_and_no_tile_thread_outlives_the_call(kidney_tif: Path) -> None:
     import threading
-    import time
 
     calls = {"main": 0, "other": 0}
+    main_interrupts = threading.Event()
+    waited = []
 
-    def slow(tile: np.ndarray, x: int, y: int) -> None:
+    def step(tile: np.ndarray, x: int, y: int) -> None:
         if threading.current_thread() is threading.main_thread():
             calls["main"] += 1
             if calls["main"] == 3:
+                main_interrupts.set()
                 raise KeyboardInterrupt
         else:
             calls["other"] += 1
-            time.sleep(0.01)
-            if calls["other"] == 2:
-                raise OSError("No space left on device")  # recorded first, but Ctrl-C must win
+            if calls["other"] == 2:  # fails too, at the same moment: Ctrl-C must still win
+                waited.append(main_interrupts.wait(timeout=60))  # a condition, not a guess at timing
+                raise OSError("No space left on device")
 
     many = np.array([[x, y] for y in range(0, 400, 8) for x in range(0, 400, 8)])
     with pytest.raises(KeyboardInterrupt):
-        for_each_tile(kidney_tif, many, slow, level=0, read_size=8, tile_size=8, threads=2)
-    assert not [t for t in threading.enumerate() if t.name.startswith("tiles-")]
-    done = calls["other"]
-    time.sleep(0.05)
-    assert calls["other"] == done < len(many) // 2
+        for_each_tile(kidney_tif, many, step, level=0, read_size=8, tile_size=8, threads=2)
+    assert waited == [True]
+    assert not [t for t in threading.enumerate() if t.name.startswith("tiles-")]  # joined: nothing runs on
+    assert calls["other"] == 2 and calls["main"] == 3
 
 
 def test_a_cancel_event_stops_every_thread_quietly(kidney_tif: Path) -> None:

@@ -93,32 +93,36 @@ class OpenClipTower(Backbone):
         return {k: v for k, v in self.clip.state_dict().items()}
 
 
+class _DropRandomInitNotice(logging.Filter):
+    """open_clip logs "... initialized randomly" on the root logger when it builds a model without weights;
+    ours are loaded right after (strictly), so that one notice is noise. Everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "random" not in record.getMessage().lower()
+
+
 @contextlib.contextmanager
 def _quiet_open_clip() -> Iterator[None]:
-    """open_clip logs "initialized randomly" on the root logger when built without weights; ours load next."""
+    """Drop open_clip's random-init notice while a model is built, leaving the root logger's level alone."""
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    notice = _DropRandomInitNotice()
+    root.addFilter(notice)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(notice)
 
 
 def _register_inline_config(preset: BackbonePreset) -> str:
-    """A preset may carry its own open_clip ``model_cfg`` (small test towers); register it under its name."""
+    """A preset may carry its own open_clip ``model_cfg`` (small test towers): hand it to open_clip's table of
+    model configs under the preset's model name. open_clip reads the file when it is added, so the folder goes
+    at once; registering the same name again replaces the config."""
     cfg = preset.model_kwargs.get("model_cfg")
     if cfg is None:
         return preset.model
-    text = json.dumps(cfg, sort_keys=True)
-    if _REGISTERED.get(preset.model) != text:
-        import open_clip
+    import open_clip
 
-        folder = Path(tempfile.mkdtemp(prefix="pathotune-openclip-"))
-        (folder / f"{preset.model}.json").write_text(text, encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="pathotune-openclip-") as folder:
+        (Path(folder) / f"{preset.model}.json").write_text(json.dumps(cfg), encoding="utf-8")
         open_clip.add_model_config(folder)
-        _REGISTERED[preset.model] = text
     return preset.model
-
-
-_REGISTERED: dict[str, str] = {}

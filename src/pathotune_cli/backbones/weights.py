@@ -7,16 +7,16 @@ caller allows network access. A miss fails at once with the command that fetches
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from pathotune_cli.config.lab import config_dir
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.errors import BadInput, MissingWeights
+from pathotune_cli.files import write_text
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 COMMON_FILES = (
@@ -43,7 +43,7 @@ class WeightSource:
 def weight_map_path() -> Path:
     """The weight map file: ``$PATHOTUNE_WEIGHTS`` if set, else ``~/.config/pathotune/weights.yaml``."""
     env = os.environ.get("PATHOTUNE_WEIGHTS")
-    return Path(env).expanduser() if env else Path.home() / ".config" / "pathotune" / "weights.yaml"
+    return Path(env).expanduser() if env else config_dir() / "weights.yaml"
 
 
 def read_weight_map() -> dict[str, str]:
@@ -62,28 +62,9 @@ def read_weight_map() -> dict[str, str]:
 
 def write_weight_map(entries: dict[str, str]) -> Path:
     """Replace the weight map with ``entries``, atomically (a temporary file in the same folder, then rename)."""
-    path = weight_map_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "# pathotune weight map: backbone preset name -> weight file (written by `pathotune weights add`)\n"
     text += yaml.safe_dump(dict(sorted(entries.items())), sort_keys=False, allow_unicode=True)
-    handle, tmp = tempfile.mkstemp(prefix=".weights-", suffix=".yaml", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return write_text(weight_map_path(), text)
 
 
 def hf_cache_dir() -> Path:
@@ -154,6 +135,8 @@ def resolve_weights(
     else:
         how = f"fetch them with `{fetch_command(preset)}` on a machine with network, then "
         where = f"no --weights, no entry in {weight_map_path()}, not in the Hugging Face cache {hf_cache_dir()}"
+        if preset.revision and _from_hf_cache(preset, pinned=False) is not None:
+            where += f"; the cache holds another revision, not the pinned commit {preset.revision[:12]}"
     raise MissingWeights(
         f"weights for backbone '{preset.name}' ({hub_location(preset)}) were not found ({where})",
         f"{how}pass --weights FILE or run `pathotune weights add {preset.name} FILE`",
@@ -200,19 +183,21 @@ def _open_clip_hub_file(preset: BackbonePreset) -> tuple[str | None, str]:
     return repo, filename
 
 
-def _from_hf_cache(preset: BackbonePreset) -> Path | None:
+def _from_hf_cache(preset: BackbonePreset, pinned: bool = True) -> Path | None:
+    """The cached weight file at the preset's revision (``main`` where none is pinned); with ``pinned=False``,
+    at ``main`` whatever the preset pins (only to say that the cache holds other weights)."""
     repo, files = _hub_files(preset)
     if repo is None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
     cache = hf_cache_dir()
-    revisions = [preset.revision, None] if preset.revision else [None]  # the pinned commit, then main
-    for revision in revisions:
-        for filename in files:
-            hit = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision)
-            if isinstance(hit, str):
-                return Path(hit)
+    # a pinned preset reads only its pinned commit: a file cached from `main` may be other weights
+    for filename in files:
+        revision = preset.revision if pinned else None
+        hit = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision)
+        if isinstance(hit, str):
+            return Path(hit)
     return None
 
 

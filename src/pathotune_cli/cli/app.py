@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Annotated
 
 import typer
 
 from pathotune_cli import __version__
+from pathotune_cli.cli.render import CliState
 
 app = typer.Typer(
     name="pathotune",
@@ -31,7 +31,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "demo"),
 ]
 # (group name, module): modules that define their own ``app = typer.Typer()`` with subcommands.
-GROUPS: list[tuple[str, str]] = [("presets", "presets"), ("weights", "weights")]
+GROUPS: list[tuple[str, str]] = [("presets", "presets"), ("weights", "weights"), ("config", "config")]
 
 
 def _version(value: bool) -> None:
@@ -42,14 +42,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Prompt-tune frozen pathology foundation models on your tiles, then map them over whole slides."""
-    if debug:
-        os.environ["PATHOTUNE_DEBUG"] = "1"
+    ctx.obj = CliState(debug=debug)  # read back by `render.user_errors` through the click context
 
 
 def _register() -> None:

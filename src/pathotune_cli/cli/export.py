@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, PromptsArg, WeightsOpt, path_str
+from pathotune_cli.cli.options import JsonOpt, PromptsArg, PromptsOpt, WeightsOpt, choose_prompts, path_str
 from pathotune_cli.cli.render import emit_json, info, key_values, user_errors, warn
 
 
 @user_errors
 def export(
-    prompts: PromptsArg,
+    prompts: PromptsArg = None,
+    prompts_opt: PromptsOpt = None,
     format_: Annotated[
         str, typer.Option("--format", "-f", help="onnx or torchscript.", case_sensitive=False)
     ] = "onnx",
@@ -43,6 +44,7 @@ def export(
     """Export a prompt file and its backbone to ONNX or TorchScript: uint8 tiles in, probabilities out."""
     from pathotune_cli.runs.export import ExportOptions, export_run
 
+    prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = ExportOptions(
         prompts=str(prompts),
         format=format_,

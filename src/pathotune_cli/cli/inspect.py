@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from pathotune_cli.cli.options import JsonOpt, PromptsArg
+from pathotune_cli.cli.options import JsonOpt, PromptsArg, PromptsOpt, choose_prompts
 from pathotune_cli.cli.render import emit_json, key_values, table, user_errors, warn
 
 
 @user_errors
-def inspect(prompts: PromptsArg, json_out: JsonOpt = False) -> None:
+def inspect(prompts: PromptsArg = None, prompts_opt: PromptsOpt = None, json_out: JsonOpt = False) -> None:
     """Show a prompt file's metadata and tensors, check them against each other, say whether it loads here."""
     from pathotune_cli.runs.inspect import inspect_run
 
+    prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     doc = inspect_run(prompts)
     if json_out:
         emit_json(doc)
@@ -23,7 +24,8 @@ def inspect(prompts: PromptsArg, json_out: JsonOpt = False) -> None:
         "method": f"{doc['method']} ({doc['trainable_parameters']:,} trainable parameters)"
         if doc.get("trainable_parameters") is not None
         else doc["method"],
-        "backbone": f"{bb['preset']} ({bb['model']}), fingerprint {bb['fingerprint']}",
+        "backbone": f"{bb['preset']} ({bb['model']}), fingerprint {bb['fingerprint']}"
+        + (", RANDOM WEIGHTS" if bb["random_weights"] else ""),
         "backbone here": _resolution(bb["resolves"]),
     }
     if inst is not None:
@@ -51,6 +53,8 @@ def inspect(prompts: PromptsArg, json_out: JsonOpt = False) -> None:
         ["name", "shape", "dtype"],
         [(t["name"], tuple(t["shape"]), t["dtype"]) for t in doc["tensors"]],
     )
+    if bb["random_weights"]:
+        warn(f"backbone '{bb['preset']}' has random weights: for tests and demos only, not for diagnostic use")
     if not doc["tensors_verified"]:
         warn(f"tensor shapes not verified: {doc['tensors_not_verified_because']}")
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from pathotune_cli.errors import BadInput
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout; logs go to stderr.")]
 SetOpt = Annotated[
     list[str] | None,
@@ -29,7 +31,47 @@ def path_str(value: Path | None) -> str | None:
     return None if value is None else str(value)
 
 
-PromptsArg = Annotated[Path, typer.Argument(help="A prompt file written by `pathotune tune`.")]
+PROMPTS_SUFFIX = ".safetensors"
+PromptsArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A prompt file written by `pathotune tune` (or --prompts; default: `pathotune config set prompts`).",
+        show_default=False,
+    ),
+]
+PromptsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--prompts", "-p",
+        help="Prompt file written by `pathotune tune` (default: the lab's, `pathotune config set prompts FILE`).",
+        show_default=False,
+    ),
+]
+
+
+def choose_prompts(option: Path | None, positionals: list[Path]) -> tuple[Path, list[Path]]:
+    """The prompt file of a command, and its other positional arguments.
+
+    In order: ``--prompts``; else the first positional argument when it is a ``.safetensors`` file (the form
+    ``predict PROMPTS SLIDE...``; slides never have that suffix); else the lab default.
+
+    Raises:
+        BadInput: none of the three gives a prompt file.
+    """
+    from pathotune_cli.config.lab import read_lab_defaults
+
+    if option is not None:
+        return option, list(positionals)
+    if positionals and positionals[0].suffix.lower() == PROMPTS_SUFFIX:
+        return positionals[0], list(positionals[1:])
+    lab = read_lab_defaults().prompts
+    if lab:
+        return Path(lab), list(positionals)
+    raise BadInput(
+        "no prompt file given",
+        "pass --prompts FILE (a prompts.safetensors from `pathotune tune`), or set a lab default once with "
+        "`pathotune config set prompts FILE`",
+    )
 WeightsOpt = Annotated[
     Path | None, typer.Option("--weights", help="Backbone weight file or folder (overrides the weight map).")
 ]

@@ -13,12 +13,13 @@ from pathotune_cli.cli.options import (
     JsonOpt,
     MinTissueOpt,
     PrecisionOpt,
-    PromptsArg,
+    PromptsOpt,
     SlidesCsvOpt,
     TissueChoice,
     TissueGeojsonOpt,
     TissueOpt,
     WeightsOpt,
+    choose_prompts,
     path_str,
 )
 from pathotune_cli.cli.render import emit_json, info, table, user_errors
@@ -26,11 +27,17 @@ from pathotune_cli.cli.render import emit_json, info, table, user_errors
 
 @user_errors
 def predict(
-    prompts: PromptsArg,
     inputs: Annotated[
-        list[Path] | None, typer.Argument(help="Slides, tile images, or folders of either.", show_default=False)
+        list[Path] | None,
+        typer.Argument(
+            help="Slides, tile images, or folders of either (a prompt file first still works: PROMPTS SLIDE...).",
+            show_default=False,
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
+    prompts: PromptsOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder [default: predictions].", show_default=False)
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
     workers: Annotated[
         int | None,
@@ -66,10 +73,13 @@ def predict(
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
     from pathotune_cli.cli.progress import SlideProgress
+    from pathotune_cli.config.lab import output_folder
     from pathotune_cli.runs.predict import PredictOptions, predict_run
 
+    prompts, inputs = choose_prompts(prompts, list(inputs or []))
     opts = PredictOptions(
-        prompts=str(prompts), inputs=[str(p) for p in inputs or []], out=str(out), batch_size=batch_size,
+        prompts=str(prompts), inputs=[str(p) for p in inputs], out=str(output_folder("predict", out)),
+        batch_size=batch_size,
         workers=workers, precision=precision, device=device, weights=path_str(weights), coords=path_str(coords),
         min_tissue=min_tissue, tissue=tissue.value, tissue_geojson=path_str(tissue_geojson),
         slides_csv=path_str(slides_csv), default_mpp=default_mpp, heatmap_class=heatmap_class, resume=resume,

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import typer
@@ -25,9 +26,21 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True)
+class CliState:
+    """What the root options set for every command: ``pathotune --debug COMMAND``."""
+
+    debug: bool = False
+
+
 def debug_enabled() -> bool:
-    """``--debug`` (or ``PATHOTUNE_DEBUG=1``) shows tracebacks instead of one-line errors."""
-    return os.environ.get("PATHOTUNE_DEBUG", "") not in ("", "0")
+    """Whether ``pathotune --debug`` asked for tracebacks instead of one-line errors (read from the running
+    command's click context, where the root callback left it; False outside a command)."""
+    from typer._click.globals import get_current_context  # typer bundles its own click
+
+    ctx = get_current_context(silent=True)
+    state = ctx.find_root().obj if ctx is not None else None
+    return bool(getattr(state, "debug", False))
 
 
 def user_errors(fn: F) -> F:

@@ -57,7 +57,9 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Skip slides already t
 def tile(
     slides: SlidesArg = None,
     slides_csv: SlidesCsvOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("tiles"),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder [default: tiles].", show_default=False)
+    ] = None,
     mpp: TargetMppOpt = None,
     mag: MagOpt = None,
     tile_size: TileSizeOpt = 224,
@@ -72,6 +74,7 @@ def tile(
     json_out: JsonOpt = False,
 ) -> None:
     """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv."""
+    from pathotune_cli.config.lab import output_folder
     from pathotune_cli.runs.tile import TileConfig, tile_run
 
     if mpp is not None and mag is not None:
@@ -82,7 +85,7 @@ def tile(
         raise typer.BadParameter(f"--overlap {overlap} must be smaller than --tile-size {tile_size}")
     config = TileConfig(
         slides=tuple(slides or ()),
-        out=out,
+        out=output_folder("tile", out),
         slides_csv=slides_csv,
         target_mpp=None if mag is not None else (mpp if mpp is not None else DEFAULT_MPP),
         mag=mag,
@@ -108,7 +111,7 @@ def tile(
             [
                 (
                     Path(r.slide).name,
-                    r.status,
+                    f"{r.status} ({r.resume})" if r.resume else r.status,
                     r.tiles,
                     _blank(r.level),
                     _blank(r.mpp),
@@ -154,8 +157,8 @@ class _SlideProgress:
             row = data["row"]
             if row.status == "failed":
                 warn(row.error)
-            elif row.note:
-                warn(row.note)
+            for note in row.notes:
+                warn(note)
             self.progress.update(
                 self.task, completed=data["done"], description=f"tiled {Path(row.slide).name}"
             )

@@ -17,11 +17,20 @@ def tune(
     data: Annotated[
         Path | None, typer.Option("--data", help="ImageFolder tree or CSV with path,label[,split].")
     ] = None,
-    backbone: Annotated[str | None, typer.Option("--backbone", help="Backbone preset name or YAML path.")] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            "--backbone",
+            help="Backbone preset name or YAML path (default: the lab's, `pathotune config set backbone`, else the "
+            "task's recommended backbone; random weights only when named: tiny-random).",
+        ),
+    ] = None,
     method: Annotated[
         str | None, typer.Option("--method", help="pathotune (TVP+TTP+IVP), vpt, linear or full.")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/tune).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/tune, under the lab's out root).")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Rerun from a RUN/config.yaml.")] = None,
     set_: SetOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: 20).")] = None,
@@ -46,8 +55,8 @@ def tune(
     opts = TuneOptions(
         preset=preset, data=path_str(data), backbone=backbone, method=method, out=path_str(out),
         config=path_str(config), sets=list(set_ or []), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots,
-        seed=seed,
-        precision=precision, device=device, weights=path_str(weights), val_data=path_str(val_data),
+        seed=seed, precision=precision, device=device, weights=path_str(weights), val_data=path_str(val_data),
+        download=download,
     )
     cfg = resolve_config(opts)
     with EpochProgress() as progress:

@@ -95,7 +95,6 @@ class TrainSettings(Strict):
     shots: int | None = Field(None, ge=1)
     """Few-shot: at most this many training images per class, sampled with the seed."""
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
-    workers: int = Field(0, ge=0, le=64)
     grad_clip: float | None = Field(1.0, gt=0)
 
 

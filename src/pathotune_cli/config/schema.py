@@ -142,6 +142,9 @@ class TaskPreset(Strict):
     ordinal: bool = False
     """Classes are ordered grades: Cohen's kappa is quadratic-weighted."""
     tile: TileSpec = Field(default_factory=TileSpec)
+    recommended_backbone: str = "uni"
+    """Our choice of backbone for the task: what ``tune`` uses when neither ``--backbone`` nor the lab default
+    (``pathotune config set backbone``) names one. Always a real model; random weights run only when named."""
     source: str = ""
     citation: str = ""
 

@@ -1,7 +1,7 @@
 """The PathoTune engine: prompted models, their prompts, text and instance encoders, the prompt file."""
 
 from pathotune_cli.engine.build import BuiltModel, build_prompted_model, text_encoder_for
-from pathotune_cli.engine.load import load_prompted_model, prompt_file_meta
+from pathotune_cli.engine.load import load_prompted_model, prompt_file_meta, random_weights_warning
 from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.promptfile import PromptFile, read_prompt_file, save_prompt_file
 from pathotune_cli.engine.text import encode_texts
@@ -14,6 +14,7 @@ __all__ = [
     "encode_texts",
     "load_prompted_model",
     "prompt_file_meta",
+    "random_weights_warning",
     "read_prompt_file",
     "save_prompt_file",
     "text_encoder_for",

@@ -20,11 +20,19 @@ def prompt_file_meta(built: BuiltModel, task: TaskPreset, backbone: BackbonePres
     """The header of a prompt file: everything needed to rebuild and to trust the model."""
     model = built.model
     return {
-        "backbone": {"preset": backbone.model_dump(mode="json"), "fingerprint": built.backbone_fingerprint},
+        "backbone": {
+            "preset": backbone.model_dump(mode="json"),
+            "fingerprint": built.backbone_fingerprint,
+            "weight_source": model.backbone.weight_source.kind,
+        },
         "instance_encoder": (
             None
             if built.instance_preset is None
-            else {"preset": built.instance_preset.model_dump(mode="json"), "fingerprint": built.instance_fingerprint}
+            else {
+                "preset": built.instance_preset.model_dump(mode="json"),
+                "fingerprint": built.instance_fingerprint,
+                "weight_source": model.instance_encoder.weight_source.kind,
+            }
         ),
         "task": task.model_dump(mode="json"),
         "classes": task.class_names,
@@ -43,6 +51,16 @@ def prompt_file_meta(built: BuiltModel, task: TaskPreset, backbone: BackbonePres
         "backbone_parameters": model.backbone_parameters(),
         **extra,
     }
+
+
+def random_weights_warning(model: PromptedModel) -> str | None:
+    """One line naming the frozen parts of ``model`` that run on random weights, or None when none does."""
+    parts = [model.backbone, model.instance_encoder]
+    names = [bb.preset.name for bb in parts if bb is not None and bb.weight_source.kind == "random"]
+    if not names:
+        return None
+    which = " and ".join(f"'{n}'" for n in dict.fromkeys(names))
+    return f"backbone {which} has random weights: for tests and demos only, not for diagnostic use"
 
 
 def load_prompted_model(

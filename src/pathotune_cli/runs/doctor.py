@@ -62,6 +62,7 @@ def _report(backbones: list[str] | None) -> dict[str, Any]:
         "accelerator": None,
         "huggingface": _hf_cache(),
         "weight_map": weight_map_summary(),
+        "lab_defaults": _lab_defaults(),
         "text_encoder_minilm": _minilm(),
         "weights": weights,
         "requested": [p.name for p in requested],
@@ -141,6 +142,17 @@ def _hf_cache() -> dict[str, Any]:
         "cache_exists": cache.is_dir(),
         "free_gib": round(free / 2**30, 1) if free is not None else None,
     }
+
+
+def _lab_defaults() -> dict[str, Any]:
+    from pathotune_cli.config.lab import lab_config_path, read_lab_defaults
+    from pathotune_cli.errors import PathotuneError
+
+    try:
+        values = read_lab_defaults().model_dump()
+    except PathotuneError as exc:
+        return {"file": str(lab_config_path()), "values": {}, "problem": exc.one_line()}
+    return {"file": str(lab_config_path()), "values": values, "problem": None}
 
 
 def _minilm() -> dict[str, Any]:

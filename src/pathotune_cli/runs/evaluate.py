@@ -27,7 +27,7 @@ def eval_run(opts: EvalOptions, report=None) -> dict[str, Any]:  # noqa: ANN001
     """Evaluate ``opts.prompts`` on ``opts.data``; writes metrics JSON, predictions CSV and confusion PNG."""
     from pathotune_cli.config.loader import validate
     from pathotune_cli.config.schema import TaskPreset
-    from pathotune_cli.engine import load_prompted_model
+    from pathotune_cli.engine import load_prompted_model, random_weights_warning
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.records import provenance, write_csv, write_json
     from pathotune_cli.training.data import discover
@@ -39,6 +39,8 @@ def eval_run(opts: EvalOptions, report=None) -> dict[str, Any]:  # noqa: ANN001
     report = report or (lambda kind, info: None)
     started = time.time()
     model, file = load_prompted_model(opts.prompts, opts.weights)
+    if random_weights_warning(model):
+        report("warning", {"message": random_weights_warning(model)})
     task = validate(TaskPreset, file.meta["task"], source=str(file.path))
     data = discover(opts.data, task, lambda m: report("warning", {"message": m}))
     placement = place(opts.device, opts.precision)

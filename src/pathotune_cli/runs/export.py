@@ -72,7 +72,7 @@ def export_run(opts: ExportOptions, report=None) -> dict[str, Any]:  # noqa: ANN
         prepare,
         require_packages,
     )
-    from pathotune_cli.engine.load import load_prompted_model
+    from pathotune_cli.engine.load import load_prompted_model, random_weights_warning
     from pathotune_cli.runs.model_card import (
         build_card,
         card_markdown,
@@ -95,6 +95,9 @@ def export_run(opts: ExportOptions, report=None) -> dict[str, Any]:  # noqa: ANN
         report("warning", {"message": "--check-data is ignored with --no-check"})
 
     model, file = load_prompted_model(opts.prompts, opts.weights)
+    random_note = random_weights_warning(model)
+    if random_note:
+        report("warning", {"message": random_note})
     meta = file.meta
     module = prepare(model)
     size = module.input_size
@@ -195,6 +198,7 @@ def export_run(opts: ExportOptions, report=None) -> dict[str, Any]:  # noqa: ANN
         validation=validation,
         evaluation=evaluation,
         versions={**found, **runtime["versions"]},
+        random_weights=random_note,
     )
     card_json, card_md = card_paths(out)
     write_json(card_json, card)

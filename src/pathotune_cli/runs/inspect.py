@@ -82,6 +82,8 @@ def inspect_run(prompts: str | Path) -> dict[str, Any]:
             "model": backbone.model,
             "weights": backbone.weights,
             "fingerprint": meta["backbone"].get("fingerprint"),
+            "weight_source": meta["backbone"].get("weight_source"),
+            "random_weights": _random(meta["backbone"], backbone),
             "resolves": _resolves(backbone),
         },
         "instance_encoder": None
@@ -89,6 +91,7 @@ def inspect_run(prompts: str | Path) -> dict[str, Any]:
         else {
             "preset": instance.name,
             "fingerprint": meta["instance_encoder"].get("fingerprint"),
+            "random_weights": _random(meta["instance_encoder"], instance),
             "resolves": _resolves(instance),
         },
         "text_encoder": meta.get("text_encoder"),
@@ -155,8 +158,8 @@ def _skeleton(preset):  # noqa: ANN001, ANN202
     try:
         with torch.device("meta"):
             return cls(preset, WeightSource("random")), "meta"
-    except Exception:  # noqa: BLE001 - open_clip copies tensors while building, which meta cannot do
-        pass
+    except (NotImplementedError, RuntimeError):  # a constructor that copies tensor data, which meta cannot do
+        pass  # built on the CPU below, with random weights
     with torch.random.fork_rng():
         return cls(preset, WeightSource("random")), "cpu"
 
@@ -169,6 +172,11 @@ def _resolves(preset) -> dict[str, Any]:  # noqa: ANN001
         return {"ok": True, "source": resolve_weights(preset).describe()}
     except PathotuneError as exc:  # MissingWeights, or a weight map that points nowhere
         return {"ok": False, "problem": exc.problem, "fix": exc.fix}
+
+
+def _random(section: dict[str, Any], preset) -> bool:  # noqa: ANN001
+    """Whether the model was tuned on random weights (recorded since format 1's weight_source; else the preset's)."""
+    return section.get("weight_source", preset.weights) == "random"
 
 
 def _section(meta: dict[str, Any], key: str, sub: str, source: str) -> Any:

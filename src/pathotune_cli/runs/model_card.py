@@ -45,6 +45,7 @@ def build_card(
     validation: dict[str, Any] | None,
     evaluation: dict[str, Any] | None,
     versions: dict[str, str],
+    random_weights: str | None = None,
 ) -> dict[str, Any]:
     """The card as one JSON-ready dict, from a prompt file's header and what the export learned."""
     task = meta.get("task", {})
@@ -96,6 +97,7 @@ def build_card(
             "licence": backbone.get("licence"),
             "citation": backbone.get("citation", ""),
             "parameters": meta.get("backbone_parameters"),
+            "random_weights": random_weights is not None,
         },
         "instance_encoder": None
         if not instance
@@ -120,7 +122,7 @@ def build_card(
         "evaluation": evaluation,
         "check": check,
         "intended_use": INTENDED_USE,
-        "limitations": list(LIMITATIONS),
+        "limitations": ([f"RANDOM WEIGHTS: {random_weights}."] if random_weights else []) + list(LIMITATIONS),
     }
 
 
@@ -207,6 +209,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"`{Path(card['source_prompts']['path']).name}` "
         f"(sha256 `{card['source_prompts']['sha256'][:16]}...`).",
         "",
+        *(
+            [f"**{card['limitations'][0]}**", ""]
+            if card["backbone"].get("random_weights")
+            else []
+        ),
         "## Intended use",
         "",
         card["intended_use"],

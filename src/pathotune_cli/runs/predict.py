@@ -9,7 +9,6 @@ with its error, and the exit code says whether every slide succeeded.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +18,25 @@ from typing import Any
 import numpy as np
 
 from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.files import Staging, remove_stale_temporaries, sha256_file, write_csv, write_png
+from pathotune_cli.runs.resume import (
+    SlideKey,
+    decide,
+    file_digest,
+    folder_rows,
+    input_identity,
+    record_failure,
+    record_path,
+    write_record,
+)
 from pathotune_cli.runs.slides import FLAT_IMAGE_SUFFIXES, SLIDE_SUFFIXES
 
 IMAGE_SUFFIXES = (*FLAT_IMAGE_SUFFIXES, ".bmp", ".webp")
 """Tile images ``predict`` classifies as they are (TIFFs are read as slides)."""
+COMMAND = "predict"
+"""Names the per-slide records: ``<stem>.predict.json``."""
+PREDICT_ALGORITHM = 1
+"""Bumped when a change of pathotune predicts differently from the same slide, model and settings."""
 
 
 @dataclass
@@ -81,7 +95,7 @@ def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], No
     """Predict every input; writes per-slide CSV, GeoJSON and heatmap, ``summary.csv`` and ``predictions.csv``."""
     from pathotune_cli.config.loader import validate
     from pathotune_cli.config.schema import TaskPreset
-    from pathotune_cli.engine import load_prompted_model
+    from pathotune_cli.engine import load_prompted_model, random_weights_warning
     from pathotune_cli.hardware import place
 
     report = report or (lambda kind, info: None)
@@ -94,6 +108,8 @@ def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], No
         raise BadInput("nothing to predict on", "pass slides, images or folders, or --slides-csv")
     mpp_table = {p.name: mpp for p, mpp in listed if mpp is not None}
     model, file = load_prompted_model(opts.prompts, opts.weights)
+    if random_weights_warning(model):
+        report("warning", {"message": random_weights_warning(model)})
     task = validate(TaskPreset, file.meta["task"], source=str(file.path))
     if opts.heatmap_class is not None and opts.heatmap_class not in task.class_names:
         raise BadInput(f"--heatmap-class '{opts.heatmap_class}' is not a class of this prompt file",
@@ -102,10 +118,10 @@ def predict_run(opts: PredictOptions, report: Callable[[str, dict[str, Any]], No
     model.to(placement.device)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    from pathotune_cli.runs.records import file_sha256
-
-    key = _settings_key(opts, file_sha256(file.path))
-    context = _Context(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report, key)
+    remove_stale_temporaries(out)
+    context = _Context(
+        model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report, sha256_file(file.path)
+    )
     rows = []
     with contextlib.ExitStack() as stack:
         workers = reading_workers(opts.workers, placement.device)
@@ -145,35 +161,75 @@ class _Context:
     opts: PredictOptions
     out: Path
     report: Callable[[str, dict[str, Any]], None]
-    key: str
-    """Prompt file hash and tiling settings: what a finished slide must match to be skipped on --resume."""
+    prompts_sha256: str
+    """The prompt file's hash: part of every slide's key, so ``--resume`` never keeps another model's output."""
     pool: Any = None
     """Reading processes shared by every slide of the run (None: read in this process)."""
 
 
 def _predict_slide_safely(ctx: _Context, slide: Path, mpp_table: dict[str, float]) -> dict[str, Any]:
     started = time.time()
-    done = _finished(ctx, slide) if ctx.opts.resume else None
-    if done is not None:
-        return {**done, "resumed": True, "seconds": 0.0}
+    csv_mpp = mpp_table.get(slide.name)
+    resume = ""
     try:
-        row = _predict_slide(ctx, slide, mpp_table.get(slide.name))
-        row["status"] = "ok"
-        row["error"] = ""
+        key = slide_key(ctx, slide, csv_mpp)
+        if ctx.opts.resume:
+            decision = decide(ctx.out, slide.stem, COMMAND, key, list(output_paths(ctx.out, slide.stem).values()))
+            if decision.keep:
+                ctx.report("info", {"message": f"{slide.name}: finished earlier with these settings, kept (--resume)"})
+                return {**decision.row, "resume": "kept", "seconds": 0.0}
+            resume = decision.resume
+        row = {**_predict_slide(ctx, slide, csv_mpp, key), "status": "ok", "error": ""}
+        row["seconds"] = round(time.time() - started, 2)
+        write_record(ctx.out, slide.stem, COMMAND, key, row)  # last: the slide is finished
+        return {**row, "resume": resume}
     except PathotuneError as exc:
-        row = {"slide": slide.name, "status": "failed", "error": exc.one_line(), "tiles": 0}
-        ctx.report(
-            "warning", {"message": exc.one_line() if slide.name in exc.problem else f"{slide.name}: {exc.one_line()}"}
-        )
+        error = exc.one_line()
+        ctx.report("warning", {"message": error if slide.name in exc.problem else f"{slide.name}: {error}"})
     except Exception as exc:  # noqa: BLE001 - one broken slide must never stop the others
-        row = {"slide": slide.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "tiles": 0}
+        error = f"{type(exc).__name__}: {exc}"
         ctx.report("warning", {"message": f"{slide.name}: unexpected {type(exc).__name__}: {exc}"})
-    row["seconds"] = round(time.time() - started, 2)
-    return row
+    seconds = round(time.time() - started, 2)
+    row = {"slide": slide.name, "status": "failed", "error": error, "tiles": 0, "seconds": seconds}
+    outputs = output_paths(ctx.out, slide.stem).values()
+    record_failure(ctx.out, slide.stem, COMMAND, outputs, lambda: slide_key(ctx, slide, csv_mpp), row)
+    return {**row, "resume": resume}
 
 
-def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> dict[str, Any]:
-    from pathotune_cli.runs.records import write_json
+def output_paths(out: Path, stem: str) -> dict[str, Path]:
+    """Where one slide's predictions go."""
+    return {
+        "csv": out / f"{stem}.predictions.csv",
+        "geojson": out / f"{stem}.tiles.geojson",
+        "heatmap": out / f"{stem}.heatmap.png",
+    }
+
+
+def slide_key(ctx: _Context, slide: Path, csv_mpp: float | None) -> SlideKey:
+    """Everything a slide's predictions depend on: the slide, the prompt file and every setting."""
+    from pathotune_cli.runs.slides import geojson_for
+
+    opts = ctx.opts
+    geojson = geojson_for(slide, Path(opts.tissue_geojson) if opts.tissue_geojson else None)
+    return SlideKey(
+        input=input_identity(slide),
+        settings={
+            "version": PREDICT_ALGORITHM,
+            "prompts_sha256": ctx.prompts_sha256,
+            "precision": ctx.placement.precision,
+            "min_tissue": opts.min_tissue,
+            "tissue": opts.tissue,
+            "tissue_geojson": file_digest(geojson),
+            "coords": file_digest(_coords_file_for(opts.coords, slide)),
+            "csv_mpp": csv_mpp,
+            "default_mpp": opts.default_mpp,
+            "heatmap_class": opts.heatmap_class,
+            "reader": opts.backend,
+        },
+    )
+
+
+def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None, key: SlideKey) -> dict[str, Any]:
     from pathotune_cli.runs.slides import geojson_for
     from pathotune_cli.wsi import draw_heatmap, iter_tile_batches, plan_slide, write_tiles_geojson
 
@@ -184,6 +240,8 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
         mpp_override=mpp_override, default_mpp=opts.default_mpp,
         backend=opts.backend,
     )
+    for note in plan.notes:
+        ctx.report("warning", {"message": note})
     coords, level, read_size, footprint = plan.coords, plan.level, plan.read_size, plan.grid.patch_size_level0
     coords_source = "tiled on the fly"
     coords_file = _coords_file_for(opts.coords, slide)
@@ -200,14 +258,15 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
         for batch in batches:
             probs[batch.start : batch.start + len(batch.tiles)] = _infer(ctx, batch.tiles)
             ctx.report("tiles_done", {"slide": slide.name, "done": batch.start + len(batch.tiles)})
-    stem = slide.stem
-    _write_tile_csv(ctx.out / f"{stem}.predictions.csv", coords, footprint, probs, ctx.class_names)
-    _atomic(ctx.out / f"{stem}.tiles.geojson",
-            lambda tmp: write_tiles_geojson(tmp, coords, footprint, ctx.class_names, probs))
+    paths = output_paths(ctx.out, slide.stem)
     picture = draw_heatmap(plan.thumbnail, plan.level0_size, coords, footprint, probs, ctx.class_names,
                            show=opts.heatmap_class)
-    _atomic(ctx.out / f"{stem}.heatmap.png", lambda tmp: _save_png(tmp, picture))
-    marker = {"key": ctx.key, "row": None}
+    with Staging() as staged:  # every output under a temporary name first, then renamed together
+        _write_tile_csv(staged.temp(paths["csv"]), coords, footprint, probs, ctx.class_names)
+        write_tiles_geojson(staged.temp(paths["geojson"]), coords, footprint, ctx.class_names, probs)
+        write_png(staged.temp(paths["heatmap"]), picture)
+        record_path(ctx.out, slide.stem, COMMAND).unlink(missing_ok=True)
+        staged.commit()
     labels = probs.argmax(1) if len(coords) else np.zeros(0, int)
     tile_area = (footprint * plan.mpp / 1000.0) ** 2
     row: dict[str, Any] = {
@@ -218,29 +277,7 @@ def _predict_slide(ctx: _Context, slide: Path, mpp_override: float | None) -> di
         count = int((labels == i).sum())
         row[f"fraction_{name}"] = round(count / len(coords), 4) if len(coords) else 0.0
         row[f"area_mm2_{name}"] = round(count * tile_area, 4)
-    marker["row"] = {**row, "status": "ok", "error": ""}
-    write_json(ctx.out / f"{stem}.done.json", marker)  # written last: its presence means the slide is finished
     return row
-
-
-def _finished(ctx: _Context, slide: Path) -> dict[str, Any] | None:
-    """The summary row of a slide finished earlier with the same prompt file and settings, else None."""
-    import json
-
-    marker = ctx.out / f"{slide.stem}.done.json"
-    try:
-        done = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    outputs = [ctx.out / f"{slide.stem}{s}" for s in (".predictions.csv", ".tiles.geojson", ".heatmap.png")]
-    if (
-        done.get("key") != ctx.key
-        or not all(p.is_file() for p in outputs)
-        or done.get("row", {}).get("slide") != slide.name
-    ):
-        return None
-    ctx.report("info", {"message": f"{slide.name}: finished earlier, kept (--resume)"})
-    return done["row"]
 
 
 def reading_workers(requested: int | None, device: str) -> int:
@@ -254,15 +291,6 @@ def reading_workers(requested: int | None, device: str) -> int:
     if requested is not None:
         return requested
     return 0 if device == "cpu" else 2
-
-
-def _settings_key(opts: PredictOptions, prompts_sha: str) -> str:
-    import hashlib
-    import json
-
-    settings = [prompts_sha, opts.min_tissue, opts.tissue, opts.tissue_geojson, opts.coords, opts.default_mpp,
-                opts.slides_csv, opts.heatmap_class, opts.backend]
-    return hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
 
 
 def _infer(ctx: _Context, tiles: np.ndarray) -> np.ndarray:
@@ -300,7 +328,6 @@ def _reuse_coords(path: Path, plan, tile_size: int) -> tuple[np.ndarray, int, in
 
 
 def _predict_images(ctx: _Context, images: list[Path]) -> dict[str, Any]:
-    from pathotune_cli.runs.records import write_csv
     from pathotune_cli.training.images import ImageStore
     from pathotune_cli.training.loop import predict_probs
 
@@ -316,8 +343,6 @@ def _predict_images(ctx: _Context, images: list[Path]) -> dict[str, Any]:
 
 
 def _write_tile_csv(path: Path, coords: np.ndarray, footprint: int, probs: np.ndarray, classes: list[str]) -> None:
-    from pathotune_cli.runs.records import write_csv
-
     labels = probs.argmax(1) if len(probs) else np.zeros(0, int)
     header = ["x", "y", "w", "h", "class", *[f"prob_{c}" for c in classes]]
     rows = ([int(x), int(y), footprint, footprint, classes[int(k)], *[f"{v:.6f}" for v in p]]
@@ -326,24 +351,11 @@ def _write_tile_csv(path: Path, coords: np.ndarray, footprint: int, probs: np.nd
 
 
 def _write_summary(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
-    from pathotune_cli.runs.records import write_csv
-
+    """``summary.csv``: every slide recorded in the folder (earlier runs' too), this run's rows with their
+    resume word, sorted by slide name."""
+    folder = {r["slide"]: r for r in folder_rows(path.parent, COMMAND)}
+    folder.update({r["slide"]: r for r in rows})
     header = ["slide", "status", "tiles", "level", "mpp", "mpp_source", "tissue_area_mm2",
-              *[f"fraction_{c}" for c in classes], *[f"area_mm2_{c}" for c in classes], "coords", "seconds", "error"]
-    write_csv(path, header, ([row.get(k, "") for k in header] for row in rows))
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _save_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(rgb).save(path, format="PNG")
+              *[f"fraction_{c}" for c in classes], *[f"area_mm2_{c}" for c in classes], "coords", "seconds",
+              "resume", "error"]
+    write_csv(path, header, ([folder[s].get(k, "") for k in header] for s in sorted(folder)))

@@ -8,7 +8,6 @@ each one. A slide that fails gets its one-line error in the manifest and the oth
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import threading
@@ -20,11 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.files import remove, remove_stale_temporaries, write_csv
+from pathotune_cli.runs.resume import (
+    Decision,
+    SlideKey,
+    decide,
+    file_digest,
+    folder_rows,
+    input_identity,
+    record_failure,
+    record_path,
+    write_record,
+)
 from pathotune_cli.runs.slides import FLAT_IMAGE_SUFFIXES, SLIDE_SUFFIXES, geojson_for, read_slides_csv
 
 TILED_SUFFIXES = frozenset(SLIDE_SUFFIXES + FLAT_IMAGE_SUFFIXES)
 """What ``tile`` picks up from a folder: slides, and flat images as one-level slides."""
-MANIFEST_COLUMNS = ("slide", "status", "tiles", "level", "mpp", "mpp_source", "seconds", "error")
+MANIFEST_COLUMNS = ("slide", "status", "tiles", "level", "mpp", "mpp_source", "seconds", "resume", "error")
+COMMAND = "tile"
+"""Names the per-slide records: ``<stem>.tile.json``."""
+TILE_ALGORITHM = 1
+"""Bumped when a change of pathotune cuts other tiles from the same slide and settings, so resumes redo them."""
 TILE_FORMATS = ("png", "jpg")
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -63,7 +78,7 @@ class TileConfig:
     """Threads that read, encode and write one slide's tile images; 0: the CPUs this process may use,
     shared among the ``workers``."""
     resume: bool = False
-    """Skip slides whose outputs exist with the same tile settings."""
+    """Keep slides finished earlier from the same file with the same settings (``runs.resume``)."""
     backend: str = "auto"
     """Slide reader (see ``wsi.open_slide``)."""
 
@@ -88,14 +103,30 @@ class SlideRow:
     """One line of ``manifest.csv``."""
 
     slide: str
-    status: str  # ok, resumed or failed
+    status: str  # ok or failed
     tiles: int = 0
     level: int | None = None
     mpp: float | None = None
     mpp_source: str = ""
     seconds: float = 0.0
     error: str = ""
-    note: str = ""  # why an ``ok`` slide has no tiles; shown on stderr, not written to the manifest
+    resume: str = ""
+    """With ``--resume``: ``kept``, or ``redone (why)``."""
+    notes: tuple[str, ...] = ()
+    """Warnings for the user (a slide with no tiles, a CSV mpp far from the file's); stderr, not the manifest."""
+
+    def to_record(self) -> dict[str, Any]:
+        """The row as stored in the slide's record (and read back into a row by ``from_record``)."""
+        values = asdict(self)
+        values.pop("notes")
+        values.pop("resume")
+        return values
+
+    @classmethod
+    def from_record(cls, row: dict[str, Any], resume: str = "") -> SlideRow:
+        """A row from a slide's record; unknown keys (from another version) are left out."""
+        names = {f for f in cls.__dataclass_fields__ if f not in ("notes", "resume")}
+        return cls(**{k: v for k, v in row.items() if k in names}, resume=resume)
 
 
 @dataclass
@@ -118,11 +149,12 @@ class TileResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The run as plain data (for ``--json``)."""
-        counts = {s: sum(r.status == s for r in self.rows) for s in ("ok", "resumed", "failed")}
         return {
             "out": str(self.out),
             "manifest": str(self.manifest),
-            **counts,
+            "ok": sum(r.status == "ok" for r in self.rows),
+            "kept": sum(r.resume == "kept" for r in self.rows),
+            "failed": self.failed,
             "slides": [asdict(r) for r in self.rows],
         }
 
@@ -169,18 +201,21 @@ def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
             ``("slide", {"row": SlideRow, "done": k, "total": n})`` after each slide.
 
     Returns:
-        A ``TileResult`` with one row per slide, in input order.
+        A ``TileResult`` with one row per slide of this run, in input order. ``manifest.csv`` lists every slide
+        recorded in the folder (earlier runs' too), sorted by path.
     """
     items = collect_slides(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     result = TileResult(out=out, manifest=out / "manifest.csv")
+    others = {Path(r["slide"]).stem: SlideRow.from_record(r) for r in folder_rows(out, COMMAND)}
     rows: dict[int, SlideRow] = {}
 
     def finish(index: int, row: SlideRow) -> None:
         rows[index] = row
         result.rows = [rows[i] for i in sorted(rows)]
-        write_manifest(result.manifest, result.rows)
+        write_manifest(result.manifest, [*others.values(), *result.rows])
         if progress is not None:
             progress("slide", {"row": row, "done": len(rows), "total": len(items)})
 
@@ -188,17 +223,18 @@ def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
         progress("start", {"total": len(items)})
     todo = []
     for index, (path, csv_mpp) in enumerate(items):
-        done = _finished_row(path, config) if config.resume else None
-        if done is not None:
-            finish(index, done)
+        others.pop(path.stem, None)
+        decision = decide_slide(path, csv_mpp, config) if config.resume else None
+        if decision is not None and decision.keep:
+            finish(index, SlideRow.from_record(decision.row, resume="kept"))
         else:
-            todo.append((index, path, csv_mpp))
+            todo.append((index, path, csv_mpp, decision.resume if decision else ""))
     if config.workers > 1 and len(todo) > 1:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(config.workers, len(todo)), mp_context=context) as pool:
-            futures = {pool.submit(tile_one, path, csv_mpp, config): index for index, path, csv_mpp in todo}
+            futures = {pool.submit(tile_one, path, csv_mpp, config, why): index for index, path, csv_mpp, why in todo}
             for future in as_completed(futures):
                 index = futures[future]
                 try:
@@ -207,24 +243,62 @@ def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
                     path = items[index][0]
                     died = type(exc).__name__
                     error = f"{path.name}: its worker process died ({died}); rerun with --workers 1"
-                    row = SlideRow(str(path), "failed", error=error)
+                    row = _record_failure(path, items[index][1], config, SlideRow(str(path), "failed", error=error))
                 finish(index, row)
     else:
-        for index, path, csv_mpp in todo:
-            finish(index, tile_one(path, csv_mpp, config))
+        for index, path, csv_mpp, why in todo:
+            finish(index, tile_one(path, csv_mpp, config, why))
     result.rows = [rows[i] for i in sorted(rows)]
-    write_manifest(result.manifest, result.rows)
+    folder = {Path(r["slide"]).stem: SlideRow.from_record(r) for r in folder_rows(out, COMMAND)}  # other shards'
+    folder.update({Path(r.slide).stem: r for r in result.rows})  # this run's, with their resume words
+    write_manifest(result.manifest, list(folder.values()))
     return result
 
 
-def tile_one(path: Path, csv_mpp: float | None, config: TileConfig) -> SlideRow:
-    """Plan and write one slide's outputs; never raises for a bad slide (the row says what failed)."""
+def slide_key(path: Path, csv_mpp: float | None, config: TileConfig) -> SlideKey:
+    """Everything a slide's tiles depend on: the file, and every setting that changes them."""
+    return SlideKey(
+        input=input_identity(path),
+        settings={
+            "version": TILE_ALGORITHM,
+            "target_mpp": config.target_mpp,
+            "mag": config.mag,
+            "tile_size": config.tile_size,
+            "overlap": config.overlap,
+            "min_tissue": config.min_tissue,
+            "tissue": config.tissue,
+            "tissue_geojson": file_digest(geojson_for(path, config.tissue_geojson)),
+            "csv_mpp": csv_mpp,
+            "default_mpp": config.default_mpp,
+            "save_tiles": config.save_tiles,
+            "reader": config.backend,
+        },
+    )
+
+
+def decide_slide(path: Path, csv_mpp: float | None, config: TileConfig) -> Decision:
+    """Whether ``--resume`` keeps this slide's earlier tiles (and the summary's word for it)."""
+    if not path.is_file():
+        return Decision(False, "redone (the slide is missing)")
+    paths = output_paths(Path(config.out), path.stem)
+    outputs = [paths["h5"], paths["geojson"], paths["thumb"]] + ([paths["tiles"]] if config.save_tiles else [])
+    return decide(Path(config.out), path.stem, COMMAND, slide_key(path, csv_mpp, config), outputs)
+
+
+def tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str = "") -> SlideRow:
+    """Plan and write one slide's outputs, then its record; never raises for a bad slide (the row says why).
+
+    The outputs are written under temporary names, the old record is removed, the outputs are renamed into
+    place and the new record is written last: a slide whose record says ``ok`` has exactly those outputs.
+    """
     from pathotune_cli.wsi.plan import plan_slide
 
     start = time.perf_counter()
     out = Path(config.out)
     temps: list[Path] = []
+    finals: list[tuple[Path, Path]] = []
     try:
+        key = slide_key(path, csv_mpp, config)
         plan = plan_slide(
             path,
             target_mpp=config.target_mpp,
@@ -239,11 +313,13 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig) -> SlideRow:
             backend=config.backend,
         )
         finals = _write_outputs(plan, out, config, temps)
-        for temp, final in finals:  # the .h5 comes last: its presence marks the slide finished
+        record_path(out, path.stem, COMMAND).unlink(missing_ok=True)
+        for temp, final in finals:
             if final.is_dir():
                 shutil.rmtree(final)
             os.replace(temp, final)
-        return SlideRow(
+        notes = (*plan.notes, *([] if len(plan.coords) else [_why_no_tiles(plan, config)]))
+        row = SlideRow(
             slide=str(path),
             status="ok",
             tiles=len(plan.coords),
@@ -251,8 +327,11 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig) -> SlideRow:
             mpp=round(plan.mpp, 6),
             mpp_source=plan.mpp_source,
             seconds=round(time.perf_counter() - start, 2),
-            note="" if len(plan.coords) else _why_no_tiles(plan, config),
+            resume=resume,
+            notes=notes,
         )
+        write_record(out, path.stem, COMMAND, key, row.to_record())
+        return row
     except PathotuneError as exc:
         error = exc.one_line()
     except Exception as exc:  # noqa: BLE001 - one broken slide must not stop the run
@@ -261,23 +340,27 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig) -> SlideRow:
         error = f"internal error: {type(exc).__name__}: {first_line(exc)}"
     finally:  # after a rename these are gone; after a failure or Ctrl-C they are removed
         for temp in temps:
-            if temp.is_dir():
-                shutil.rmtree(temp, ignore_errors=True)
-            else:
-                temp.unlink(missing_ok=True)
-    return SlideRow(str(path), "failed", seconds=round(time.perf_counter() - start, 2), error=error)
+            remove(temp)
+    failed = SlideRow(str(path), "failed", seconds=round(time.perf_counter() - start, 2), error=error, resume=resume)
+    return _record_failure(path, csv_mpp, config, failed)
+
+
+def _record_failure(path: Path, csv_mpp: float | None, config: TileConfig, row: SlideRow) -> SlideRow:
+    out = Path(config.out)
+    outputs = output_paths(out, path.stem).values()
+    record_failure(out, path.stem, COMMAND, outputs, lambda: slide_key(path, csv_mpp, config), row.to_record())
+    return row
 
 
 def write_manifest(path: Path, rows: Sequence[SlideRow]) -> None:
-    """Write ``manifest.csv`` under a temporary name, then rename it."""
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(MANIFEST_COLUMNS)
-        for row in rows:
-            values = asdict(row)
-            writer.writerow(["" if values[c] is None else values[c] for c in MANIFEST_COLUMNS])
-    os.replace(temp, path)
+    """Write ``manifest.csv`` atomically, one line per slide, sorted by slide path."""
+    ordered = sorted(rows, key=lambda r: r.slide)
+
+    def values(row: SlideRow) -> list[Any]:
+        found = asdict(row)
+        return ["" if found[c] is None else found[c] for c in MANIFEST_COLUMNS]
+
+    write_csv(path, MANIFEST_COLUMNS, (values(r) for r in ordered))
 
 
 def output_paths(out: Path, stem: str) -> dict[str, Path]:
@@ -389,30 +472,3 @@ def _why_no_tiles(plan: Any, config: TileConfig) -> str:
     if plan.candidates == 0:
         return f"{plan.path.name}: no tiles: the slide ({w}x{h} px) is smaller than one {size} px tile"
     return f"{plan.path.name}: no tiles: none of {plan.candidates} has {config.min_tissue:.0%} tissue"
-
-
-def _finished_row(path: Path, config: TileConfig) -> SlideRow | None:
-    from pathotune_cli.wsi.coords_file import read_coords
-
-    h5 = output_paths(Path(config.out), path.stem)["h5"]
-    if not h5.is_file():
-        return None
-    try:
-        done = read_coords(h5)
-    except PathotuneError:
-        return None
-    attrs = done.attrs
-    same = attrs.get("patch_size") == config.tile_size and attrs.get("overlap") == config.overlap
-    if config.target_mpp is not None:
-        same = same and abs(float(attrs.get("target_mpp", 0)) - config.target_mpp) <= 0.01 * config.target_mpp
-    if not same:
-        return None
-    return SlideRow(
-        str(path),
-        "resumed",
-        len(done.coords),
-        done.patch_level,
-        attrs.get("level0_mpp"),
-        str(attrs.get("mpp_source", "")),
-        0.0,
-    )

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.config import RunConfig, apply_overrides, load_backbone_preset, load_task_preset
+from pathotune_cli.config import RunConfig, TaskPreset, apply_overrides, load_backbone_preset, load_task_preset
+from pathotune_cli.config.lab import lab_config_path, output_folder, read_lab_defaults
 from pathotune_cli.config.loader import read_yaml, validate
-from pathotune_cli.errors import BadInput
+from pathotune_cli.errors import BadInput, MissingWeights
 
 PROMPTS_NAME = "prompts.safetensors"
 
@@ -36,10 +37,29 @@ class TuneOptions:
     device: str | None = None
     weights: str | None = None
     val_data: str | None = None
+    download: bool = False
+    """Allow downloading missing weights (never without it)."""
+
+
+def choose_backbone(opts: TuneOptions, task: TaskPreset) -> tuple[str, str | None]:
+    """The backbone a run uses and, where the user did not name it, why: the lab default, else the task's
+    recommended backbone. Random weights therefore run only when named (``--backbone tiny-random``)."""
+    if opts.backbone:
+        return opts.backbone, None
+    lab = read_lab_defaults().backbone
+    if lab:
+        return lab, f"the lab default in {lab_config_path()}"
+    return task.recommended_backbone, f"the {task.name} task's recommended backbone"
 
 
 def resolve_config(opts: TuneOptions) -> RunConfig:
-    """One resolved ``RunConfig``: a config file or presets, then explicit options, then ``--set``."""
+    """One resolved ``RunConfig``: a config file or presets, then explicit options, then ``--set``.
+
+    Raises:
+        BadInput: a bad preset, option or ``--set``; or (``MissingWeights``) the weights of a backbone the user
+            did not name are not here, with why it was chosen and how to choose another.
+    """
+    chosen_because = None
     if opts.config:
         base = read_yaml(Path(opts.config))
         source = opts.config
@@ -50,7 +70,8 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
                 "pass --preset NAME (see `pathotune presets list`) or --config RUN/config.yaml",
             )
         task = load_task_preset(opts.preset)
-        backbone = load_backbone_preset(opts.backbone or "tiny-random")
+        name, chosen_because = choose_backbone(opts, task)
+        backbone = load_backbone_preset(name)
         base = {"task": task.model_dump(mode="json"), "backbone": backbone.model_dump(mode="json")}
         source = "settings (--preset, --backbone, options, --set)"
     if opts.config and opts.preset:
@@ -76,9 +97,26 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
         base.setdefault("prompt", {})["method"] = opts.method
     if not base.get("data"):
         raise BadInput("no training data given", "pass --data DIR|CSV")
-    base.setdefault("out", "runs/tune")
+    base.setdefault("out", str(output_folder("tune", None)))
     base = apply_overrides(base, opts.sets)
-    return validate(RunConfig, base, source=source)
+    config = validate(RunConfig, base, source=source)
+    if chosen_because is not None:
+        _require_chosen_weights(config, chosen_because, opts.download)
+    return config
+
+
+def _require_chosen_weights(config: RunConfig, because: str, allow_download: bool) -> None:
+    """A backbone the user did not name must say why it was chosen when its weights are missing."""
+    from pathotune_cli.backbones import resolve_weights
+
+    name = config.backbone.name
+    try:
+        resolve_weights(config.backbone, config.weights, allow_download)
+    except MissingWeights as exc:
+        raise MissingWeights(
+            f"{exc.problem}; '{name}' is {because}, used because no --backbone was given",
+            f"{exc.fix}, or choose another with --backbone NAME (`pathotune weights list` shows what is here)",
+        ) from None
 
 
 def config_digest(config: RunConfig) -> str:
@@ -96,7 +134,7 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
     resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
     import torch
 
-    from pathotune_cli.engine import build_prompted_model, prompt_file_meta, save_prompt_file
+    from pathotune_cli.engine import build_prompted_model, prompt_file_meta, random_weights_warning, save_prompt_file
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.records import provenance, write_json, write_yaml
     from pathotune_cli.runs.tune_outputs import data_manifest, write_history, write_validation_report
@@ -131,6 +169,13 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
         f"{config.prompt.method} on {config.backbone.name}: {model.trainable_parameters():,} trainable parameters "
         f"({share:.2%} of the backbone's {model.backbone_parameters():,}); {placement.precision} on {placement.device}"
     )})
+    random_note = random_weights_warning(model)
+    if random_note:
+        warn(random_note)
+    monitor = f"validation {train_cfg.monitor}" if val_set is not None else "training loss"
+    if val_set is None:
+        warn("no validation split (train.val_fraction 0 and no --val-data or split column): "
+             "early stopping and the best epoch follow the training loss")
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = config.model_dump(mode="json")
@@ -142,6 +187,8 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
         "placement": {"device": placement.device, "precision": placement.precision, "reason": placement.reason,
                       "threads": torch.get_num_threads()},
         "config_digest": config_digest(config),
+        "early_stopping_on": monitor,
+        "random_weights": bool(random_note),
     }))
     data_manifest(out / "data_manifest.csv", train_set, val_set)
 
@@ -178,6 +225,8 @@ def tune_run(config: RunConfig, resume: bool = False, report=None, allow_downloa
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "early_stopping_on": monitor,
+        "random_weights": bool(random_note),
         "resumed_from": result.resumed_from,
         "seconds": round(time.time() - started, 2),
         "instance_images_encoded": model.instance_images_encoded,

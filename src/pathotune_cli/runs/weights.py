@@ -14,13 +14,13 @@ from pathotune_cli.backbones.weights import (
     fetch_command,
     read_weight_map,
     resolve_weights,
-    sha256_file,
     weight_map_path,
     write_weight_map,
 )
 from pathotune_cli.config import list_presets, load_backbone_preset
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.files import sha256_file
 
 
 def list_weights(names: list[str] | None = None) -> list[dict[str, Any]]:

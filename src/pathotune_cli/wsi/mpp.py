@@ -1,23 +1,23 @@
-"""Microns per pixel: read from the file where it is stated, else supplied by the user, never guessed.
+"""Microns per pixel: supplied by the lab, else read from the file, else a stated default; never guessed.
 
-The order is the slide's metadata, then the slides CSV (``slide,mpp``), then ``--default-mpp``. Every output
-records which one was used as ``mpp_source`` (``metadata``, ``csv`` or ``default``). A value outside what a
-microscope scan can be (the 72 dpi a TIFF writer stores by default is 352.8 µm/px) counts as absent.
+The order is the slides CSV (``slide,mpp``: labs write that column because a slide's metadata is missing or
+wrong), then the slide's metadata, then ``--default-mpp``. Every output records which one was used as
+``mpp_source`` (``csv``, ``metadata`` or ``default``). A value outside what a microscope scan can be (the 72 dpi
+a TIFF writer stores by default is 352.8 µm/px) counts as absent.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 
 from pathotune_cli.errors import BadInput
-
-log = logging.getLogger(__name__)
 
 # Scans run from ~0.1 µm/px (100x) to ~20 µm/px (a 0.5x overview); beyond this range a value is a placeholder.
 PLAUSIBLE_MPP = (0.02, 40.0)
 _APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)")
 _APERIO_MAG = re.compile(r"\|\s*AppMag\s*=\s*([0-9.eE+-]+)")
+DISAGREEMENT = 0.10
+"""A CSV mpp more than 10% away from the file's own is worth a warning: one of the two is wrong."""
 # TIFF ResolutionUnit: 1 none, 2 inch, 3 centimetre.
 _MICRONS_PER_UNIT = {2: 25_400.0, 3: 10_000.0}
 
@@ -68,39 +68,44 @@ def resolve_mpp(
     Args:
         slide_name: File name used in messages.
         metadata_mpp: What the reader found in the file (``SlideReader.mpp``), possibly None or a placeholder.
-        csv_mpp: The slide's ``mpp`` from the slides CSV, if any.
-        default_mpp: ``--default-mpp``, if given.
+        csv_mpp: The slide's ``mpp`` from the slides CSV, if any; it wins over the metadata.
+        default_mpp: ``--default-mpp``, used only when neither the CSV nor the metadata gives one.
 
     Returns:
-        ``(mpp, source)`` with source ``metadata``, ``csv`` or ``default``.
+        ``(mpp, source)`` with source ``csv``, ``metadata`` or ``default``.
 
     Raises:
-        BadInput: No plausible value anywhere; the message says how to supply one.
+        BadInput: A supplied value is not a scan's resolution, or no plausible value anywhere; the message says
+            how to supply one.
     """
-    if plausible(metadata_mpp):
-        assert metadata_mpp is not None
-        if csv_mpp is not None and abs(csv_mpp - metadata_mpp) > 0.05 * metadata_mpp:
-            log.warning(
-                "%s: the slides CSV says mpp %.4g but the file says %.4g; using the file's value",
-                slide_name,
-                csv_mpp,
-                metadata_mpp,
-            )
-        return float(metadata_mpp), "metadata"
-    for value, source in ((csv_mpp, "csv"), (default_mpp, "default")):
+    low, high = PLAUSIBLE_MPP
+    for value, source in ((csv_mpp, "csv"), (metadata_mpp, "metadata"), (default_mpp, "default")):
         if value is None:
             continue
-        low, high = PLAUSIBLE_MPP
-        if not plausible(value):
+        if plausible(value):
+            return float(value), source
+        if source != "metadata":  # a placeholder in the file counts as absent; a user's value is a mistake
             raise BadInput(
                 f"{slide_name}: {source} mpp {value:g} is outside {low}-{high} µm/px",
                 "give the scan's microns per pixel (about 0.25 at 40x, 0.5 at 20x)",
             )
-        return float(value), source
     stated = f" (the file states {metadata_mpp:.5g} µm/px, a placeholder)" if metadata_mpp else ""
     raise BadInput(
         f"{slide_name}: no microns-per-pixel in the slide's metadata{stated}",
         "pass --default-mpp 0.25 (for example) or add an mpp column to the slides CSV (slide,mpp)",
+    )
+
+
+def mpp_disagreement(slide_name: str, csv_mpp: float | None, metadata_mpp: float | None) -> str | None:
+    """A warning when the slides CSV and the file state mpp values more than ``DISAGREEMENT`` apart, else None."""
+    if csv_mpp is None or not plausible(metadata_mpp) or not plausible(csv_mpp):
+        return None
+    assert metadata_mpp is not None
+    if abs(csv_mpp - metadata_mpp) <= DISAGREEMENT * metadata_mpp:
+        return None
+    return (
+        f"{slide_name}: the slides CSV says mpp {csv_mpp:.4g} but the file says {metadata_mpp:.4g}; "
+        "using the CSV's value (drop it from the CSV to use the file's)"
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.wsi import grid as grid_mod
-from pathotune_cli.wsi.mpp import resolve_mpp
+from pathotune_cli.wsi.mpp import mpp_disagreement, resolve_mpp
 from pathotune_cli.wsi.reader import SlideReader
 from pathotune_cli.wsi.tissue import TISSUE_MODES, Polygon
 
@@ -54,6 +54,8 @@ class SlidePlan:
     """RGB uint8 thumbnail (long side ``THUMBNAIL_SIZE`` at most) the mask was computed on."""
     objective_power: float | None = None
     """Scanner objective from the metadata, if stated."""
+    notes: tuple[str, ...] = ()
+    """Warnings for the user about this slide (a slides CSV mpp that disagrees with the file's)."""
 
     @cached_property
     def polygons(self) -> list[Polygon]:
@@ -136,7 +138,7 @@ def plan_slide(
         min_tissue: Tissue fraction a tile needs to be kept (0 keeps every tile of the grid).
         tissue: ``otsu`` (detect on the thumbnail) or ``none`` (the whole slide).
         tissue_geojson: Polygons drawn in QuPath, used instead of detection (overrides ``tissue``).
-        mpp_override: The slide's mpp from the slides CSV, if any.
+        mpp_override: The slide's mpp from the slides CSV, if any (wins over the metadata).
         default_mpp: ``--default-mpp``, used when neither the metadata nor the CSV gives one.
         backend: Reader backend when ``slide`` is a path.
         thumbnail_size: Long side of the thumbnail the mask is computed on.
@@ -159,6 +161,7 @@ def plan_slide(
     try:
         name = reader.path.name
         mpp, source = resolve_mpp(name, reader.mpp, csv_mpp=mpp_override, default_mpp=default_mpp)
+        disagreement = mpp_disagreement(name, mpp_override, reader.mpp)
         power = reader.objective_power
         target_ds = grid_mod.target_downsample(mpp, target_mpp=target_mpp, mag=mag, objective_power=power)
         if target_ds < 1 / (1 + grid_mod.LEVEL_TOLERANCE):
@@ -197,6 +200,7 @@ def plan_slide(
             mask=mask,
             thumbnail=thumb,
             objective_power=power,
+            notes=(disagreement,) if disagreement else (),
         )
     finally:
         if own:

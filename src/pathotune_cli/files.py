@@ -1,0 +1,252 @@
+"""One way to write a file: under a temporary name in the same folder, then renamed into place.
+
+A reader (a lab's script polling the output folder, QuPath, a rerun with ``--resume``) therefore sees either
+the old file or the whole new one, never half of one. Temporaries carry ``TEMP_MARK`` in their name, so a run
+that was killed before it could rename them leaves names that the next run in that folder recognises and
+removes (``remove_stale_temporaries``). Every file is created with the process's umask (0644 by default), as
+the lab's other tools expect on a shared cluster; some writers (safetensors) create 0600 files, which are
+widened here.
+
+The small helpers every writer needs live here too: JSON encoding of numpy, torch and pydantic values, the
+sha256 of a file, and PNG saving with one compression choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+TEMP_MARK = ".tmp-"
+"""Part of every temporary's name: ``.<final name>.tmp-<host>-<pid>-<n><suffix>``."""
+PNG_COMPRESSION = 1
+"""zlib level for every PNG pathotune writes: on a slide overview 10% larger than level 6, in half the time."""
+_counter = itertools.count()
+_UMASK: int | None = None
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path``, with the same suffix (writers such as Pillow pick the format from
+    it) and the host and pid, so ``remove_stale_temporaries`` can tell a dead writer's leftovers from a live one's."""
+    host = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+    return path.with_name(f".{path.name}{TEMP_MARK}{host}-{os.getpid()}-{next(_counter)}{path.suffix}")
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Path], Any]) -> Path:
+    """Write ``data`` to ``path`` atomically and return ``path``.
+
+    Args:
+        path: The final file (or folder, when ``data`` is a callback that makes one). Missing parent folders
+            are created.
+        data: The bytes or text (UTF-8) to write, or a callback that writes to the temporary path it is given
+            (a file or a folder).
+
+    Raises:
+        OSError: The write or the rename failed; the temporary is removed and ``path`` is unchanged.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path(final)
+    try:
+        if callable(data):
+            data(temp)
+        else:
+            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+        _widen_to_umask(temp)
+        if final.is_dir() and not final.is_symlink() and temp.is_dir():
+            shutil.rmtree(final)
+        os.replace(temp, final)
+    except BaseException:
+        remove(temp)
+        raise
+    return final
+
+
+class Staging:
+    """Several outputs written under temporary names, then renamed into place together by ``commit``.
+
+    Used as a context manager: whatever was not committed when the block ends (an error, Ctrl-C) is removed,
+    so a slide's outputs appear under their final names all at once or not at all.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def temp(self, final: str | os.PathLike[str]) -> Path:
+        """A temporary path to write ``final``'s content to (file or folder); its parent is created."""
+        final = Path(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path(final)
+        self._pairs.append((temp, final))
+        return temp
+
+    @property
+    def finals(self) -> list[Path]:
+        """The final paths staged so far, in order."""
+        return [final for _, final in self._pairs]
+
+    def commit(self) -> list[Path]:
+        """Rename every staged temporary to its final name, in the order staged; returns the final paths."""
+        done = []
+        for temp, final in self._pairs:
+            _widen_to_umask(temp)
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(temp, final)
+            done.append(final)
+        self._pairs.clear()
+        return done
+
+    def discard(self) -> None:
+        """Remove every temporary not yet committed."""
+        for temp, _ in self._pairs:
+            remove(temp)
+        self._pairs.clear()
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    return atomic_write(path, text)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write JSON atomically (numpy, torch, paths and pydantic models encoded as plain values)."""
+    return atomic_write(path, dumps(data) + "\n")
+
+
+def write_yaml(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write YAML atomically, keys in their given order."""
+    import yaml
+
+    return atomic_write(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV atomically."""
+    import csv
+
+    def write(temp: Path) -> None:
+        with temp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
+
+
+def write_png(path: str | os.PathLike[str], rgb: Any) -> Path:
+    """Write an (H, W, 3) uint8 array as PNG atomically, with ``PNG_COMPRESSION``."""
+    from PIL import Image
+
+    def write(temp: Path) -> None:
+        Image.fromarray(rgb).save(temp, format="PNG", compress_level=PNG_COMPRESSION)
+
+    return atomic_write(path, write)
+
+
+def dumps(data: Any, indent: int | None = 2) -> str:
+    """JSON text of ``data``, with the encoder every pathotune file uses."""
+    return json.dumps(data, indent=indent, default=json_default)
+
+
+def json_default(value: Any) -> Any:
+    """Plain values for JSON: arrays and tensors as lists, paths as strings, pydantic models as dicts."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a folder if it exists; never raises for one that is already gone."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries a killed run left in ``folder`` (not recursive); returns what was removed.
+
+    A temporary is stale when it was made on this host by a process that no longer runs. Temporaries of live
+    processes (another shard writing into the same folder) and of other hosts (a shared file system, where a pid
+    means nothing here) are left alone; the latter are removed once they are a day old.
+    """
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+    removed = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if not name.startswith(".") or TEMP_MARK not in name:
+            continue
+        owner = name.rsplit(TEMP_MARK, 1)[1].split("-")
+        if len(owner) < 2 or not owner[1].isdigit():
+            continue
+        stale = False
+        if owner[0] == host:
+            stale = not _alive(int(owner[1]))
+        else:
+            with contextlib.suppress(OSError):
+                stale = time.time() - entry.lstat().st_mtime > 86_400
+        if stale:
+            remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _widen_to_umask(path: Path) -> None:
+    """Give a file the mode ``open`` would have given it (0666 less the umask); folders get 0777 less it."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    base = 0o777 if path.is_dir() else 0o666
+    with contextlib.suppress(OSError):
+        os.chmod(path, base & ~_UMASK)
