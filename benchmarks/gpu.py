@@ -150,8 +150,10 @@ def loop_step_rate(task: Any, preset: Any, batch: int, steps: int, device: str) 
     images = torch.randint(0, 256, (n, 3, 224, 224), dtype=torch.uint8)
     stamps: list[float] = []
 
-    def report(kind: str, data: dict) -> None:
-        if kind in ("start", "step"):
+    def report(event: Any) -> None:
+        from pathotune_cli.events import StepDone, TrainingStarted
+
+        if isinstance(event, (TrainingStarted, StepDone)):
             sync(device)
             stamps.append(time.perf_counter())
 

@@ -18,7 +18,7 @@ SIZES = {
 }
 
 
-def preset(size: str, **overrides: Any):  # noqa: ANN201 - a BackbonePreset
+def preset(size: str, **overrides: Any):  # a BackbonePreset
     """A random-weight timm ViT preset of ``size`` at 224 px (``vit_tiny`` with 2 blocks for --quick)."""
     from pathotune_cli.config.schema import BackbonePreset
 
@@ -42,7 +42,7 @@ def preset(size: str, **overrides: Any):  # noqa: ANN201 - a BackbonePreset
     return BackbonePreset(**data)
 
 
-def task(tile_size: int = 224):  # noqa: ANN201 - a TaskPreset
+def task(tile_size: int = 224):  # a TaskPreset
     """The demo task (4 classes) with tiles of ``tile_size`` px at 0.5 µm/px."""
     from pathotune_cli.config import load_task_preset
     from pathotune_cli.config.schema import TileSpec
@@ -51,7 +51,7 @@ def task(tile_size: int = 224):  # noqa: ANN201 - a TaskPreset
     return demo.model_copy(update={"tile": TileSpec(mpp=0.5, size=tile_size)})
 
 
-def random_images(n: int, size: int = 224, seed: int = 0):  # noqa: ANN201 - a uint8 tensor
+def random_images(n: int, size: int = 224, seed: int = 0):  # a uint8 tensor
     """``n`` seeded uint8 (3, size, size) images."""
     import torch
 
@@ -110,6 +110,8 @@ def forward_rate(
     import torch
 
     x = images[:batch].float().div_(255.0).to(placement.device)
+    if hasattr(module, "place"):  # a backbone or a prompted model: its kernels for this placement
+        module.place(placement)
     module.eval()
     times = []
     with torch.no_grad(), placement.autocast():

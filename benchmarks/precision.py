@@ -34,12 +34,14 @@ def _features_in_turn(model: Any, x: Any, fp32: Any, auto: Any, batch: int, roun
     f32, f16, t32, t16 = [], [], [], []
     with torch.no_grad():
         for placement in (fp32, auto):
+            model.place(placement)  # the kernels pathotune picks for that placement, as predict would
             with placement.autocast():
                 model.features(x[:batch])
         for round_ in range(rounds):
             for start in range(0, x.shape[0], batch):
                 xb = x[start : start + batch]
                 for placement, outs, times in ((fp32, f32, t32), (auto, f16, t16)):
+                    model.place(placement)
                     with placement.autocast():
                         t = time.perf_counter()
                         out = model.features(xb)

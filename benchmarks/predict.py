@@ -56,7 +56,7 @@ def make_prompt_file(backbone: Any, work: Path, name: str, seed: int = 0) -> Pat
         seed=seed,
         train=TrainSettings(epochs=1, batch_size=8, patience=None, val_fraction=0.25, warmup_epochs=0.0),
     )
-    return Path(tune_run(config)["prompts"])
+    return tune_run(config).prompts
 
 
 def _status_kb(pid: int | str, fields: tuple[str, ...] = ("VmRSS", "VmHWM")) -> dict[str, int]:
@@ -139,14 +139,14 @@ def _child(prompts: str, slide: str, out: str) -> None:
     result = predict_run(
         PredictOptions(prompts=prompts, inputs=[slide], out=out)
     )  # the defaults, as a user runs it
-    row = result["slides"][0]
+    row = result.slides[0]
     print(
         json.dumps(
             {
                 "tiles": row.get("tiles"),
                 "status": row["status"],
                 "error": row.get("error", ""),
-                "seconds": result["seconds"],
+                "seconds": result.seconds,
                 "self_hwm": _status_kb("self")["VmHWM"],
             }
         )
@@ -181,7 +181,7 @@ def throughput(work: Path, quick: bool, seed: int) -> list[Figure]:
     log(f"predict: predict_run on a {side:,} px slide ({workers} reading workers)")
     with Timer() as t:
         result = predict_run(opts)
-    row = result["slides"][0]
+    row = result.slides[0]
     if row["status"] != "ok":
         raise RuntimeError(f"predict failed: {row['error']}")
     tiles = row["tiles"]

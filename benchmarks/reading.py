@@ -184,7 +184,7 @@ def predict_settings() -> tuple[int, int]:
     """(reading workers, batch size) as ``PredictOptions`` defaults them."""
     from pathotune_cli.runs.predict import PredictOptions
 
-    opts = PredictOptions(prompts="", inputs=[])
+    opts = PredictOptions(prompts=Path("defaults"), inputs=(Path("defaults"),))
     workers = opts.workers
     if not isinstance(workers, int):  # "auto": ask predict what it would use on this machine
         from pathotune_cli.hardware import resolve_device

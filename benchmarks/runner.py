@@ -99,7 +99,7 @@ def group_main(name: str, work: Path, result: Path, quick: bool, seed: int) -> i
     try:
         figures = run_group(name, work, quick, seed)
         payload: dict[str, Any] = {"figures": [f.to_dict() for f in figures], "error": None}
-    except Exception as exc:  # noqa: BLE001 - reported in the table; the other groups go on
+    except Exception as exc:  # reported in the table; the other groups go on
         traceback.print_exc()
         payload = {"figures": [], "error": f"{type(exc).__name__}: {exc}"}
     payload["seconds"] = time.perf_counter() - started
@@ -190,10 +190,9 @@ def _write(document: dict[str, Any], path: Path, started: float) -> None:
     document["all_passed"] = document["failed"] == 0 and not any(
         g["error"] for g in document["groups"].values()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, default=_plain))
-    os.replace(tmp, path)
+    from pathotune_cli.files import atomic_write
+
+    atomic_write(path, json.dumps(document, indent=2, default=_plain))
 
 
 def _plain(value: Any) -> Any:

@@ -46,14 +46,16 @@ def step_rate(
     stamps: list[float] = []
     marks: dict[str, float] = {}
 
-    def report(kind: str, data: dict) -> None:
+    def report(event: Any) -> None:
+        from pathotune_cli.events import Message, StepDone, TrainingStarted
+
         now = time.perf_counter()
-        if kind == "start":
+        if isinstance(event, TrainingStarted):
             marks["start"] = now
             stamps.append(now)
-        elif kind == "step":
+        elif isinstance(event, StepDone):
             stamps.append(now)
-        elif kind == "info" and "encoding instance features" in data.get("message", ""):
+        elif isinstance(event, Message) and "encoding instance features" in event.text:
             marks["cache_start"] = now
 
     start = time.perf_counter()

@@ -51,13 +51,13 @@ LAYOUTS = {
 
 
 @pytest.fixture
-def tiny_preset():  # noqa: ANN201
+def tiny_preset():
     """Factory for small random timm presets: ``tiny_preset(**LAYOUTS['registers'])``."""
     return _tiny_preset
 
 
 @pytest.fixture
-def demo_task():  # noqa: ANN201
+def demo_task():
     """The demo task preset."""
     from pathotune_cli.config import load_task_preset
 
@@ -71,6 +71,6 @@ def layouts() -> dict:
 
 
 @pytest.fixture
-def data_file():  # noqa: ANN201
+def data_file():
     """Factory: ``data_file("slides/cmu-1-small-region.svs")`` -> path under ``../shared/data`` (required)."""
     return lambda relative: require_data(SHARED_DATA / relative)

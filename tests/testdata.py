@@ -22,7 +22,7 @@ def require_data(path: Path) -> Path:
     pytest.skip(f"real test data {path} is missing")
 
 
-def tiny_preset(**overrides):  # noqa: ANN003, ANN201
+def tiny_preset(**overrides):
     """A 2-block random timm ViT preset (width 64, 64 px), overridable field by field."""
     from pathotune_cli.config.schema import BackbonePreset
 
@@ -38,13 +38,13 @@ def tiny_preset(**overrides):  # noqa: ANN003, ANN201
 class MemoryStore:
     """The ``ImageStore`` interface over uint8 tiles already in memory, (N, 3, S, S)."""
 
-    def __init__(self, images) -> None:  # noqa: ANN001
+    def __init__(self, images) -> None:
         self.images = images
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, index):  # noqa: ANN001, ANN201
+    def batch(self, index):
         import numpy as np
         import torch
 
@@ -74,7 +74,7 @@ in the wrong place, a block skipped) is orders of magnitude larger. The bound fo
 one machine's last bits."""
 
 
-def assert_close_to_scale(actual, expected, rel: float = FP32_REL, what: str = "") -> None:  # noqa: ANN001
+def assert_close_to_scale(actual, expected, rel: float = FP32_REL, what: str = "") -> None:
     """``max |actual - expected| <= rel * max(|actual|, |expected|)`` for tensors or arrays of the same shape."""
     import torch
 

@@ -16,7 +16,7 @@ class PathotuneError(Exception):
         self.problem = problem
         self.fix = fix
 
-    def __reduce__(self):  # noqa: ANN204 - keep the fix when errors cross process boundaries
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # keep the fix when errors cross process boundaries
         return (type(self), (self.problem, self.fix))
 
     def one_line(self) -> str:

@@ -8,7 +8,7 @@ the lab's other tools expect on a shared cluster; some writers (safetensors) cre
 widened here.
 
 The small helpers every writer needs live here too: JSON encoding of numpy, torch and pydantic values, the
-sha256 of a file, and PNG saving with one compression choice.
+sha256 of a file, and the one PNG compression level (``wsi.save_png`` writes every PNG picture with it).
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ class Staging:
         self._pairs.append((temp, final))
         return temp
 
+    def add(self, temp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+        """Stage a file already written elsewhere on the same file system (e.g. by a writer that must choose
+        its own file names), to be renamed to ``final`` on commit."""
+        self._pairs.append((Path(temp), Path(final)))
+
     @property
     def finals(self) -> list[Path]:
         """The final paths staged so far, in order."""
@@ -146,16 +151,6 @@ def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterabl
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(rows)
-
-    return atomic_write(path, write)
-
-
-def write_png(path: str | os.PathLike[str], rgb: Any) -> Path:
-    """Write an (H, W, 3) uint8 array as PNG atomically, with ``PNG_COMPRESSION``."""
-    from PIL import Image
-
-    def write(temp: Path) -> None:
-        Image.fromarray(rgb).save(temp, format="PNG", compress_level=PNG_COMPRESSION)
 
     return atomic_write(path, write)
 

@@ -5,8 +5,9 @@ Sits at the bottom of the layers beside ``config`` so engine, training and runs 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli.errors import BadInput
 
@@ -31,10 +32,8 @@ class Placement:
 
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
-    def autocast(self):  # noqa: ANN201 - a context manager
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """An autocast context for this placement (a no-op in fp32)."""
-        import contextlib
-
         import torch
 
         dtype = self.autocast_dtype

@@ -71,7 +71,7 @@ def tune(tmp_path: Path, tiles: Path) -> Callable[..., dict]:
 
     def run(
         backbone: Path | str, weights: Path | None = None, task: str = "demo", sets: list[str] | None = None
-    ) -> dict:
+    ):  # a TuneResult
         from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
         opts = TuneOptions(
@@ -82,7 +82,7 @@ def tune(tmp_path: Path, tiles: Path) -> Callable[..., dict]:
                   *(sets or [])],
         )
         summary = tune_run(resolve_config(opts))
-        assert summary["epochs_run"] == 1 and Path(summary["prompts"]).is_file()
+        assert summary.epochs_run == 1 and Path(summary.prompts).is_file()
         return summary
 
     return run

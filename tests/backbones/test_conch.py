@@ -63,7 +63,7 @@ def _checkpoint() -> dict[str, torch.Tensor]:
     return state
 
 
-def _small(small_preset) -> Path:  # noqa: ANN001
+def _small(small_preset) -> Path:
     return small_preset(
         "conch", width=D, input_size=PX,
         model_kwargs={"trunk": {"depth": 2, "embed_dim": D, "num_heads": HEADS}, "embed_dim": E, "pooler_heads": HEADS,
@@ -143,7 +143,7 @@ def test_conch_image_and_text_match_conchs_own_computation_and_tune(small_preset
     assert_close_to_scale(backbone.encode_text(texts), _conch_text_embedding(state, ids))
 
     summary = tune(yaml_path)
-    assert summary["backbone"] == "conch"
+    assert summary.backbone == "conch"
 
 
 def test_conch_without_its_tokenizer_says_where_to_get_it(small_preset, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def _phikon_v2(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
 
 
 @pytest.mark.parametrize("name, make", [("phikon", _phikon), ("phikon-v2", _phikon_v2)])
-def test_hf_checkpoint_maps_onto_timm_and_tunes(name, make, small_preset, tune, features_of, tmp_path: Path) -> None:  # noqa: ANN001
+def test_hf_checkpoint_maps_onto_timm_and_tunes(name, make, small_preset, tune, features_of, tmp_path: Path) -> None:
     reference, folder = make(tmp_path)
     yaml_path = small_preset(name, model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2}, width=64, input_size=32)
     from pathotune_cli.config import load_backbone_preset

@@ -43,7 +43,7 @@ def test_minilm_embeddings_stored_in_the_prompt_file_are_semantic(tiles: Path, t
     backbone_path.write_text(yaml.safe_dump(backbone))
 
     summary = _tune_on(backbone_path, task, data)
-    stored = load_file(summary["prompts"])["ttp.text_embeddings"]
+    stored = load_file(summary.prompts)["ttp.text_embeddings"]
     assert stored.shape == (1 + len(CLASSES), 384)
     fat, adipose, mucus, wbc = 1, 2, 3, 4  # row 0 is the task text
     assert _cos(stored, fat, adipose) > _cos(stored, fat, mucus) + 0.2
@@ -53,7 +53,7 @@ def test_minilm_embeddings_stored_in_the_prompt_file_are_semantic(tiles: Path, t
     assert _cos(hashed, 0, 1) < _cos(hashed, 0, 3)  # ... which the hash encoder gets the other way round
 
 
-def _tune_on(backbone: Path, task: Path, data: Path) -> dict:
+def _tune_on(backbone: Path, task: Path, data: Path):  # a TuneResult
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
     opts = TuneOptions(preset=str(task), data=str(data), backbone=str(backbone), method="pathotune", epochs=1,

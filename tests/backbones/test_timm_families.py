@@ -99,7 +99,7 @@ def test_small_faithful_model_loads_matches_reference_and_tunes(
     assert_close_to_scale(ours, expected)
 
     summary = tune(yaml_path, weights=explicit)
-    assert summary["backbone"] == name
+    assert summary.backbone == name
 
 
 def test_swiglu_string_mapping_builds_the_same_keys_as_the_model_card(small_preset) -> None:

@@ -24,7 +24,7 @@ def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from pathotune_cli.config import load_task_preset
     from pathotune_cli.config.run import PromptSettings
-    from pathotune_cli.engine import build_prompted_model, prompt_file_meta, save_prompt_file
+    from pathotune_cli.engine import build_prompted_model, prompt_header, save_prompt_file
 
     preset = tiny_preset()
     task = load_task_preset("demo")
@@ -34,7 +34,7 @@ def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for p in built.model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
-    meta = prompt_file_meta(
+    meta = prompt_header(
         built,
         task,
         preset,
@@ -45,7 +45,7 @@ def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_prompt_file(folder / "prompts.safetensors", built.model.trained_state(), meta)
 
 
-def _one_error_line(result) -> str:  # noqa: ANN001
+def _one_error_line(result) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ")
@@ -86,7 +86,7 @@ def test_export_onnx_prints_the_check_in_a_table(prompts: Path, tmp_path: Path) 
 
 def test_export_failing_check_exits_1_and_leaves_no_export(
     prompts: Path, tmp_path: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     import pathotune_cli.engine.export as engine_export
 
     original = engine_export.reference_probabilities
@@ -111,7 +111,7 @@ def test_export_unknown_format_exits_2_with_one_line(prompts: Path) -> None:
     )
 
 
-def test_export_without_onnxruntime_names_the_pip_install(prompts: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_export_without_onnxruntime_names_the_pip_install(prompts: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     result = runner.invoke(app, ["export", str(prompts), "--format", "onnx"])
     assert result.exit_code == 2

@@ -14,7 +14,7 @@ from pathotune_cli.demo_data import write_demo_tiles
 runner = CliRunner()
 
 
-def _invoke(*args: object):  # noqa: ANN202
+def _invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
 

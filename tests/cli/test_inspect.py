@@ -25,29 +25,31 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from pathotune_cli.config import load_task_preset
     from pathotune_cli.config.run import PromptSettings
-    from pathotune_cli.engine import build_prompted_model, prompt_file_meta, save_prompt_file
+    from pathotune_cli.engine import build_prompted_model, prompt_header, save_prompt_file
 
     task, preset = load_task_preset("demo"), tiny_preset()
     torch.manual_seed(0)
     built = build_prompted_model(task, preset, PromptSettings(method="pathotune"))
-    meta = prompt_file_meta(built, task, preset, metrics={"split": "validation", "accuracy": 0.5})
+    meta = prompt_header(built, task, preset, metrics={"split": "validation", "accuracy": 0.5})
     return save_prompt_file(
         tmp_path_factory.mktemp("inspect") / "prompts.safetensors", built.model.trained_state(), meta
     )
 
 
-def _rewrite(src: Path, dst: Path, tensors=None, meta=None) -> Path:  # noqa: ANN001
-    """A copy of a prompt file with some tensors or metadata replaced, as a tamperer would write it."""
+def _rewrite(src: Path, dst: Path, tensors=None, meta=None, sign: bool = True) -> Path:
+    """A copy of a prompt file with some tensors or metadata replaced: as a tamperer would write it
+    (``sign=False``: the checksum no longer fits), or as a buggy writer would (the checksum made to fit, so the
+    checks behind it are reached)."""
     from safetensors.torch import save_file
 
-    from pathotune_cli.engine.promptfile import read_prompt_file
+    from pathotune_cli.engine.promptfile import read_prompt_file, write_raw
 
     file = read_prompt_file(src)
-    save_file(
-        {**file.tensors, **(tensors or {})},
-        str(dst),
-        metadata={"pathotune": json.dumps({**file.meta, **(meta or {})})},
-    )
+    tensors = {**file.tensors, **(tensors or {})}
+    header = {**file.header.to_json(), **(meta or {})}
+    if sign:
+        return write_raw(dst, tensors, header)
+    save_file(tensors, str(dst), metadata={"pathotune": json.dumps(header)})
     return dst
 
 
@@ -56,7 +58,7 @@ def _flat(output: str) -> str:
     return " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─┳┻╇┴┬╈]", " ", output).split())
 
 
-def _one_error_line(result) -> str:  # noqa: ANN001
+def _one_error_line(result) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ")
@@ -124,7 +126,7 @@ def test_inspect_text_embeddings_that_do_not_match_the_texts_exit_2(good: Path, 
     )
     result = runner.invoke(app, ["inspect", str(altered)])
     assert result.exit_code == 2
-    assert "tensor 'ttp.text_embeddings' has shape (3, 256), expected (5, 256)" in _one_error_line(result)
+    assert "(3, 256) stored text embeddings for 5 task texts" in _one_error_line(result)
 
 
 def test_inspect_unparseable_metadata_exits_2_with_one_line(good: Path, tmp_path: Path) -> None:
@@ -137,7 +139,7 @@ def test_inspect_unparseable_metadata_exits_2_with_one_line(good: Path, tmp_path
 def test_inspect_reports_missing_weights_and_still_verifies_tensors(good: Path, tmp_path: Path) -> None:
     from pathotune_cli.engine.promptfile import read_prompt_file
 
-    meta = read_prompt_file(good).meta
+    meta = read_prompt_file(good).header.to_json()
     gated = {
         **meta["backbone"],
         "preset": {**meta["backbone"]["preset"], "name": "test-gated", "weights": "hf-hub:nobody/not-cached"},

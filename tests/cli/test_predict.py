@@ -25,7 +25,7 @@ def demo_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_demo_tiles(root / "tiles", per_class=24, seed=0)
     config = resolve_config(TuneOptions(preset="demo", data=str(data), backbone="tiny-random", out=str(root / "run"),
                                         epochs=5, seed=0, sets=["train.lr=3e-3"]))
-    return Path(tune_run(config)["prompts"])
+    return tune_run(config).prompts
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

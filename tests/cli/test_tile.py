@@ -27,7 +27,7 @@ def cmu_pyramid() -> Path:
     return _need(SLIDES / "cmu-1-small-region-pyramid.tiff")
 
 
-def _run(*args: object):  # noqa: ANN202
+def _run(*args: object):
     return CliRunner().invoke(app, ["tile", *[str(a) for a in args]])
 
 
@@ -48,6 +48,7 @@ def test_cmu_svs_tiles_coords_and_attributes(cmu: Path, tmp_path: Path) -> None:
         "cmu-1-small-region.tile.json",
         "cmu-1-small-region.tissue.geojson",
         "manifest.csv",
+        "run.json",
     ]  # nothing left under a temporary name
     with h5py.File(out / "cmu-1-small-region.h5") as h5:
         coords = h5["coords"][()]

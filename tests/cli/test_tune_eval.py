@@ -15,7 +15,7 @@ from pathotune_cli.cli.app import app
 runner = CliRunner()
 
 
-def _invoke(*args: str):  # noqa: ANN202
+def _invoke(*args: str):
     return runner.invoke(app, list(args))
 
 

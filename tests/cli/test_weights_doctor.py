@@ -19,7 +19,7 @@ from pathotune_cli.cli.app import app
 runner = CliRunner()
 
 
-def _json(result) -> dict:  # noqa: ANN001
+def _json(result) -> dict:
     assert result.exit_code in (0, 1), result.output
     return json.loads(result.stdout)
 
@@ -34,7 +34,7 @@ def _fake_hf_cache(root: Path, repo: str, filename: str) -> Path:
     return path
 
 
-def _tiny_uni(tmp_path: Path, **extra) -> tuple[Path, Path]:  # noqa: ANN003
+def _tiny_uni(tmp_path: Path, **extra) -> tuple[Path, Path]:
     """A small UNI preset (same flags) and a matching checkpoint file."""
     from pathotune_cli.config import find_preset
     from pathotune_cli.config.loader import read_yaml

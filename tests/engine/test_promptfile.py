@@ -10,21 +10,21 @@ import torch
 
 from pathotune_cli.backbones.fingerprint import fingerprint
 from pathotune_cli.config.run import PromptSettings
-from pathotune_cli.engine import build_prompted_model, load_prompted_model, prompt_file_meta, save_prompt_file
-from pathotune_cli.engine.promptfile import read_prompt_file
+from pathotune_cli.engine import build_prompted_model, load_prompted_model, prompt_header, save_prompt_file
+from pathotune_cli.engine.promptfile import read_prompt_file, write_raw
 from pathotune_cli.errors import BadInput
 
 from testdata import break_prompt_metadata
 
 
-def _save(tmp_path: Path, task, preset, method: str = "pathotune", name: str = "p.safetensors") -> tuple[Path, object]:  # noqa: ANN001
+def _save(tmp_path: Path, task, preset, method: str = "pathotune", name: str = "p.safetensors") -> tuple[Path, object]:
     torch.manual_seed(0)
     built = build_prompted_model(task, preset, PromptSettings(method=method))
     with torch.no_grad():  # make the prompts non-trivial, as after training
         for p in built.model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
-    path = save_prompt_file(tmp_path / name, built.model.trained_state(), prompt_file_meta(built, task, preset))
+    path = save_prompt_file(tmp_path / name, built.model.trained_state(), prompt_header(built, task, preset))
     return path, built
 
 
@@ -46,9 +46,9 @@ def test_prompt_file_holds_only_trained_tensors_and_stored_text(tmp_path: Path, 
     trainable = {n for n, p in built.model.named_parameters() if p.requires_grad}
     assert set(file.tensors) == trainable | {"ttp.text_embeddings"}
     assert not any(name.startswith("backbone.") for name in file.tensors)
-    assert file.meta["classes"] == demo_task.class_names
-    assert file.meta["backbone"]["fingerprint"] == fingerprint(built.model.backbone.frozen_state())
-    assert file.meta["texts"] == demo_task.texts()
+    assert file.header.classes == demo_task.class_names
+    assert file.header.backbone.fingerprint == fingerprint(built.model.backbone.frozen_state())
+    assert file.header.texts == demo_task.texts()
     assert file.tensors["ttp.text_embeddings"].shape[0] == len(demo_task.texts())
 
 
@@ -89,16 +89,53 @@ def test_truncated_prompt_file_is_refused_in_one_line(tmp_path: Path, tiny_prese
 
 
 def test_prompt_file_with_altered_tensor_shape_is_refused(tmp_path: Path, tiny_preset, demo_task) -> None:
-    from safetensors.torch import save_file
-
     path, _ = _save(tmp_path, demo_task, tiny_preset())
     file = read_prompt_file(path)
     tensors = dict(file.tensors)
     tensors["head.weight"] = torch.zeros(5, tensors["head.weight"].shape[1])
-    altered = tmp_path / "altered.safetensors"
-    save_file(tensors, str(altered), metadata={"pathotune": json.dumps(file.meta)})
+    altered = write_raw(tmp_path / "altered.safetensors", tensors, file.header.to_json())  # checksum made to fit
     with pytest.raises(BadInput, match=r"tensor 'head.weight' has shape \(5, 64\), expected \(4, 64\)"):
         load_prompted_model(altered)
+
+
+def _flip(path: Path, at: int, out: Path) -> Path:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0x01
+    out.write_bytes(bytes(raw))
+    return out
+
+
+def test_a_flipped_byte_anywhere_is_refused(tmp_path: Path, tiny_preset, demo_task) -> None:
+    import struct
+
+    path, _ = _save(tmp_path, demo_task, tiny_preset())
+    raw = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    in_description = raw.index(b"colorectal" if b"colorectal" in raw else b"purple")  # a byte inside a metadata string
+    places = {"metadata string": in_description, "tensor data": 8 + header_len + 100, "last byte": len(raw) - 1}
+    for what, at in places.items():
+        flipped = _flip(path, at, tmp_path / f"flipped-{at}.safetensors")
+        with pytest.raises(BadInput, match="checksum does not match|not a readable|does not parse") as info:
+            read_prompt_file(flipped)
+        assert "\n" not in info.value.one_line() and str(flipped) in info.value.one_line(), what
+
+
+def test_format_1_files_are_read_and_newer_ones_refused_by_name(tmp_path: Path, tiny_preset, demo_task) -> None:
+    path, _ = _save(tmp_path, demo_task, tiny_preset())
+    file = read_prompt_file(path)
+    old = file.header.to_json()
+    old["format_version"] = 1
+    old["backbone"].pop("weight_source")
+    from safetensors.torch import save_file
+
+    save_file(dict(file.tensors), str(tmp_path / "v1.safetensors"), metadata={"pathotune": json.dumps(old)})
+    read_v1 = read_prompt_file(tmp_path / "v1.safetensors")  # no checksum in format 1
+    assert read_v1.header.format_version == 1 and read_v1.header.backbone.weight_source is None
+    newer = {**file.header.to_json(), "format_version": 7}
+    write_raw(tmp_path / "v7.safetensors", dict(file.tensors), newer)
+    with pytest.raises(BadInput, match="format version 7; this pathotune reads versions 1, 2") as info:
+        read_prompt_file(tmp_path / "v7.safetensors")
+    assert info.value.fix == "upgrade pathotune"
 
 
 def test_prompt_file_with_unparseable_metadata_is_refused(tmp_path: Path, tiny_preset, demo_task) -> None:

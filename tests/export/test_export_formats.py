@@ -73,8 +73,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     summary = tune_run(config)
-    eval_run(EvalOptions(prompts=summary["prompts"], data=str(kather), bootstrap=100, precision="fp32"))
-    return Path(summary["prompts"])
+    eval_run(EvalOptions(prompts=summary.prompts, data=str(kather), bootstrap=100, precision="fp32"))
+    return Path(summary.prompts)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def exported(tuned: Path) -> dict[str, dict]:
     from pathotune_cli.runs.export import ExportOptions, export_run
 
     return {
-        fmt: export_run(ExportOptions(prompts=str(tuned), format=fmt, check_data=str(KATHER)))
+        fmt: export_run(ExportOptions(prompts=tuned, format=fmt, check_data=KATHER)).to_dict()
         for fmt in FORMATS
     }
 
@@ -163,7 +163,7 @@ def test_model_card_has_classes_input_backbone_training_metrics_and_limits(
 ) -> None:
     from pathotune_cli.engine.promptfile import read_prompt_file
 
-    meta = read_prompt_file(tuned).meta
+    meta = read_prompt_file(tuned).header.to_json()
     card = json.loads(Path(exported["onnx"]["card_json"]).read_text())
     assert Path(exported["onnx"]["card_json"]).name == "model.onnx.card.json"
     assert [c["name"] for c in card["classes"]] == meta["classes"]
@@ -219,11 +219,11 @@ def test_export_all_skips_onnx_without_the_extra_and_still_exports_torchscript(
     warnings: list[str] = []
     done = export_all(
         tuned,
-        report=lambda kind, d: warnings.append(d["message"]) if kind == "warning" else None,
+        report=lambda event: warnings.append(event.text) if getattr(event, "warning", False) else None,
         out_dir=tmp_path,
     )
-    assert "pip install 'pathotune-cli[export]'" in done["onnx"]["skipped"]
+    assert "pip install 'pathotune-cli[export]'" in done["onnx"]
     assert any("skipped the onnx export" in w for w in warnings)
-    assert Path(done["torchscript"]["export"]) == tmp_path / "model.ts"
-    assert done["torchscript"]["check"]["max_abs_diff"] <= 1e-4
+    assert done["torchscript"].export == tmp_path / "model.ts"
+    assert done["torchscript"].check["max_abs_diff"] <= 1e-4
     assert (tmp_path / "model.ts.card.md").is_file() and not (tmp_path / "model.onnx").exists()

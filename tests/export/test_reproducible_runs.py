@@ -77,4 +77,4 @@ def test_rerun_from_config_yaml_reproduces_metrics_and_prompt_tensors(tmp_path: 
     for name, tensor in one.tensors.items():
         assert tensor.dtype == two.tensors[name].dtype and tensor.shape == two.tensors[name].shape, name
         assert tensor.numpy().tobytes() == two.tensors[name].numpy().tobytes(), name
-    assert one.meta["training"]["config_digest"] == two.meta["training"]["config_digest"]
+    assert one.header.training["config_digest"] == two.header.training["config_digest"]

@@ -22,7 +22,7 @@ from pathotune_cli.training.loop import Split, encode_instances, fit
 from testdata import MemoryStore, assert_close_to_scale
 
 
-def _model(tiny_preset, demo_task, **preset) -> PromptedModel:  # noqa: ANN001
+def _model(tiny_preset, demo_task, **preset) -> PromptedModel:
     from pathotune_cli.backbones import load_backbone
 
     torch.manual_seed(0)

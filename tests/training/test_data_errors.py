@@ -21,7 +21,7 @@ def _tile(path: Path, colour: tuple[int, int, int] = (200, 100, 150)) -> None:
     Image.new("RGB", (32, 32), colour).save(path)
 
 
-def _tune(data: Path, tmp_path: Path):  # noqa: ANN202
+def _tune(data: Path, tmp_path: Path):
     return runner.invoke(
         app,
         ["tune", "--preset", "demo", "--data", str(data), "--backbone", "tiny-random", "--out", str(tmp_path / "run"),
@@ -29,7 +29,7 @@ def _tune(data: Path, tmp_path: Path):  # noqa: ANN202
     )
 
 
-def _assert_one_line(result, pattern: str) -> None:  # noqa: ANN001
+def _assert_one_line(result, pattern: str) -> None:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output

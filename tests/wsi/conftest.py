@@ -67,7 +67,7 @@ def stripes(x: int, y: int, w: int, h: int) -> np.ndarray:
 
 
 @pytest.fixture
-def stripes_fn():  # noqa: ANN201
+def stripes_fn():
     """The tile function ``small_pyramid`` was drawn from."""
     return stripes
 

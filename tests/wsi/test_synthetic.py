@@ -28,7 +28,7 @@ def test_generic_pyramid_reads_in_openslide_and_directly(small_pyramid: Path) ->
         assert reader.level_downsamples == (1.0, 2.0, 4.0, 8.0)
 
 
-def test_every_level_holds_the_tile_function_shrunk(small_pyramid: Path, stripes_fn) -> None:  # noqa: ANN001
+def test_every_level_holds_the_tile_function_shrunk(small_pyramid: Path, stripes_fn) -> None:
     expected = stripes_fn(0, 0, 4096, 3072)
     with open_slide(small_pyramid) as reader:
         for level in range(reader.levels):

@@ -13,7 +13,7 @@ from pathotune_cli.wsi import for_each_tile, iter_tile_batches, open_slide, plan
 from pathotune_cli.wsi.synthetic import blobs_tile_fn
 
 
-def _collect(batches) -> tuple[np.ndarray, np.ndarray, list[int]]:  # noqa: ANN001
+def _collect(batches) -> tuple[np.ndarray, np.ndarray, list[int]]:
     tiles, coords, starts = [], [], []
     for batch in batches:
         tiles.append(batch.tiles)

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pathotune_cli.backbones.weights import WeightSource, fetch_command, resolve_weights
 from pathotune_cli.config.schema import BackbonePreset
+
+if TYPE_CHECKING:  # torch loads with the first backbone, not with this module
+    from pathotune_cli.backbones.base import Backbone
 
 FAMILIES: dict[str, str] = {
     "timm_vit": "pathotune_cli.backbones.timm_vit:TimmViT",
@@ -21,7 +25,7 @@ FAMILIES: dict[str, str] = {
 __all__ = ["FAMILIES", "WeightSource", "adapter_class", "fetch_command", "load_backbone", "resolve_weights"]
 
 
-def adapter_class(preset: BackbonePreset):  # noqa: ANN201 - a Backbone subclass; torch loads here
+def adapter_class(preset: BackbonePreset) -> type[Backbone]:  # torch loads here, on first use
     """The adapter class of a preset's family, imported on first use."""
     module_name, _, class_name = FAMILIES[preset.family].partition(":")
     return getattr(importlib.import_module(module_name), class_name)
@@ -29,7 +33,7 @@ def adapter_class(preset: BackbonePreset):  # noqa: ANN201 - a Backbone subclass
 
 def load_backbone(
     preset: BackbonePreset, weights: str | Path | None = None, allow_download: bool = False
-):  # noqa: ANN201 - returns a Backbone; typed loosely to keep torch out of this module's import
+) -> Backbone:
     """Build a frozen backbone: resolve its weights, load them strictly, freeze and set eval mode."""
     source = resolve_weights(preset, weights, allow_download)
     cls = adapter_class(preset)

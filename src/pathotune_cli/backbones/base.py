@@ -14,6 +14,7 @@ from torch import nn
 
 from pathotune_cli.backbones.state_dict import HEAD_PREFIXES, check_matches, read_state_dict
 from pathotune_cli.config.schema import BackbonePreset
+from pathotune_cli.hardware import Placement
 
 
 class Backbone(nn.Module):
@@ -56,6 +57,16 @@ class Backbone(nn.Module):
     @abstractmethod
     def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
         """The norm after the last block."""
+
+    def place(self, placement: Placement) -> Backbone:
+        """Move to the placement's device and pick the kernels that run fastest there; returns self."""
+        self.to(placement.device)
+        self.configure_kernels(placement)
+        return self
+
+    def configure_kernels(self, placement: Placement) -> None:
+        """Pick implementations (e.g. of attention) for a device and precision; families that have a choice
+        override this. Called once per placement, never per forward."""
 
     def block_head(self, index: int, tokens: torch.Tensor, rows: int) -> torch.Tensor:
         """Block ``index``'s output for the first ``rows`` tokens only, every token still a key and a value.

@@ -126,7 +126,7 @@ class Conch(Backbone):
     def frozen_state(self) -> dict[str, torch.Tensor]:
         return dict(self.tower.state_dict())
 
-    def _load_tokenizer(self):  # noqa: ANN202 - a transformers tokenizer
+    def _load_tokenizer(self) -> Any:  # a transformers tokenizer
         if self._tokenizer is not None:
             return self._tokenizer
         path = find_tokenizer(self.preset, self._weights_dir)

@@ -27,7 +27,7 @@ def read_state_dict(path: Path, lazy: bool = False) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = _torch_load(path, lazy)
-    except Exception as exc:  # noqa: BLE001 - every reader failure means the same thing to the user
+    except Exception as exc:  # every reader failure means the same thing to the user
         raise BadInput(f"cannot read weight file {path}: {exc}", "check that the download finished") from None
     for key in ("state_dict", "model", "teacher", "module"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):

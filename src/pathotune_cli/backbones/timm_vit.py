@@ -18,6 +18,7 @@ from pathotune_cli.backbones.state_dict import load_strict, read_state_dict
 from pathotune_cli.backbones.weights import WeightSource
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.errors import BadInput
+from pathotune_cli.hardware import Placement
 
 MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu", "glu")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu", "relu")
@@ -55,7 +56,6 @@ class TimmViT(Backbone):
         return convert_timm_state(state, module)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        self._pick_attention(images)
         vit = self.vit
         x = vit._pos_embed(vit.patch_embed(images))
         return vit.norm_pre(vit.patch_drop(x))
@@ -69,28 +69,21 @@ class TimmViT(Backbone):
             return block(tokens)[:, :rows]
         return head_rows_of_block(block, tokens, rows)
 
-    def _pick_attention(self, images: torch.Tensor) -> None:
-        """Plain attention (q @ k^T, softmax, @ v) on CPUs under bf16 autocast, the fused kernel elsewhere.
+    def configure_kernels(self, placement: Placement) -> None:
+        """Plain attention (q @ k^T, softmax, @ v) on CPUs in bf16, the fused kernel elsewhere.
 
-        PyTorch's CPU flash-attention kernel is slow in bf16: at ViT-S/16 sizes (batch 32, 214 tokens) the
-        plain ops run the forward 1.6x and the backward 2.8x faster, which makes a whole bf16 forward 12% and
-        a prompt-tuning step 21% faster, with the same predictions (benchmarks, issue 6). In fp32 on a CPU, and
-        on GPUs, the fused kernel wins, so it stays there.
+        PyTorch's CPU flash-attention kernel is slow in bf16 on AMD Zen 4: at ViT-S/16 sizes (batch 32, 214
+        tokens) the plain ops run the forward 1.6x and the backward 2.8x faster there, with the same predictions
+        (benchmarks, issue 6). In fp32 on a CPU, and on GPUs, the fused kernel wins, so it stays there. Chosen
+        once per placement, not read from the ambient autocast on every forward.
         """
-        plain = (
-            images.device.type == "cpu"
-            and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        )
-        if plain == getattr(self, "_plain_attention", False):
-            return
+        plain = placement.device == "cpu" and placement.precision == "bf16"
         for block in self.vit.blocks:
             attn = getattr(block, "attn", None)
             if attn is not None and hasattr(attn, "fused_attn"):
                 if not hasattr(attn, "_fused_default"):
                     attn._fused_default = attn.fused_attn
                 attn.fused_attn = False if plain else attn._fused_default
-        self._plain_attention = plain
 
     def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.vit.norm(tokens)

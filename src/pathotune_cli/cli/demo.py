@@ -22,24 +22,23 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole flow (tune, eval, tile, predict, export) on generated data with a tiny random backbone, offline."""
-    from pathotune_cli.cli.progress import EpochProgress
+    from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.config.lab import output_folder
     from pathotune_cli.runs.demo import demo_run
 
     out = output_folder("demo", out)
-
     if out.exists() and any(out.iterdir()):
         info(f"reusing {out}: finished steps are kept; delete it for a fresh demo")
-    with EpochProgress() as progress:
+    with ProgressDisplay() as progress:
         result = demo_run(out, epochs=epochs, seed=seed, report=progress)
     if json_out:
-        emit_json(result)
+        emit_json(result.to_dict())
         return
-    metrics = {f"test tiles {k}": v for k, v in result["eval"]["metrics"].items() if v is not None}
+    metrics = {f"test tiles {k}": v for k, v in result.eval["metrics"].items() if v is not None}
     metrics["demo slide: tiles in their region's class"] = (
-        f"{result['slide']['region_agreement']:.1%} of {result['slide']['tiles']}"
+        f"{result.slide['region_agreement']:.1%} of {result.slide['tiles']}"
     )
-    for fmt, value in result["export"].items():
+    for fmt, value in result.export.items():
         metrics[f"{fmt} export: max |p - p_torch|"] = value if isinstance(value, str) else f"{value:.1e}"
     key_values("demo results", metrics)
-    key_values(f"demo artifacts ({result['seconds']} s)", result["artifacts"])
+    key_values(f"demo artifacts ({result.seconds} s)", result.artifacts)

@@ -15,9 +15,9 @@ from pathotune_cli.cli.options import (
     PromptsOpt,
     WeightsOpt,
     choose_prompts,
-    path_str,
 )
-from pathotune_cli.cli.render import emit_json, info, table, user_errors, warn
+from pathotune_cli.cli.progress import ProgressDisplay
+from pathotune_cli.cli.render import emit_json, info, table, user_errors
 from pathotune_cli.errors import BadInput
 
 
@@ -43,27 +43,26 @@ def evaluate(
     if data is None:
         raise BadInput("no data to evaluate on", "pass --data DIR|CSV (an ImageFolder tree or a CSV with path,label)")
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
-    opts = EvalOptions(
-        prompts=str(prompts), data=str(data), out=path_str(out), batch_size=batch_size,
-        seed=seed, bootstrap=bootstrap, precision=precision, device=device,
-        weights=path_str(weights),
-    )
-    doc = eval_run(opts, report=lambda kind, d: (warn if kind == "warning" else info)(d["message"]))
+    opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
+                       precision=precision, device=device, weights=weights)
+    with ProgressDisplay() as progress:
+        result = eval_run(opts, report=progress)
     if json_out:
-        emit_json(doc)
+        emit_json(result.to_dict())
         return
+    scores = result.scores
     table(
-        f"{doc['task']}: {doc['n']} tiles ({doc['method']} on {doc['backbone']})",
+        f"{result.task}: {scores['n']} tiles ({result.method} on {result.backbone})",
         ["metric", "value", "95% CI"],
-        [(k, _f(v["value"]), f"{_f(v['ci_low'])} - {_f(v['ci_high'])}") for k, v in doc["metrics"].items()],
+        [(k, _f(v["value"]), f"{_f(v['ci_low'])} - {_f(v['ci_high'])}") for k, v in scores["metrics"].items()],
     )
     table(
         "per class",
         ["class", "support", "precision", "recall", "f1"],
         [(c, v["support"], _f(v["precision"]["value"]), _f(v["recall"]["value"]), _f(v["f1"]["value"]))
-         for c, v in doc["per_class"].items()],
+         for c, v in scores["per_class"].items()],
     )
-    info(f"wrote {doc['out']}/metrics.json, predictions.csv, confusion_matrix.png")
+    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png")
 
 
 def _f(value: float | None) -> str:

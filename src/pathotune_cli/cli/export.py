@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, PromptsArg, PromptsOpt, WeightsOpt, choose_prompts, path_str
-from pathotune_cli.cli.render import emit_json, info, key_values, user_errors, warn
+from pathotune_cli.cli.options import JsonOpt, PromptsArg, PromptsOpt, WeightsOpt, choose_prompts
+from pathotune_cli.cli.progress import ProgressDisplay
+from pathotune_cli.cli.render import emit_json, key_values, user_errors
 
 
 @user_errors
@@ -45,35 +46,23 @@ def export(
     from pathotune_cli.runs.export import ExportOptions, export_run
 
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
-    opts = ExportOptions(
-        prompts=str(prompts),
-        format=format_,
-        out=path_str(out),
-        check=check,
-        check_data=path_str(check_data),
-        weights=path_str(weights),
-        metrics=path_str(metrics),
-    )
-    doc = export_run(opts, report=lambda kind, d: (warn if kind == "warning" else info)(d["message"]))
+    opts = ExportOptions(prompts=prompts, format=format_, out=out, check=check, check_data=check_data,
+                         weights=weights, metrics=metrics)
+    with ProgressDisplay() as progress:
+        result = export_run(opts, report=progress)
     if json_out:
-        emit_json(doc)
+        emit_json(result.to_dict())
         return
-    inp, check_doc = doc["input"], doc["check"]
-    key_values(
-        f"exported {doc['method']} on {doc['backbone']} for {doc['task']} to {doc['format']}",
-        {
-            "file": f"{doc['export']} ({doc['bytes'] / 1024**2:.1f} MiB)",
-            "input": f"{inp['name']}: {inp['dtype']} {inp['channels']} {tuple(inp['shape'])}"
-            f" {inp['layout']}, "
-            f"{inp['range'][0]}-{inp['range'][1]}",
-            "output": f"{doc['output']['name']}: softmax over {len(doc['classes'])} classes",
-            "check": "skipped (--no-check)"
-            if check_doc is None
-            else (
-                f"max |diff| {check_doc['max_abs_diff']:.2e} on {check_doc['tiles']} tiles "
-                f"({check_doc['real_tiles']} real), allowed {check_doc['tolerance']:.0e}"
-            ),
-            "model card": f"{doc['card_json']}, {Path(doc['card_md']).name}",
-            "seconds": f"{doc['seconds']:.1f}",
-        },
-    )
+    inp, checked = result.input, result.check
+    key_values(f"exported {result.method} on {result.backbone} for {result.task} to {result.format}", {
+        "file": f"{result.export} ({result.bytes / 1024**2:.1f} MiB)",
+        "input": f"{inp['name']}: {inp['dtype']} {inp['channels']} {tuple(inp['shape'])} {inp['layout']}, "
+                 f"{inp['range'][0]}-{inp['range'][1]}",
+        "output": f"{result.output['name']}: softmax over {len(result.classes)} classes",
+        "check": "skipped (--no-check)" if checked is None else (
+            f"max |diff| {checked['max_abs_diff']:.2e} on {checked['tiles']} tiles ({checked['real_tiles']} real), "
+            f"allowed {checked['tolerance']:.0e}"
+        ),
+        "model card": f"{result.card_json}, {result.card_md.name}",
+        "seconds": f"{result.seconds:.1f}",
+    })

@@ -12,18 +12,16 @@ def inspect(prompts: PromptsArg = None, prompts_opt: PromptsOpt = None, json_out
     from pathotune_cli.runs.inspect import inspect_run
 
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
-    doc = inspect_run(prompts)
+    result = inspect_run(prompts)
     if json_out:
-        emit_json(doc)
+        emit_json(result.to_dict())
         return
-    bb, inst, f = doc["backbone"], doc["instance_encoder"], doc["file"]
+    header, bb, inst, f = result.header, result.backbone, result.instance_encoder, result.file
     items = {
         "file": f"{f['path']} ({f['bytes'] / 1024:.0f} KiB)",
         "sha256": f["sha256"],
-        "task": f"{doc['task']}: {', '.join(c['name'] for c in doc['classes'])}",
-        "method": f"{doc['method']} ({doc['trainable_parameters']:,} trainable parameters)"
-        if doc.get("trainable_parameters") is not None
-        else doc["method"],
+        "task": f"{header.task.name}: {', '.join(header.classes)}",
+        "method": f"{header.method} ({header.trainable_parameters:,} trainable parameters)",
         "backbone": f"{bb['preset']} ({bb['model']}), fingerprint {bb['fingerprint']}"
         + (", RANDOM WEIGHTS" if bb["random_weights"] else ""),
         "backbone here": _resolution(bb["resolves"]),
@@ -31,32 +29,26 @@ def inspect(prompts: PromptsArg = None, prompts_opt: PromptsOpt = None, json_out
     if inst is not None:
         items["instance encoder"] = f"{inst['preset']}, fingerprint {inst['fingerprint']}"
         items["instance encoder here"] = _resolution(inst["resolves"])
-    items["text encoder"] = f"{doc['text_encoder']} ({len(doc['texts'])} stored texts)"
-    items["tile"] = f"{doc['tile']['mpp']} mpp, {doc['tile']['size']} px"
-    metrics = {k: v for k, v in (doc.get("metrics") or {}).items() if k != "split" and v is not None}
+    items["text encoder"] = f"{header.text_encoder} ({len(header.texts)} stored texts)"
+    items["tile"] = f"{header.tile.mpp} mpp, {header.tile.size} px"
+    metrics = {k: v for k, v in (header.metrics or {}).items() if k != "split" and v is not None}
     if metrics:
-        split = (doc.get("metrics") or {}).get("split", "")
-        items[f"metrics ({split})" if split else "metrics"] = ", ".join(
-            f"{k} {v:.3f}" for k, v in metrics.items()
-        )
-    items["written by"] = f"pathotune {doc['pathotune_version']}, format {doc['format_version']}" + (
-        f", {doc['created']}" if doc.get("created") else f", modified {f['modified']}"
+        split = (header.metrics or {}).get("split", "")
+        items[f"metrics ({split})" if split else "metrics"] = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+    items["written by"] = f"pathotune {header.pathotune_version}, format {header.format_version}" + (
+        f", {header.created}" if header.created else f", modified {f['modified']}"
     )
     items["tensors"] = (
-        f"{len(doc['tensors'])} ({doc['tensor_values']:,} values), shapes match the metadata"
-        if doc["tensors_verified"]
-        else f"not verified: {doc['tensors_not_verified_because']}"
+        f"{len(result.tensors)} ({result.tensor_values:,} values), shapes match the metadata, checksum matches"
+        if result.tensors_verified
+        else f"not verified: {result.tensors_not_verified_because}"
     )
     key_values(f"prompt file {f['path']}", items)
-    table(
-        "tensors",
-        ["name", "shape", "dtype"],
-        [(t["name"], tuple(t["shape"]), t["dtype"]) for t in doc["tensors"]],
-    )
+    table("tensors", ["name", "shape", "dtype"], [(t["name"], tuple(t["shape"]), t["dtype"]) for t in result.tensors])
     if bb["random_weights"]:
         warn(f"backbone '{bb['preset']}' has random weights: for tests and demos only, not for diagnostic use")
-    if not doc["tensors_verified"]:
-        warn(f"tensor shapes not verified: {doc['tensors_not_verified_because']}")
+    if not result.tensors_verified:
+        warn(f"tensor shapes not verified: {result.tensors_not_verified_because}")
 
 
 def _resolution(resolves: dict) -> str:

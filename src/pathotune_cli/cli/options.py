@@ -26,11 +26,6 @@ PrecisionOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
 
-def path_str(value: Path | None) -> str | None:
-    """An optional path option as the plain string the run configs take."""
-    return None if value is None else str(value)
-
-
 PROMPTS_SUFFIX = ".safetensors"
 PromptsArg = Annotated[
     Path | None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,90 +20,95 @@ from pathotune_cli.cli.options import (
     TissueOpt,
     WeightsOpt,
     choose_prompts,
-    path_str,
 )
 from pathotune_cli.cli.render import emit_json, info, table, user_errors
+
+if TYPE_CHECKING:
+    from pathotune_cli.runs.predict import PredictResult
+
+InputsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Slides, tile images, or folders of either (a prompt file first still works: PROMPTS SLIDE...).",
+        show_default=False,
+    ),
+]
+ReadersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=0, max=64, show_default=False,
+        help="Tile-reading processes (0: in-process). Default: 0 on a CPU, whose cores the model needs; 2 with a GPU.",
+    ),
+]
+CoordsOpt = Annotated[
+    Path | None,
+    typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5."),
+]
+HeatmapClassOpt = Annotated[
+    str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Keep slides finished earlier with the same file, prompts and settings.")
+]
 
 
 @user_errors
 def predict(
-    inputs: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            help="Slides, tile images, or folders of either (a prompt file first still works: PROMPTS SLIDE...).",
-            show_default=False,
-        ),
-    ] = None,
+    inputs: InputsArg = None,
     prompts: PromptsOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: predictions].", show_default=False)
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers", min=0, max=64,
-            help=(
-                "Tile-reading processes (0: in-process). "
-                "Default: 0 on a CPU, whose cores the model needs; 2 with a GPU."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    coords: Annotated[
-        Path | None,
-        typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5."),
-    ] = None,
+    workers: ReadersOpt = None,
+    coords: CoordsOpt = None,
     slides_csv: SlidesCsvOpt = None,
     min_tissue: MinTissueOpt = 0.25,
     tissue: TissueOpt = TissueChoice.otsu,
     tissue_geojson: TissueGeojsonOpt = None,
     default_mpp: DefaultMppOpt = None,
-    heatmap_class: Annotated[
-        str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")
-    ] = None,
+    heatmap_class: HeatmapClassOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Keep slides finished by an earlier run with the same prompts and settings."),
-    ] = False,
+    resume: ResumeOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
-    from pathotune_cli.cli.progress import SlideProgress
+    from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.config.lab import output_folder
     from pathotune_cli.runs.predict import PredictOptions, predict_run
 
-    prompts, inputs = choose_prompts(prompts, list(inputs or []))
+    prompts, rest = choose_prompts(prompts, list(inputs or []))
     opts = PredictOptions(
-        prompts=str(prompts), inputs=[str(p) for p in inputs], out=str(output_folder("predict", out)),
-        batch_size=batch_size,
-        workers=workers, precision=precision, device=device, weights=path_str(weights), coords=path_str(coords),
-        min_tissue=min_tissue, tissue=tissue.value, tissue_geojson=path_str(tissue_geojson),
-        slides_csv=path_str(slides_csv), default_mpp=default_mpp, heatmap_class=heatmap_class, resume=resume,
+        prompts=prompts, inputs=tuple(rest), out=output_folder("predict", out), batch_size=batch_size,
+        workers=workers, precision=precision, device=device, weights=weights, coords=coords, min_tissue=min_tissue,
+        tissue=tissue.value, tissue_geojson=tissue_geojson, slides_csv=slides_csv, default_mpp=default_mpp,
+        heatmap_class=heatmap_class, resume=resume,
     )
-    with SlideProgress() as progress:
+    with ProgressDisplay() as progress:
         result = predict_run(opts, report=progress)
     if json_out:
-        emit_json(result)
+        emit_json(result.to_dict())
     else:
-        if result["slides"]:
-            table(f"predictions in {result['out']} ({result['seconds']} s)",
-                  ["slide", "status", "tiles", "mpp", "top class"],
-                  [(r["slide"], r["status"], r.get("tiles", 0), r.get("mpp", ""), _top(r, result["classes"]))
-                   for r in result["slides"]])
-            info(f"per-slide CSV, GeoJSON and heatmap, and summary.csv are in {result['out']}")
-        if result["images"]:
-            info(f"{result['images']['images']} images -> {result['images']['file']}")
-    if result["failed"]:
+        _render(result)
+    if result.failed:
         raise typer.Exit(1)
 
 
-def _top(row: dict[str, Any], classes: list[str]) -> str:
-    fractions = {c: row.get(f"fraction_{c}", 0.0) or 0.0 for c in classes}
+def _render(result: PredictResult) -> None:
+    if result.slides:
+        table(f"predictions in {result.out} ({result.seconds} s)", ["slide", "status", "tiles", "mpp", "top class"],
+              [(r["slide"], r["status"] + (f" ({r['resume']})" if r.get("resume") else ""), r.get("tiles", 0),
+                r.get("mpp", ""), _top(r, result.classes)) for r in result.slides])
+        info(f"per-slide CSV, GeoJSON and heatmap, and summary.csv are in {result.out}")
+    if result.images is not None:
+        info(f"{result.images.images} images -> {result.images.file}")
+
+
+def _top(row: dict, classes: list[str]) -> str:
     if row.get("status") != "ok" or not row.get("tiles"):
         return ""
+    fractions = {c: row.get(f"fraction_{c}", 0.0) or 0.0 for c in classes}
     best = max(fractions, key=fractions.get)
     return f"{best} ({fractions[best]:.0%})"

@@ -1,84 +1,95 @@
-"""Progress on stderr for long work, fed by the ``report(kind, info)`` callbacks of ``runs``."""
+"""Progress on stderr for long work, drawn from the typed events of ``pathotune_cli.events``.
+
+One display serves every command: a bar per epoch (``tune``), a bar over the slides and one per slide's tiles
+(``tile``, ``predict``), and the runs' notes and warnings printed above the bars. On a terminal only; piped,
+only the lines are printed.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pathotune_cli.cli.render import err, info, warn
+from pathotune_cli.events import (
+    EpochDone,
+    Event,
+    Message,
+    SlideDone,
+    SlidesStarted,
+    StepDone,
+    TilesDone,
+    TilesPlanned,
+    TrainingStarted,
+)
+
+HISTORY_KEYS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
 
-class _Progress:
-    """A rich progress display on stderr that also prints the runs' warnings and notes above the bar."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = None
-
-    def __enter__(self):  # noqa: ANN204
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
-
-    def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "warning":
-            warn(data["message"])
-        elif kind == "info":
-            info(data["message"])
-        else:
-            self.update(kind, data)
-
-    def update(self, kind: str, data: dict[str, Any]) -> None:
-        """Handle the run-specific events."""
-
-
-class SlideProgress(_Progress):
-    """A bar per slide's tiles and one line per finished slide (``predict``)."""
-
-    def __init__(self) -> None:
-        super().__init__(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=err, transient=True))
-
-    def update(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "tiles":
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(data["slide"], total=data["total"])
-        elif kind == "tiles_done" and self.task is not None:
-            self.progress.update(self.task, completed=data["done"])
-        elif kind == "slide_done":
-            status = data["status"] if data["status"] != "ok" else f"{data.get('tiles', 0)} tiles"
-            info(f"{data['slide']}: {status} ({data['seconds']} s)")
-
-
-class EpochProgress(_Progress):
-    """A bar per epoch of steps, one printed line per finished epoch, warnings and notes above the bar."""
+class ProgressDisplay:
+    """A reporter (``events.Reporter``) that draws events on stderr; use it as a context manager."""
 
     def __init__(self, quiet: bool = False) -> None:
-        super().__init__(Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=quiet,
-        ))
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+            disable=quiet or not err.is_terminal,
+        )
+        self.bars: dict[str, int] = {}
         self.epochs = 0
         self.steps = 0
 
-    def update(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "start":
-            self.epochs, self.steps = data["epochs"], data["steps_per_epoch"]
-        elif kind == "step":
-            if self.task is None or data["step"] == 1:
-                if self.task is not None:
-                    self.progress.remove_task(self.task)
-                self.task = self.progress.add_task(f"epoch {data['epoch']}/{self.epochs}", total=self.steps, loss="-")
-            self.progress.update(self.task, completed=data["step"], loss=f"{data['loss']:.3f}")
-        elif kind == "epoch":
-            parts = [f"epoch {data['epoch']:>3}/{self.epochs}", f"train_loss {data['train_loss']:.4f}"]
-            for key in ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1"):
-                if key in data:
-                    parts.append(f"{key} {data[key]:.4f}")
-            if data.get("best"):
-                parts.append("*")
-            info("  ".join(parts))
+    def __enter__(self) -> ProgressDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        """Draw one event."""
+        if isinstance(event, Message):
+            (warn if event.warning else info)(event.text)
+        elif isinstance(event, TrainingStarted):
+            self.epochs, self.steps = event.epochs, event.steps_per_epoch
+        elif isinstance(event, StepDone):
+            if event.step == 1:
+                self._bar("steps", f"epoch {event.epoch}/{self.epochs}", self.steps)
+            self._advance("steps", event.step, f"loss {event.loss:.3f}")
+        elif isinstance(event, EpochDone):
+            info(_epoch_line(event.row, self.epochs))
+        elif isinstance(event, SlidesStarted):
+            self._bar("slides", "slides", event.total)
+        elif isinstance(event, TilesPlanned):
+            self._bar("tiles", event.slide, event.total)
+        elif isinstance(event, TilesDone):
+            self._advance("tiles", event.done)
+        elif isinstance(event, SlideDone):
+            self._slide_done(event)
+
+    def _slide_done(self, event: SlideDone) -> None:
+        if event.status == "failed":
+            warn(event.detail)
+        for line in event.notes:
+            warn(line)
+        if event.status != "failed":
+            info(f"{event.slide}: {event.detail} ({event.seconds} s)")
+        self._drop("tiles")
+        self._advance("slides", event.done)
+
+    def _bar(self, name: str, description: str, total: int) -> None:
+        self._drop(name)
+        self.bars[name] = self.progress.add_task(description, total=total, extra="")
+
+    def _advance(self, name: str, completed: int, extra: str = "") -> None:
+        if name in self.bars:
+            self.progress.update(self.bars[name], completed=completed, extra=extra)
+
+    def _drop(self, name: str) -> None:
+        if name in self.bars:
+            self.progress.remove_task(self.bars.pop(name))
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
+    parts += [f"{key} {row[key]:.4f}" for key in HISTORY_KEYS if row.get(key) is not None]
+    return "  ".join(parts) + ("  *" if row.get("best") else "")

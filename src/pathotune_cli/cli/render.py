@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pathotune_cli.errors import PathotuneError
+from pathotune_cli.files import dumps
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -60,7 +59,7 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence before a traceback
+        except Exception as exc:  # the last line of defence before a traceback
             if debug_enabled():
                 raise
             error_line(f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback")
@@ -86,7 +85,7 @@ def info(message: str) -> None:
 
 def emit_json(document: Any) -> None:
     """Write the one JSON document of a ``--json`` run to stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(dumps(document) + "\n")
     sys.stdout.flush()
 
 
@@ -109,13 +108,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "__fspath__"):
-        return os.fspath(value)
-    if hasattr(value, "model_dump"):
-        return value.model_dump()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

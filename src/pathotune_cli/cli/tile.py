@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ from pathotune_cli.cli.options import (
     TissueGeojsonOpt,
     TissueOpt,
 )
-from pathotune_cli.cli.render import emit_json, err, table, user_errors, warn
+from pathotune_cli.cli.render import emit_json, table, user_errors
 
 DEFAULT_MPP = 0.5
 
@@ -74,6 +74,7 @@ def tile(
     json_out: JsonOpt = False,
 ) -> None:
     """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv."""
+    from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.config.lab import output_folder
     from pathotune_cli.runs.tile import TileConfig, tile_run
 
@@ -99,8 +100,8 @@ def tile(
         workers=workers,
         resume=resume,
     )
-    with _SlideProgress() as progress:
-        result = tile_run(config, progress=progress)
+    with ProgressDisplay() as progress:
+        result = tile_run(config, report=progress)
     if json_out:
         emit_json(result.to_dict())
     else:
@@ -123,45 +124,6 @@ def tile(
         )
     if not result.ok:
         raise typer.Exit(1)
-
-
-class _SlideProgress:
-    """One bar over the slides on stderr (on a terminal), and a warning line for each slide that fails."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        )
-        self.task: Any = None
-
-    def __enter__(self) -> _SlideProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.task is not None:
-            self.progress.stop()
-
-    def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "start":
-            self.progress.start()
-            self.task = self.progress.add_task("tiling", total=data["total"])
-        elif kind == "slide":
-            row = data["row"]
-            if row.status == "failed":
-                warn(row.error)
-            for note in row.notes:
-                warn(note)
-            self.progress.update(
-                self.task, completed=data["done"], description=f"tiled {Path(row.slide).name}"
-            )
 
 
 def _blank(value: object) -> object:

@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, SetOpt, path_str
+from pathotune_cli.cli.options import JsonOpt, SetOpt, WeightsOpt
 from pathotune_cli.cli.render import emit_json, key_values, user_errors
+
+BackboneOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backbone",
+        help="Backbone preset name or YAML path (default: the lab's, `pathotune config set backbone`, else the "
+        "task's recommended backbone; random weights only when named: tiny-random).",
+    ),
+]
 
 
 @user_errors
@@ -17,14 +26,7 @@ def tune(
     data: Annotated[
         Path | None, typer.Option("--data", help="ImageFolder tree or CSV with path,label[,split].")
     ] = None,
-    backbone: Annotated[
-        str | None,
-        typer.Option(
-            "--backbone",
-            help="Backbone preset name or YAML path (default: the lab's, `pathotune config set backbone`, else the "
-            "task's recommended backbone; random weights only when named: tiny-random).",
-        ),
-    ] = None,
+    backbone: BackboneOpt = None,
     method: Annotated[
         str | None, typer.Option("--method", help="pathotune (TVP+TTP+IVP), vpt, linear or full.")
     ] = None,
@@ -42,41 +44,35 @@ def tune(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for split, sampling and init (default: 0).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="Backbone weight file or folder.")] = None,
+    weights: WeightsOpt = None,
     val_data: Annotated[Path | None, typer.Option("--val-data", help="A separate validation set.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
     download: Annotated[bool, typer.Option("--download", help="Allow downloading missing weights.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Tune prompts for a task on labelled tiles; writes RUN/prompts.safetensors and the run record."""
-    from pathotune_cli.cli.progress import EpochProgress
+    from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
     opts = TuneOptions(
-        preset=preset, data=path_str(data), backbone=backbone, method=method, out=path_str(out),
-        config=path_str(config), sets=list(set_ or []), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots,
-        seed=seed, precision=precision, device=device, weights=path_str(weights), val_data=path_str(val_data),
-        download=download,
+        preset=preset, data=data, backbone=backbone, method=method, out=out, config=config, sets=tuple(set_ or ()),
+        epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed, precision=precision, device=device,
+        weights=weights, val_data=val_data, download=download,
     )
     cfg = resolve_config(opts)
-    with EpochProgress() as progress:
-        summary = tune_run(cfg, resume=resume, report=progress, allow_download=download)
+    with ProgressDisplay() as progress:
+        result = tune_run(cfg, resume=resume, allow_download=download, report=progress)
     if json_out:
-        emit_json(summary)
+        emit_json(result.to_dict())
         return
-    val = summary.get("validation") or {}
-    key_values(
-        f"tuned {summary['method']} on {summary['backbone']} for {summary['task']}",
-        {
-            "prompt file": f"{summary['prompts']} ({summary['prompts_bytes'] / 1024:.0f} KiB)",
-            "trainable": f"{summary['trainable_parameters']:,} ({summary['trainable_share']:.2%} of backbone)",
-            "images": f"{summary['train_images']} train, {summary['val_images']} validation",
-            "epochs": (
-                f"{summary['epochs_run']} (best {summary['best_epoch']}"
-                f"{', stopped early' if summary['stopped_early'] else ''})"
-            ),
-            **{f"val {k}": v for k, v in val.items() if v is not None},
-            "precision": f"{summary['precision']} on {summary['device']}",
-            "seconds": summary["seconds"],
-        },
-    )
+    epochs_line = f"{result.epochs_run} (best {result.best_epoch}{', stopped early' if result.stopped_early else ''})"
+    key_values(f"tuned {result.method} on {result.backbone} for {result.task}", {
+        "prompt file": f"{result.prompts} ({result.prompts_bytes / 1024:.0f} KiB)",
+        "trainable": f"{result.trainable_parameters:,} ({result.trainable_share:.2%} of backbone)",
+        "images": f"{result.train_images} train, {result.val_images} validation",
+        "epochs": epochs_line,
+        "early stopping on": result.early_stopping_on,
+        **{f"val {k}": v for k, v in (result.validation or {}).items() if v is not None},
+        "precision": f"{result.precision} on {result.device}",
+        "seconds": result.seconds,
+    })

@@ -17,11 +17,9 @@ import contextlib
 import importlib.util
 import io
 import json
-import os
-import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from torch import nn
 
 from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.errors import MissingDependency, PathotuneError
+from pathotune_cli.files import Staging, atomic_write, remove, temp_path
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -129,25 +128,27 @@ def export_onnx(
                 dynamic_shapes=({0: batch},),
                 **kwargs,
             )
-        except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one line
+        except Exception as exc:  # the exporter raises many types; the user needs one line
             raise PathotuneError(
                 f"ONNX export failed: {type(exc).__name__}: {_first_line(exc)}",
                 "try --format torchscript, or rerun with --debug",
             ) from exc
         if header is not None:
             program.model.metadata_props[HEADER_KEY] = json.dumps(header)
-        staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        # ONNX names its external-data file after the graph, so both are written under their own names into a
+        # temporary folder, then renamed into place: external data first, the graph last (a graph that exists
+        # always finds its data)
+        folder = temp_path(path)
+        folder.mkdir()
         try:
-            program.save(str(staging / path.name), external_data=external)
-            onnx.checker.check_model(str(staging / path.name))
-            # external data first, the graph last: a graph that exists always finds its data
-            ordered = sorted(p.name for p in staging.iterdir() if p.name != path.name) + [path.name]
-            for name in ordered:
-                os.replace(staging / name, path.parent / name)
+            with Staging() as staged:
+                program.save(str(folder / path.name), external_data=external)
+                onnx.checker.check_model(str(folder / path.name))
+                for name in sorted(p.name for p in folder.iterdir() if p.name != path.name) + [path.name]:
+                    staged.add(folder / name, path.parent / name)
+                staged.commit()
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove(folder)
     opset_found = next((v for d, v in program.model.opset_imports.items() if d in ("", "ai.onnx")), None)
     return {
         "path": str(path),
@@ -167,20 +168,16 @@ def export_torchscript(
         ``{"path", "exporter", "warnings"}``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with _quiet() as caught, torch.no_grad():
         try:
             traced = torch.jit.trace(module, (example_tiles(module),), check_trace=False)
-            extra = {} if header is None else {f"{HEADER_KEY}.json": json.dumps(header)}
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
-        except Exception as exc:  # noqa: BLE001
-            tmp.unlink(missing_ok=True)
+        except Exception as exc:  # the tracer raises many types; the user needs one line
             raise PathotuneError(
                 f"TorchScript export failed: {type(exc).__name__}: {_first_line(exc)}",
                 "try --format onnx, or rerun with --debug",
             ) from exc
-    os.replace(tmp, path)
+        extra = {} if header is None else {f"{HEADER_KEY}.json": json.dumps(header)}
+        atomic_write(path, lambda temp: torch.jit.save(traced, str(temp), _extra_files=extra))
     return {"path": str(path), "exporter": "torch.jit.trace", "warnings": caught}
 
 
@@ -237,7 +234,7 @@ def check_export(
         got = run_export(path, fmt)(tiles)
     except PathotuneError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # the runtimes raise many types; the user needs one line
         raise PathotuneError(
             f"{path} does not run in {_runtime(fmt)}: {type(exc).__name__}: {_first_line(exc)}",
             "rerun with --debug and report it",
@@ -277,7 +274,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet():  # noqa: ANN202
+def _quiet() -> Iterator[list[str]]:
     """Collect the exporters' warnings and chatter instead of printing them; stdout stays for results.
 
     Expected here: TracerWarnings where timm and the backbone compare the fixed input size (constant in an

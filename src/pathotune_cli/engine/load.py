@@ -5,52 +5,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from pathotune_cli import __version__
 from pathotune_cli.backbones import load_backbone
+from pathotune_cli.backbones.base import Backbone
 from pathotune_cli.backbones.fingerprint import fingerprint
-from pathotune_cli.config.loader import validate
-from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, TaskPreset
 from pathotune_cli.engine.build import BuiltModel
+from pathotune_cli.engine.header import FrozenPart, Preprocessing, PromptHeader
 from pathotune_cli.engine.model import PromptedModel
-from pathotune_cli.engine.promptfile import PromptFile, check_tensors, read_prompt_file
+from pathotune_cli.engine.promptfile import ALTERED, PromptFile, check_tensors, read_prompt_file
 from pathotune_cli.errors import BadInput
 
 
-def prompt_file_meta(built: BuiltModel, task: TaskPreset, backbone: BackbonePreset, **extra: Any) -> dict[str, Any]:
-    """The header of a prompt file: everything needed to rebuild and to trust the model."""
+def prompt_header(
+    built: BuiltModel,
+    task: TaskPreset,
+    backbone: BackbonePreset,
+    metrics: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> PromptHeader:
+    """The header of a new prompt file: everything needed to rebuild and to trust the model."""
     model = built.model
-    return {
-        "backbone": {
-            "preset": backbone.model_dump(mode="json"),
-            "fingerprint": built.backbone_fingerprint,
-            "weight_source": model.backbone.weight_source.kind,
-        },
-        "instance_encoder": (
-            None
-            if built.instance_preset is None
-            else {
-                "preset": built.instance_preset.model_dump(mode="json"),
-                "fingerprint": built.instance_fingerprint,
-                "weight_source": model.instance_encoder.weight_source.kind,
-            }
+    instance = None
+    if built.instance_preset is not None and model.instance_encoder is not None:
+        instance = FrozenPart(
+            preset=built.instance_preset,
+            fingerprint=built.instance_fingerprint or "",
+            weight_source=model.instance_encoder.weight_source.kind,
+        )
+    return PromptHeader(
+        pathotune_version=__version__,
+        backbone=FrozenPart(
+            preset=backbone, fingerprint=built.backbone_fingerprint, weight_source=model.backbone.weight_source.kind
         ),
-        "task": task.model_dump(mode="json"),
-        "classes": task.class_names,
-        "prompt": model.settings.model_dump(mode="json"),
-        "method": model.method,
-        "text_encoder": built.text_encoder,
-        "texts": built.texts if model.ttp is not None else [],
-        "preprocessing": {
-            "input": "RGB float in [0, 1], (B, 3, H, W); the model resizes and normalises itself",
-            "input_size": backbone.input_size,
-            "mean": list(backbone.mean),
-            "std": list(backbone.std),
-        },
-        "tile": task.tile.model_dump(mode="json"),
-        "trainable_parameters": model.trainable_parameters(),
-        "backbone_parameters": model.backbone_parameters(),
-        **extra,
-    }
+        instance_encoder=instance,
+        task=task,
+        classes=task.class_names,
+        prompt=model.settings,
+        method=model.method,
+        text_encoder=built.text_encoder,
+        texts=built.texts if model.ttp is not None else [],
+        preprocessing=Preprocessing(input_size=backbone.input_size, mean=backbone.mean, std=backbone.std),
+        tile=task.tile,
+        trainable_parameters=model.trainable_parameters(),
+        backbone_parameters=model.backbone_parameters(),
+        metrics=metrics,
+        training=training,
+    )
 
 
 def random_weights_warning(model: PromptedModel) -> str | None:
@@ -72,49 +75,45 @@ def load_prompted_model(
         BadInput: the file is damaged, or the backbone that loads here is not the one it was tuned on.
     """
     file = read_prompt_file(path)
-    meta = file.meta
-    source = str(file.path)
-    preset = validate(BackbonePreset, meta["backbone"]["preset"], source=f"{source} (backbone)")
-    task = validate(TaskPreset, meta["task"], source=f"{source} (task)")
-    settings = validate(PromptSettings, meta["prompt"], source=f"{source} (prompt)")
-    backbone = load_backbone(preset, weights, allow_download)
-    _check_fingerprint(file, preset.name, meta["backbone"]["fingerprint"], backbone, weights)
+    header = file.header
+    backbone = load_backbone(header.backbone.preset, weights, allow_download)
+    _check_fingerprint(file, header.backbone, backbone)
     instance = None
-    if meta.get("instance_encoder"):
-        inst_preset = validate(
-            BackbonePreset, meta["instance_encoder"]["preset"], source=f"{source} (instance encoder)"
-        )
-        instance = load_backbone(inst_preset, None, allow_download)
-        _check_fingerprint(file, inst_preset.name, meta["instance_encoder"]["fingerprint"], instance, None)
-    embeddings = file.tensors.get("ttp.text_embeddings")
-    if settings.method == "pathotune" and embeddings is None:
-        raise BadInput(
-            f"{source}: method 'pathotune' but no stored text embeddings",
-            "the file was altered; re-run `pathotune tune`",
-        )
-    if meta.get("classes", task.class_names) != task.class_names:
-        raise BadInput(
-            f"{source}: its class list does not match its task",
-            "the file was altered; re-run `pathotune tune`",
-        )
-    if embeddings is not None and embeddings.shape[0] != len(task.texts()):
-        raise BadInput(
-            f"{source}: {embeddings.shape[0]} stored text embeddings for {len(task.texts())} task texts",
-            "the file was altered; re-run `pathotune tune`",
-        )
-    model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance)
+    if header.instance_encoder is not None:
+        instance = load_backbone(header.instance_encoder.preset, None, allow_download)
+        _check_fingerprint(file, header.instance_encoder, instance)
+    model = PromptedModel(backbone, header.prompt, len(header.classes), stored_text_embeddings(file), instance)
     check_tensors(file, model.trained_state())
     model.load_state_dict(file.tensors, strict=False)
     model.requires_grad_(False)
     return model.eval(), file
 
 
-def _check_fingerprint(file: PromptFile, name: str, expected: str, backbone, weights) -> None:  # noqa: ANN001
-    actual = fingerprint(backbone.frozen_state())
-    if actual != expected:
-        where = backbone.weight_source.describe()
+def stored_text_embeddings(file: PromptFile) -> torch.Tensor | None:
+    """The task's text embeddings stored in the file (``pathotune`` only), checked against its texts.
+
+    Raises:
+        BadInput: a ``pathotune`` file without them, or with another count than its task has texts.
+    """
+    header = file.header
+    embeddings = file.tensors.get("ttp.text_embeddings")
+    if header.method == "pathotune" and embeddings is None:
+        raise BadInput(f"{file.path}: method 'pathotune' but no stored text embeddings", ALTERED)
+    if embeddings is not None and (embeddings.dim() != 2 or embeddings.shape[0] != len(header.task.texts())):
         raise BadInput(
-            f"{file.path} was tuned on backbone '{name}' (fingerprint {expected}), but the weights loaded here "
-            f"({where}) are a different backbone (fingerprint {actual})",
+            f"{file.path}: {tuple(embeddings.shape)} stored text embeddings for {len(header.task.texts())} task texts",
+            ALTERED,
+        )
+    return embeddings
+
+
+def _check_fingerprint(file: PromptFile, part: FrozenPart, backbone: Backbone) -> None:
+    actual = fingerprint(backbone.frozen_state())
+    if actual != part.fingerprint:
+        where = backbone.weight_source.describe()
+        name = part.preset.name
+        raise BadInput(
+            f"{file.path} was tuned on backbone '{name}' (fingerprint {part.fingerprint}), but the weights loaded "
+            f"here ({where}) are a different backbone (fingerprint {actual})",
             f"load it with the weights of '{name}' it was tuned on (--weights FILE)",
         )

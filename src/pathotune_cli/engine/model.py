@@ -12,6 +12,7 @@ from torch import nn
 from pathotune_cli.backbones.base import Backbone
 from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.engine.prompts import TaskTextPrompts, TaskVisualPrompts, VisualRefineModule
+from pathotune_cli.hardware import Placement
 
 
 class PromptedModel(nn.Module):
@@ -59,6 +60,14 @@ class PromptedModel(nn.Module):
         self.backbone.requires_grad_(train_backbone)
         if self.instance_encoder is not None:
             self.instance_encoder.requires_grad_(False)
+
+    def place(self, placement: Placement) -> PromptedModel:
+        """Move to the placement's device; each frozen part picks its kernels for that device and precision."""
+        self.to(placement.device)
+        for part in (self.backbone, self.instance_encoder):
+            if part is not None:
+                part.configure_kernels(placement)
+        return self
 
     def train(self, mode: bool = True) -> PromptedModel:
         """Train mode for the prompts and head; frozen modules stay in eval mode (no dropout, fixed norms)."""

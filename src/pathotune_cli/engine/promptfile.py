@@ -1,33 +1,40 @@
-"""The prompt file: one ``.safetensors`` with only the trained tensors and JSON metadata in its header.
+"""The prompt file: one ``.safetensors`` with only the trained tensors, the JSON header, and their checksum.
 
 It loads back only against the backbone it was tuned on (the fingerprint of the frozen weights must match).
-No pickle anywhere on the load path; a truncated or tampered file is one line and exit code 2.
+No pickle anywhere on the load path. The header (``engine.header.PromptHeader``) and every tensor's name,
+dtype, shape and bytes are covered by a sha256 stored beside the header, checked on every read: a truncated,
+damaged or altered file is one line and exit code 2, whichever byte changed.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from pathotune_cli import __version__
+from pathotune_cli.backbones.fingerprint import content_checksum
+from pathotune_cli.config.loader import explain
+from pathotune_cli.engine.header import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, PromptHeader
 from pathotune_cli.errors import BadInput
+from pathotune_cli.files import atomic_write
 
-FORMAT = "pathotune-prompts"
-FORMAT_VERSION = 1
 META_KEY = "pathotune"
+CHECKSUM_KEY = "pathotune_sha256"
+ALTERED = "the file was altered or damaged; copy it again or re-run `pathotune tune`"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PromptFile:
-    """What a prompt file holds: its metadata and its tensors."""
+    """What a prompt file holds: its header and its tensors."""
 
     path: Path
-    meta: dict[str, Any]
+    header: PromptHeader
     tensors: dict[str, torch.Tensor]
 
     @property
@@ -36,69 +43,56 @@ class PromptFile:
         return self.path.stat().st_size
 
 
-def save_prompt_file(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write tensors and metadata to ``path`` through a temporary name, so no half file ever looks finished."""
+def save_prompt_file(path: Path, tensors: dict[str, torch.Tensor], header: PromptHeader) -> Path:
+    """Write tensors and header to ``path`` atomically, stamped with the format, version, time and checksum."""
+    stamped = header.model_copy(
+        update={"format_version": FORMAT_VERSION, "pathotune_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    )
+    return write_raw(path, tensors, stamped.to_json())
+
+
+def write_raw(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
+    """Write a header given as JSON-ready data, its checksum and the tensors.
+
+    ``save_prompt_file`` validates the header first; tests use this to make files whose content is wrong but
+    whose checksum fits, to reach the checks behind the checksum.
+    """
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import time
-
-    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    header = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "pathotune_version": __version__, "created": created, **meta
-    }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(contiguous, str(tmp), metadata={META_KEY: json.dumps(header, default=_json_default)})
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(header)
+    metadata = {META_KEY: text, CHECKSUM_KEY: content_checksum(text, contiguous)}
+    return atomic_write(Path(path), lambda temp: save_file(contiguous, str(temp), metadata=metadata))
 
 
 def read_prompt_file(path: str | Path) -> PromptFile:
-    """Read and check a prompt file's header and tensors.
+    """Read a prompt file, check its checksum, and validate its header.
 
     Raises:
-        BadInput: missing, truncated, not a prompt file, metadata that does not parse, or a newer format.
+        BadInput: missing, truncated, not a prompt file, a checksum that does not match, a header that does not
+            validate, or a newer format.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"prompt file {path} does not exist", "pass the prompts.safetensors that `pathotune tune` wrote")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = (handle.metadata() or {}).get(META_KEY)
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 - not a dict
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    text, stored, tensors = _read_safetensors(path)
+    meta = _parse(path, text)
+    version = meta.get("format_version")
+    if version not in READABLE_VERSIONS:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
         raise BadInput(
-            f"{path} is not a readable prompt file (truncated or damaged: {str(exc).splitlines()[0][:120]})",
-            "re-copy it or re-run `pathotune tune`",
-        ) from None
-    if raw is None:
-        raise BadInput(
-            f"{path} is a safetensors file without pathotune metadata",
-            "pass a file written by `pathotune tune`",
+            f"{path} has prompt-file format version {version!r}; this pathotune reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}",
+            "upgrade pathotune" if newer else ALTERED,
         )
+    if version >= 2 and stored != content_checksum(text, tensors):
+        raise BadInput(f"{path}: its checksum does not match its content", ALTERED)
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise BadInput(
-            f"{path}: its metadata does not parse",
-            "the file was altered; re-run `pathotune tune`",
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise BadInput(f"{path} is not a pathotune prompt file", "pass a file written by `pathotune tune`")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise BadInput(
-            f"{path} has format version {meta.get('format_version')}, "
-            f"newer than this pathotune reads ({FORMAT_VERSION})",
-            "upgrade pathotune",
-        )
-    for key in ("backbone", "task", "prompt"):
-        if key not in meta:
-            raise BadInput(f"{path}: metadata lacks '{key}'", "the file was altered; re-run `pathotune tune`")
-    return PromptFile(path, meta, tensors)
+        header = PromptHeader.model_validate(meta)
+    except ValidationError as exc:
+        raise BadInput(explain(exc, PromptHeader, str(path)), ALTERED) from None
+    return PromptFile(path, header, tensors)
 
 
 def check_tensors(file: PromptFile, expected: dict[str, torch.Tensor]) -> None:
@@ -107,24 +101,39 @@ def check_tensors(file: PromptFile, expected: dict[str, torch.Tensor]) -> None:
     extra = sorted(set(file.tensors) - set(expected))
     if missing or extra:
         what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
-        raise BadInput(
-            f"{file.path}: tensors do not match its metadata ({what})",
-            "the file was altered; re-run `pathotune tune`",
-        )
+        raise BadInput(f"{file.path}: tensors do not match its metadata ({what})", ALTERED)
     for name, ref in expected.items():
         got = file.tensors[name]
         if got.shape != ref.shape:
             raise BadInput(
-                f"{file.path}: tensor '{name}' has shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-                "the file was altered; re-run `pathotune tune`",
+                f"{file.path}: tensor '{name}' has shape {tuple(got.shape)}, expected {tuple(ref.shape)}", ALTERED
             )
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def _read_safetensors(path: Path) -> tuple[str | None, str | None, dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BadInput(
+            f"{path} is not a readable prompt file (truncated or damaged: {str(exc).splitlines()[0][:120]})",
+            "re-copy it or re-run `pathotune tune`",
+        ) from None
+    return metadata.get(META_KEY), metadata.get(CHECKSUM_KEY), tensors
+
+
+def _parse(path: Path, text: str | None) -> dict[str, Any]:
+    if text is None:
+        raise BadInput(
+            f"{path} is a safetensors file without pathotune metadata", "pass a file written by `pathotune tune`"
+        )
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        raise BadInput(f"{path}: its metadata does not parse", ALTERED) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BadInput(f"{path} is not a pathotune prompt file", "pass a file written by `pathotune tune`")
+    return meta

@@ -15,12 +15,14 @@ import hashlib
 import importlib.util
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli.errors import BadInput, MissingDependency
 
 if TYPE_CHECKING:  # torch loads when text is encoded, so `doctor` can ask where MiniLM is without it
     import torch
+
+    from pathotune_cli.backbones.base import Backbone
 
 TEXT_ENCODERS = ("self", "minilm", "hash")
 HASH_DIM = 256
@@ -28,7 +30,7 @@ MINILM_DIM = 384
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def encode_texts(texts: list[str], encoder: str, backbone=None) -> torch.Tensor:  # noqa: ANN001
+def encode_texts(texts: list[str], encoder: str, backbone: Backbone | None = None) -> torch.Tensor:
     """(T, D) unit-norm embeddings of ``texts`` with the named encoder."""
     if encoder == "hash":
         return hash_encode(texts)
@@ -78,7 +80,7 @@ def minilm_source() -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _minilm():  # noqa: ANN202 - a SentenceTransformer; loaded once per process
+def _minilm() -> Any:  # a SentenceTransformer; loaded once per process
     if importlib.util.find_spec("transformers") is not None:
         from transformers.utils import logging as hf_logging
 

@@ -10,67 +10,93 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pathotune_cli.events import Reporter, ignore, note
+from pathotune_cli.files import atomic_write
 
 DEMO_SLIDE_SIZE = (1792, 1344)  # level-0 pixels at 0.5 µm/px: 16 x 12 demo tiles of 112 px
 DEMO_MPP = 0.5
 
 
-def demo_run(out: Path, epochs: int = 6, seed: int = 0, report=None) -> dict[str, Any]:  # noqa: ANN001
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo made and measured."""
+
+    out: Path
+    seconds: float
+    tune: dict[str, Any]
+    eval: dict[str, Any]
+    slide: dict[str, Any]
+    export: dict[str, float | str]
+    """Per format: the largest probability difference of its check, or why it was skipped."""
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain data."""
+        return {**asdict(self), "out": str(self.out)}
+
+
+def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignore) -> DemoResult:
     """Run every step; returns the metrics and where each artifact is."""
     from pathotune_cli.demo_data import write_demo_tiles
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
+    from pathotune_cli.runs.export import export_all
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
-    report = report or (lambda kind, info: None)
     started = time.time()
     out = Path(out)
     data = write_demo_tiles(out / "tiles" / "train", per_class=40, seed=seed)
     test = write_demo_tiles(out / "tiles" / "test", per_class=20, seed=seed + 1)
     slide = write_demo_slide(out / "slides" / "demo-slide.tiff", seed=seed)
-    report("info", {"message": f"generated synthetic tiles in {out / 'tiles'} and a slide {slide}"})
+    note(report, f"generated synthetic tiles in {out / 'tiles'} and a slide {slide}")
     config = resolve_config(TuneOptions(
-        preset="demo", data=str(data), backbone="tiny-random", method="pathotune", out=str(out / "run"),
-        epochs=epochs, seed=seed, sets=["train.lr=3e-3"],
+        preset="demo", data=data, backbone="tiny-random", method="pathotune", out=out / "run", epochs=epochs,
+        seed=seed, sets=("train.lr=3e-3",),
     ))
     tuned = tune_run(config, resume=(out / "run" / "prompts.safetensors").exists(), report=report)
-    evaluated = eval_run(
-        EvalOptions(prompts=tuned["prompts"], data=str(test), out=str(out / "eval"), seed=seed), report
+    evaluated = eval_run(EvalOptions(prompts=tuned.prompts, data=test, out=out / "eval", seed=seed), report)
+    slide_result = _slide_steps(out, slide, tuned.prompts, report)
+    exports = export_all(tuned.prompts, check_data=test, report=report, out_dir=out / "export",
+                         metrics=evaluated.out / "metrics.json")
+    return DemoResult(
+        out=out,
+        seconds=round(time.time() - started, 1),
+        tune={"run": str(tuned.run), "prompts": str(tuned.prompts), "prompts_bytes": tuned.prompts_bytes,
+              "trainable_parameters": tuned.trainable_parameters, "epochs_run": tuned.epochs_run,
+              "validation": tuned.validation},
+        eval={"out": str(evaluated.out), "metrics": {k: v["value"] for k, v in evaluated.scores["metrics"].items()}},
+        slide=slide_result,
+        export={f: d if isinstance(d, str) else (d.check or {}).get("max_abs_diff", "not checked")
+                for f, d in exports.items()},
+        artifacts=_artifacts(out, data, test, slide, tuned, evaluated, slide_result, exports),
     )
-    slide_result = _slide_steps(out, slide, tuned["prompts"], report)
-    from pathotune_cli.runs.export import export_all
 
-    exports = export_all(tuned["prompts"], check_data=str(test), report=report, out_dir=out / "export",
-                         metrics=Path(evaluated["out"]) / "metrics.json")
+
+def _artifacts(out: Path, data: Path, test: Path, slide: Path, tuned: Any, evaluated: Any,
+               slide_result: dict[str, Any], exports: dict[str, Any]) -> dict[str, str]:
+    """Where each thing the demo made is, for the closing table."""
+    made = {f: d for f, d in exports.items() if not isinstance(d, str)}
     return {
-        "out": str(out),
-        "seconds": round(time.time() - started, 1),
-        "tune": {
-            k: tuned[k] for k in ("run", "prompts", "prompts_bytes", "trainable_parameters", "epochs_run", "validation")
-        },
-        "eval": {"out": evaluated["out"], "metrics": {k: v["value"] for k, v in evaluated["metrics"].items()}},
-        "slide": slide_result,
-        "export": {f: d.get("skipped") or d["check"]["max_abs_diff"] for f, d in exports.items()},
-        "artifacts": {
-            "training tiles": str(data),
-            "test tiles": str(test),
-            "prompt file": tuned["prompts"],
-            "run config": str(out / "run" / "config.yaml"),
-            "history": str(out / "run" / "history.csv"),
-            "validation metrics": str(out / "run" / "metrics.json"),
-            "test metrics": str(Path(evaluated["out"]) / "metrics.json"),
-            "confusion matrix": str(Path(evaluated["out"]) / "confusion_matrix.png"),
-            "demo slide": str(slide),
-            "tile coordinates": slide_result["coords"],
-            "tile overview": slide_result["overview"],
-            "slide predictions": slide_result["csv"],
-            "QuPath GeoJSON": slide_result["geojson"],
-            "heatmap": slide_result["heatmap"],
-            "slide summary": slide_result["summary"],
-            **{f"{f} model": d["export"] for f, d in exports.items() if "export" in d},
-            **{f"{f} model card": d["card_md"] for f, d in exports.items() if "card_md" in d},
-        },
+        "training tiles": str(data),
+        "test tiles": str(test),
+        "prompt file": str(tuned.prompts),
+        "run config": str(out / "run" / "config.yaml"),
+        "history": str(out / "run" / "history.csv"),
+        "validation metrics": str(out / "run" / "metrics.json"),
+        "test metrics": str(evaluated.out / "metrics.json"),
+        "confusion matrix": str(evaluated.out / "confusion_matrix.png"),
+        "demo slide": str(slide),
+        "tile coordinates": slide_result["coords"],
+        "tile overview": slide_result["overview"],
+        "slide predictions": slide_result["csv"],
+        "QuPath GeoJSON": slide_result["geojson"],
+        "heatmap": slide_result["heatmap"],
+        "slide summary": slide_result["summary"],
+        **{f"{f} model": str(d.export) for f, d in made.items()},
+        **{f"{f} model card": str(d.card_md) for f, d in made.items()},
     }
 
 
@@ -82,12 +108,12 @@ def write_demo_slide(path: Path, seed: int = 0) -> Path:
     if path.is_file():
         return path
     width, height = DEMO_SLIDE_SIZE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.tiff")
-    write_pyramid_tiff(tmp, width, height, lambda x, y, w, h: slide_tile(x, y, w, h, width, height, seed),
-                       mpp=DEMO_MPP, tile=256, factor=2, min_level_size=256, quality=92)
-    tmp.replace(path)
-    return path
+
+    def write(temp: Path) -> None:
+        write_pyramid_tiff(temp, width, height, lambda x, y, w, h: slide_tile(x, y, w, h, width, height, seed),
+                           mpp=DEMO_MPP, tile=256, factor=2, min_level_size=256, quality=92)
+
+    return atomic_write(path, write)
 
 
 def slide_agreement(predictions_csv: Path, class_names: list[str]) -> float:
@@ -110,7 +136,7 @@ def slide_agreement(predictions_csv: Path, class_names: list[str]) -> float:
     return agree / total if total else 0.0
 
 
-def _slide_steps(out: Path, slide: Path, prompts: str, report) -> dict[str, Any]:  # noqa: ANN001
+def _slide_steps(out: Path, slide: Path, prompts: Path, report: Reporter) -> dict[str, Any]:
     from pathotune_cli.demo_data import DEMO_CLASSES
     from pathotune_cli.runs.predict import PredictOptions, predict_run
     from pathotune_cli.runs.tile import TileConfig, tile_run
@@ -123,14 +149,15 @@ def _slide_steps(out: Path, slide: Path, prompts: str, report) -> dict[str, Any]
     if row.status == "failed":
         raise RuntimeError(f"demo slide failed to tile: {row.error}")
     coords = tiles_out / f"{slide.stem}.h5"
-    predicted = predict_run(PredictOptions(prompts=prompts, inputs=[str(slide)], out=str(out / "predict"),
-                                           coords=str(coords), workers=0), report)
-    slide_row = predicted["slides"][0]
+    predicted = predict_run(
+        PredictOptions(prompts=prompts, inputs=(slide,), out=out / "predict", coords=coords, workers=0), report
+    )
+    slide_row = predicted.slides[0]
     if slide_row["status"] != "ok":
         raise RuntimeError(f"demo slide failed to predict: {slide_row['error']}")
     csv_path = out / "predict" / f"{slide.stem}.predictions.csv"
     agreement = slide_agreement(csv_path, list(DEMO_CLASSES))
-    report("info", {"message": f"demo slide: {slide_row['tiles']} tiles, {agreement:.1%} in their region's class"})
+    note(report, f"demo slide: {slide_row['tiles']} tiles, {agreement:.1%} in their region's class")
     return {
         "tiles": slide_row["tiles"],
         "region_agreement": agreement,

@@ -3,65 +3,107 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pathotune_cli.errors import BadInput
+from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.runs.options import coerce_paths
 
-@dataclass
+
+@dataclass(frozen=True)
 class EvalOptions:
     """What to evaluate, on what, and where to write it."""
 
-    prompts: str
-    data: str
-    out: str | None = None
+    prompts: Path
+    data: Path
+    out: Path | None = None
+    """Output folder; None: ``eval/`` beside the prompt file."""
     batch_size: int = 64
     seed: int = 0
     bootstrap: int = 1000
     precision: str = "auto"
     device: str = "auto"
-    weights: str | None = None
+    weights: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Counts must be usable."""
+        coerce_paths(self)
+        if self.batch_size < 1:
+            raise BadInput(f"--batch-size {self.batch_size} must be at least 1")
+        if self.bootstrap < 0:
+            raise BadInput(f"--bootstrap {self.bootstrap} must be 0 (no intervals) or more")
+
+    @property
+    def out_folder(self) -> Path:
+        """Where the results go."""
+        return Path(self.out) if self.out else Path(self.prompts).resolve().parent / "eval"
 
 
-def eval_run(opts: EvalOptions, report=None) -> dict[str, Any]:  # noqa: ANN001
-    """Evaluate ``opts.prompts`` on ``opts.data``; writes metrics JSON, predictions CSV and confusion PNG."""
-    from pathotune_cli.config.loader import validate
-    from pathotune_cli.config.schema import TaskPreset
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics with intervals, and where they were written."""
+
+    prompts: Path
+    data: Path
+    task: str
+    method: str
+    backbone: str
+    precision: str
+    scores: dict[str, Any]
+    """``training.metrics.classification_metrics``: n, metrics, per_class, confusion_matrix, classes, ..."""
+    counts: dict[str, int] = field(default_factory=dict)
+    out: Path = Path()
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain data (the scores at the top level, as in ``metrics.json``)."""
+        return {
+            "prompts": str(self.prompts), "data": str(self.data), "task": self.task, "method": self.method,
+            "backbone": self.backbone, "precision": self.precision, **self.scores, "counts": self.counts,
+            "out": str(self.out), "seconds": self.seconds,
+        }
+
+
+def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
+    """Evaluate ``opts.prompts`` on ``opts.data``; writes metrics JSON, predictions CSV and confusion PNG.
+
+    Raises:
+        BadInput: a damaged prompt file, another backbone's weights, bad data, or an output folder that cannot
+            be made (found before any inference).
+    """
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
+    from pathotune_cli.files import write_csv, write_json
     from pathotune_cli.hardware import place
-    from pathotune_cli.runs.records import provenance, write_csv, write_json
+    from pathotune_cli.runs.records import provenance
     from pathotune_cli.training.data import discover
     from pathotune_cli.training.images import ImageStore
     from pathotune_cli.training.loop import predict_probs
     from pathotune_cli.training.metrics import classification_metrics, predictions_table
     from pathotune_cli.training.plots import save_confusion_matrix
 
-    report = report or (lambda kind, info: None)
     started = time.time()
     model, file = load_prompted_model(opts.prompts, opts.weights)
+    header, task = file.header, file.header.task
     if random_weights_warning(model):
-        report("warning", {"message": random_weights_warning(model)})
-    task = validate(TaskPreset, file.meta["task"], source=str(file.path))
-    data = discover(opts.data, task, lambda m: report("warning", {"message": m}))
-    placement = place(opts.device, opts.precision)
-    model.to(placement.device)
-    report("info", {"message": f"evaluating {len(data)} tiles with {file.meta['method']} on {task.name}"})
-    store = ImageStore(data.paths, model.backbone.input_size)
-    probs = predict_probs(model, store, opts.batch_size, placement)
-    metrics = classification_metrics(data.labels, probs, task.class_names, ordinal=task.ordinal,
-                                     bootstrap=opts.bootstrap, seed=opts.seed)
-    out = Path(opts.out) if opts.out else Path(opts.prompts).resolve().parent / "eval"
+        warn(report, str(random_weights_warning(model)))
+    data = discover(opts.data, task, lambda text: warn(report, text))
+    out = opts.out_folder
     out.mkdir(parents=True, exist_ok=True)
-    document = {
-        "prompts": str(file.path), "data": str(opts.data), "task": task.name, "method": file.meta["method"],
-        "backbone": file.meta["backbone"]["preset"]["name"], "precision": placement.precision,
-        **metrics, "counts": data.counts(), "provenance": provenance(),
-    }
-    write_json(out / "metrics.json", document)
+    placement = place(opts.device, opts.precision)
+    model.place(placement)
+    note(report, f"evaluating {len(data)} tiles with {header.method} on {task.name}")
+    probs = predict_probs(model, ImageStore(data.paths, model.backbone.input_size), opts.batch_size, placement)
+    scores = classification_metrics(data.labels, probs, task.class_names, ordinal=task.ordinal,
+                                    bootstrap=opts.bootstrap, seed=opts.seed)
+    result = EvalResult(
+        prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
+        backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, counts=data.counts(),
+        out=out,
+    )
+    write_json(out / "metrics.json", {**result.to_dict(), "provenance": provenance()})
     rows = predictions_table(data.labels, probs, task.class_names, [str(p) for p in data.paths])
     write_csv(out / "predictions.csv", list(rows[0]), (list(r.values()) for r in rows))
-    save_confusion_matrix(metrics["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title=task.name)
-    document["out"] = str(out)
-    document["seconds"] = round(time.time() - started, 2)
-    document.pop("provenance")
-    return document
+    save_confusion_matrix(scores["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title=task.name)
+    return EvalResult(**{**result.__dict__, "seconds": round(time.time() - started, 2)})

@@ -3,36 +3,89 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError
-from pathotune_cli.training.data import IMAGE_SUFFIXES
+from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.formats import TILE_IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from pathotune_cli.runs.options import coerce_paths
 
 SYNTHETIC_NOISE_TILES = 4
 """Uniform-noise tiles in every check; plus one synthetic H&E-like tile per demo class."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportOptions:
     """What to export, to which format and file, and how to check it."""
 
-    prompts: str
+    prompts: Path
     format: str = "onnx"
     """``onnx`` or ``torchscript``."""
-    out: str | None = None
+    out: Path | None = None
     """The export file; None: ``model.onnx`` or ``model.ts`` beside the prompt file."""
     check: bool = True
     """Run PyTorch and the export on the same tiles; fail above ``engine.export.TOLERANCE``."""
-    check_data: str | None = None
+    check_data: Path | None = None
     """A folder of real tiles (searched recursively) to add to the check's synthetic ones."""
     check_tiles: int = 32
     """At most this many real tiles, spread evenly over the sorted file list."""
-    weights: str | None = None
+    weights: Path | None = None
     """Backbone weight file or folder (overrides the weight map)."""
-    metrics: str | None = None
+    metrics: Path | None = None
     """An eval ``metrics.json`` for the card; None: ``eval/metrics.json`` beside the prompt file, if any."""
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot work before anything loads."""
+        coerce_paths(self)
+        from pathotune_cli.engine.export import FORMATS
+
+        fmt = self.format.lower().strip()
+        if fmt not in FORMATS:
+            choices = " or ".join(f"--format {f}" for f in FORMATS)
+            raise BadInput(f"unknown export format '{self.format}'", f"use {choices}")
+        object.__setattr__(self, "format", fmt)
+        if self.out is not None and Path(self.out).is_dir():
+            name = default_out("x", fmt).name
+            raise BadInput(f"--out {self.out} is a folder", f"pass a file name, e.g. --out {Path(self.out) / name}")
+        if self.check_data is not None and not Path(self.check_data).is_dir():
+            raise BadInput(f"--check-data {self.check_data} is not a folder", "pass a folder of tiles (png, jpg, tif)")
+
+    @property
+    def out_file(self) -> Path:
+        """The export file, absolute."""
+        return (Path(self.out) if self.out else default_out(self.prompts, self.format)).resolve()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and how it was checked."""
+
+    export: Path
+    format: str
+    bytes: int
+    sha256: str
+    exporter: str
+    opset: int | None
+    input: dict[str, Any]
+    output: dict[str, Any]
+    classes: list[str]
+    check: dict[str, Any] | None
+    card_json: Path
+    card_md: Path
+    prompts: Path
+    task: str
+    method: str
+    backbone: str
+    exporter_warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain data."""
+        data = asdict(self)
+        data.update({k: str(v) for k, v in data.items() if isinstance(v, Path)})
+        return data
 
 
 def default_out(prompts: str | Path, fmt: str) -> Path:
@@ -48,190 +101,71 @@ def card_paths(export_path: str | Path) -> tuple[Path, Path]:
     return path.with_name(f"{path.name}.card.json"), path.with_name(f"{path.name}.card.md")
 
 
-def export_run(opts: ExportOptions, report=None) -> dict[str, Any]:  # noqa: ANN001
-    """Export ``opts.prompts``, check it, write the model card beside it; returns the summary the CLI renders.
+def export_run(opts: ExportOptions, report: Reporter = ignore) -> ExportResult:
+    """Export ``opts.prompts``, check it, write the model card beside it.
 
     Raises:
         BadInput: unknown format, missing optional package, damaged prompt file, bad ``--check-data``.
         PathotuneError: the export fails, or differs from PyTorch above the tolerance (then nothing is left).
     """
-    from pathotune_cli.engine.export import FORMATS
-
-    report = report or (lambda kind, info: None)
-    started = time.time()
-    fmt = opts.format.lower().strip()
-    if fmt not in FORMATS:
-        raise BadInput(f"unknown export format '{opts.format}'", "use --format onnx or --format torchscript")
-    from pathotune_cli.engine.export import (
-        INPUT_NAME,
-        OUTPUT_NAME,
-        TOLERANCE,
-        check_export,
-        export_onnx,
-        export_torchscript,
-        prepare,
-        require_packages,
-    )
+    from pathotune_cli.engine.export import prepare, require_packages
     from pathotune_cli.engine.load import load_prompted_model, random_weights_warning
-    from pathotune_cli.runs.model_card import (
-        build_card,
-        card_markdown,
-        evaluation_metrics,
-        validation_metrics,
-    )
-    from pathotune_cli.runs.records import file_sha256, versions, write_json, write_text
+    from pathotune_cli.files import sha256_file
 
-    require_packages(fmt, opts.check)
-    out = (Path(opts.out) if opts.out else default_out(opts.prompts, fmt)).resolve()
-    if out.is_dir():
-        raise BadInput(
-            f"--out {out} is a folder", f"pass a file name, e.g. --out {out / default_out('x', fmt).name}"
-        )
-    if opts.check_data is not None and not Path(opts.check_data).is_dir():
-        raise BadInput(
-            f"--check-data {opts.check_data} is not a folder", "pass a folder of tiles (png, jpg, tif)"
-        )
+    started = time.time()
+    require_packages(opts.format, opts.check)
     if opts.check_data is not None and not opts.check:
-        report("warning", {"message": "--check-data is ignored with --no-check"})
-
+        warn(report, "--check-data is ignored with --no-check")
     model, file = load_prompted_model(opts.prompts, opts.weights)
     random_note = random_weights_warning(model)
     if random_note:
-        report("warning", {"message": random_note})
-    meta = file.meta
+        warn(report, random_note)
     module = prepare(model)
-    size = module.input_size
     # everything that can fail on bad input happens before the export is written
     real = None
-    if opts.check and opts.check_data:
-        real = _real_tiles(Path(opts.check_data), size, opts.check_tiles)
-    warn = lambda message: report("warning", {"message": message})  # noqa: E731
-    prompts_path = file.path.resolve()
-    validation = validation_metrics(meta, prompts_path)
-    evaluation = evaluation_metrics(prompts_path, opts.metrics, warn)
-    classes = list(meta["classes"])
-    input_spec = {
-        "name": INPUT_NAME,
-        "dtype": "uint8",
-        "shape": ["batch", 3, size, size],
-        "layout": "NCHW",
-        "channels": "RGB",
-        "range": [0, 255],
-        "size": size,
-    }
-    output_spec = {
-        "name": OUTPUT_NAME,
-        "dtype": "float32",
-        "shape": ["batch", len(classes)],
-        "meaning": "softmax probabilities over the classes, in the order of `classes`",
-    }
-    prompts_info = {"path": str(prompts_path), "sha256": file_sha256(prompts_path), "bytes": file.size_bytes}
-    header = {
-        "format": "pathotune-export",
-        "pathotune_version": meta.get("pathotune_version"),
-        "task": meta["task"]["name"],
-        "classes": classes,
-        "input": input_spec,
-        "output": output_spec,
-        "tile": meta.get("tile"),
-        "backbone": {
-            "preset": meta["backbone"]["preset"]["name"],
-            "fingerprint": meta["backbone"]["fingerprint"],
-        },
-        "method": meta.get("method"),
-        "prompts_sha256": prompts_info["sha256"],
-    }
-
-    report(
-        "info",
-        {"message": f"exporting {meta.get('method')} on {header['backbone']['preset']} to {fmt}: {out}"},
+    if opts.check and opts.check_data is not None:
+        real = _real_tiles(Path(opts.check_data), module.input_size, opts.check_tiles)
+    header = file.header
+    contract = export_contract(module.input_size, header.classes)
+    prompts = {"path": str(file.path.resolve()), "sha256": sha256_file(file.path), "bytes": file.size_bytes}
+    out = opts.out_file
+    note(report, f"exporting {header.method} on {header.backbone.preset.name} to {opts.format}: {out}")
+    written = _write_export(module, out, opts.format, header, contract, prompts["sha256"])
+    check = _check(model, out, opts.format, module.input_size, real, opts.check_data, report) if opts.check else None
+    card_json, card_md = _write_card(file, out, opts, written, contract, prompts, check, random_note, report)
+    return ExportResult(
+        export=out, format=opts.format, bytes=out.stat().st_size, sha256=sha256_file(out),
+        exporter=written["exporter"], opset=written.get("opset"), input=contract["input"],
+        output=contract["output"], classes=list(header.classes), check=check, card_json=card_json, card_md=card_md,
+        prompts=file.path.resolve(), task=header.task.name, method=header.method,
+        backbone=header.backbone.preset.name, exporter_warnings=written["warnings"],
+        seconds=round(time.time() - started, 2),
     )
-    if fmt == "onnx":
-        result = export_onnx(module, out, header)
-    else:
-        result = export_torchscript(module, out, header)
 
-    check = None
-    if opts.check:
-        import torch
 
-        synthetic = _synthetic_tiles(size)
+def export_contract(size: int, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """What every export takes and returns: the ``input`` and ``output`` specifications for the card."""
+    from pathotune_cli.engine.export import INPUT_NAME, OUTPUT_NAME
 
-        tiles = synthetic if real is None else torch.cat([synthetic, real])
-        report("info", {"message": f"checking against PyTorch on {len(tiles)} tiles"})
-        try:
-            diff = check_export(model, out, fmt, tiles, TOLERANCE)
-        except PathotuneError:
-            _remove_export(out)
-            raise
-        check = {
-            "max_abs_diff": diff,
-            "tolerance": TOLERANCE,
-            "tiles": len(tiles),
-            "synthetic_tiles": len(synthetic),
-            "real_tiles": 0 if real is None else len(real),
-            "real_data": opts.check_data,
-            "passed": True,
-        }
-        report("info", {"message": f"largest probability difference {diff:.2e} (allowed {TOLERANCE:.0e})"})
-
-    found = versions()
-    runtime = _runtime_versions(fmt)
-    export_info = {
-        "file": str(out),
-        "format": fmt,
-        "bytes": out.stat().st_size,
-        "sha256": file_sha256(out),
-        "exporter": result["exporter"],
-        "opset": result.get("opset"),
-        "external_data": result.get("external_data", False),
-        "precision": "fp32",
-        "runtime": runtime["runtime"],
-    }
-    card = build_card(
-        meta,
-        export=export_info,
-        input_spec=input_spec,
-        output_spec=output_spec,
-        prompts=prompts_info,
-        check=check,
-        validation=validation,
-        evaluation=evaluation,
-        versions={**found, **runtime["versions"]},
-        random_weights=random_note,
-    )
-    card_json, card_md = card_paths(out)
-    write_json(card_json, card)
-    write_text(card_md, card_markdown(card))
     return {
-        "export": str(out),
-        "format": fmt,
-        "bytes": export_info["bytes"],
-        "sha256": export_info["sha256"],
-        "exporter": result["exporter"],
-        "opset": result.get("opset"),
-        "input": input_spec,
-        "output": output_spec,
-        "classes": classes,
-        "check": check,
-        "card_json": str(card_json),
-        "card_md": str(card_md),
-        "prompts": str(prompts_path),
-        "task": meta["task"]["name"],
-        "method": meta.get("method"),
-        "backbone": header["backbone"]["preset"],
-        "exporter_warnings": result["warnings"],
-        "seconds": round(time.time() - started, 2),
+        "input": {
+            "name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, size, size], "layout": "NCHW",
+            "channels": "RGB", "range": [0, 255], "size": size,
+        },
+        "output": {
+            "name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(classes)],
+            "meaning": "softmax probabilities over the classes, in the order of `classes`",
+        },
     }
 
 
-def export_all(  # noqa: ANN001
+def export_all(
     prompts: str | Path,
     check_data: str | Path | None = None,
-    report=None,
+    report: Reporter = ignore,
     out_dir: str | Path | None = None,
     metrics: str | Path | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, ExportResult | str]:
     """Both formats with their checks and cards (what ``pathotune demo`` ends with).
 
     ``out_dir`` defaults to beside the prompts; ``metrics`` is an eval ``metrics.json`` for the cards (else
@@ -239,34 +173,94 @@ def export_all(  # noqa: ANN001
     ``export`` extra is not installed, so the caller still works anywhere; TorchScript needs only torch.
 
     Returns:
-        ``{"onnx": summary, "torchscript": summary}``; a skipped format maps to ``{"skipped": reason}``.
+        ``{"onnx": result, "torchscript": result}``; a skipped format maps to the reason it was skipped.
     """
     from pathotune_cli.engine.export import SUFFIXES, require_packages
     from pathotune_cli.errors import MissingDependency
 
-    report = report or (lambda kind, info: None)
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, ExportResult | str] = {}
     for fmt in ("onnx", "torchscript"):
-        out = None if out_dir is None else str(Path(out_dir) / f"model{SUFFIXES[fmt]}")
         try:
             require_packages(fmt, check=True)
         except MissingDependency as exc:
-            report("warning", {"message": f"skipped the {fmt} export: {exc.one_line()}"})
-            done[fmt] = {"skipped": exc.one_line()}
+            warn(report, f"skipped the {fmt} export: {exc.one_line()}")
+            done[fmt] = exc.one_line()
             continue
-        data = None if check_data is None else str(check_data)
         opts = ExportOptions(
-            prompts=str(prompts),
-            format=fmt,
-            out=out,
-            check_data=data,
-            metrics=None if metrics is None else str(metrics),
+            prompts=Path(prompts), format=fmt,
+            out=None if out_dir is None else Path(out_dir) / f"model{SUFFIXES[fmt]}",
+            check_data=None if check_data is None else Path(check_data),
+            metrics=None if metrics is None else Path(metrics),
         )
         done[fmt] = export_run(opts, report)
     return done
 
 
-def _synthetic_tiles(size: int):  # noqa: ANN202 - a uint8 tensor (N, 3, S, S)
+def _write_export(module: Any, out: Path, fmt: str, header: Any, contract: dict[str, Any],
+                  prompts_sha256: str) -> dict[str, Any]:
+    """The graph with the classes and input contract inside it (ONNX metadata, TorchScript extra file)."""
+    from pathotune_cli.engine.export import export_onnx, export_torchscript
+
+    embedded = {
+        "format": "pathotune-export", "pathotune_version": header.pathotune_version, "task": header.task.name,
+        "classes": list(header.classes), **contract, "tile": header.tile.model_dump(mode="json"),
+        "backbone": {"preset": header.backbone.preset.name, "fingerprint": header.backbone.fingerprint},
+        "method": header.method, "prompts_sha256": prompts_sha256,
+    }
+    return (export_onnx if fmt == "onnx" else export_torchscript)(module, out, embedded)
+
+
+def _check(model: Any, out: Path, fmt: str, size: int, real: Any, real_data: Path | None,
+           report: Reporter) -> dict[str, Any]:
+    """PyTorch against the saved export on synthetic and real tiles; a failed check leaves nothing behind."""
+    import torch
+
+    from pathotune_cli.engine.export import TOLERANCE, check_export
+
+    synthetic = _synthetic_tiles(size)
+    tiles = synthetic if real is None else torch.cat([synthetic, real])
+    note(report, f"checking against PyTorch on {len(tiles)} tiles")
+    try:
+        diff = check_export(model, out, fmt, tiles, TOLERANCE)
+    except PathotuneError:
+        _remove_export(out)
+        raise
+    note(report, f"largest probability difference {diff:.2e} (allowed {TOLERANCE:.0e})")
+    return {
+        "max_abs_diff": diff, "tolerance": TOLERANCE, "tiles": len(tiles), "synthetic_tiles": len(synthetic),
+        "real_tiles": 0 if real is None else len(real), "real_data": None if real_data is None else str(real_data),
+        "passed": True,
+    }
+
+
+def _write_card(file: Any, out: Path, opts: ExportOptions, written: dict[str, Any], contract: dict[str, Any],
+                prompts: dict[str, Any], check: dict[str, Any] | None, random_note: str | None,
+                report: Reporter) -> tuple[Path, Path]:
+    """The model card beside the export, as JSON and Markdown."""
+    from pathotune_cli.files import sha256_file, write_json, write_text
+    from pathotune_cli.runs.model_card import build_card, card_markdown, evaluation_metrics, validation_metrics
+    from pathotune_cli.runs.records import versions
+
+    prompts_path = file.path.resolve()
+    runtime = _runtime_versions(opts.format)
+    export_info = {
+        "file": str(out), "format": opts.format, "bytes": out.stat().st_size, "sha256": sha256_file(out),
+        "exporter": written["exporter"], "opset": written.get("opset"),
+        "external_data": written.get("external_data", False), "precision": "fp32", "runtime": runtime["runtime"],
+    }
+    card = build_card(
+        file.header, export=export_info, input_spec=contract["input"], output_spec=contract["output"],
+        prompts=prompts, check=check, validation=validation_metrics(file.header, prompts_path),
+        evaluation=evaluation_metrics(prompts_path, opts.metrics, lambda text: warn(report, text)),
+        versions={**versions(), **runtime["versions"]}, random_weights=random_note,
+    )
+    card_json, card_md = card_paths(out)
+    write_json(card_json, card)
+    write_text(card_md, card_markdown(card))
+    return card_json, card_md
+
+
+def _synthetic_tiles(size: int) -> Any:
     """Uniform noise plus one H&E-like texture per demo class: cheap, seeded, and not all saturated."""
     import numpy as np
     import torch
@@ -279,7 +273,7 @@ def _synthetic_tiles(size: int):  # noqa: ANN202 - a uint8 tensor (N, 3, S, S)
     return torch.from_numpy(np.concatenate([noise, textures]))
 
 
-def _real_tiles(folder: Path, size: int, limit: int):  # noqa: ANN202 - a uint8 tensor (N, 3, S, S)
+def _real_tiles(folder: Path, size: int, limit: int) -> Any:
     """Up to ``limit`` real tiles from ``folder``, resized to the input size as ``pathotune`` reads tiles."""
     import torch
 

@@ -1,115 +1,89 @@
 """``pathotune inspect`` as a function: what a prompt file holds, whether it is intact, whether it loads here.
 
-Intact means the header parses and every tensor has the shape the header implies. The expected shapes come
-from the real ``PromptedModel`` built on the ``meta`` device (no memory, no weight file read), so they can
-never drift from what ``load_prompted_model`` would build; the backbone's weights are never loaded.
+Intact means the checksum matches, the header validates and every tensor has the shape the header implies. The
+expected shapes come from the real ``PromptedModel`` built on the ``meta`` device (no memory, no weight file
+read), so they can never drift from what ``load_prompted_model`` would build; the backbone's weights are never
+loaded.
 """
 
 from __future__ import annotations
 
 import importlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.engine.header import FrozenPart, PromptHeader
+from pathotune_cli.errors import PathotuneError
 
 
-def inspect_run(prompts: str | Path) -> dict[str, Any]:
-    """Summarise and verify a prompt file; returns the document the CLI renders (and ``--json`` prints).
+@dataclass(frozen=True)
+class InspectResult:
+    """A prompt file's header, tensors and integrity, and whether its frozen parts resolve here."""
+
+    file: dict[str, Any]
+    """path, bytes, sha256, modified."""
+    header: PromptHeader
+    backbone: dict[str, Any]
+    instance_encoder: dict[str, Any] | None
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+    tensors_verified: bool = False
+    tensors_not_verified_because: str | None = None
+
+    @property
+    def tensor_values(self) -> int:
+        """Numbers stored in the file's tensors."""
+        return sum(t["numel"] for t in self.tensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document ``--json`` prints."""
+        h = self.header
+        return {
+            "file": self.file, "format_version": h.format_version, "pathotune_version": h.pathotune_version,
+            "created": h.created, "task": h.task.name,
+            "classes": [{"name": c.name, "description": c.description} for c in h.task.classes],
+            "method": h.method, "prompt": h.prompt.model_dump(mode="json"), "backbone": self.backbone,
+            "instance_encoder": self.instance_encoder, "text_encoder": h.text_encoder, "texts": h.texts,
+            "tile": h.tile.model_dump(mode="json"), "preprocessing": h.preprocessing.model_dump(mode="json"),
+            "trainable_parameters": h.trainable_parameters, "backbone_parameters": h.backbone_parameters,
+            "metrics": h.metrics, "training": h.training, "tensors": self.tensors,
+            "tensor_values": self.tensor_values, "tensors_verified": self.tensors_verified,
+            "tensors_not_verified_because": self.tensors_not_verified_because,
+        }
+
+
+def inspect_run(prompts: str | Path) -> InspectResult:
+    """Summarise and verify a prompt file.
 
     Raises:
-        BadInput: missing or truncated file, a header that does not parse or validate, or a tensor is missing,
-            unexpected or of the wrong shape.
+        BadInput: missing or truncated file, a checksum that does not match, a header that does not validate, or
+            a tensor that is missing, unexpected or of the wrong shape.
     """
-    from pathotune_cli.config.loader import validate
-    from pathotune_cli.config.run import PromptSettings
-    from pathotune_cli.config.schema import BackbonePreset, TaskPreset
     from pathotune_cli.engine.promptfile import check_tensors, read_prompt_file
-    from pathotune_cli.runs.records import file_sha256
+    from pathotune_cli.files import sha256_file
 
     file = read_prompt_file(prompts)
-    meta, source = file.meta, str(file.path)
-    backbone = validate(
-        BackbonePreset, _section(meta, "backbone", "preset", source), source=f"{source} (backbone)"
-    )
-    task = validate(TaskPreset, meta["task"], source=f"{source} (task)")
-    settings = validate(PromptSettings, meta["prompt"], source=f"{source} (prompt)")
-    instance = None
-    if meta.get("instance_encoder"):
-        instance = validate(
-            BackbonePreset,
-            _section(meta, "instance_encoder", "preset", source),
-            source=f"{source} (instance encoder)",
-        )
-    if meta.get("classes", task.class_names) != task.class_names:
-        raise BadInput(
-            f"{source}: its class list does not match its task's classes",
-            "the file was altered; re-run `pathotune tune`",
-        )
-
-    expected, skipped = expected_tensors(file, task, backbone, settings, instance)
+    header = file.header
+    expected, skipped = expected_tensors(file)
     if expected is not None:
         check_tensors(file, expected)
-
     tensors = [
-        {
-            "name": name,
-            "shape": list(t.shape),
-            "dtype": str(t.dtype).removeprefix("torch."),
-            "numel": t.numel(),
-        }
+        {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "numel": t.numel()}
         for name, t in sorted(file.tensors.items())
     ]
     stat = file.path.stat()
-    return {
-        "file": {
-            "path": source,
-            "bytes": stat.st_size,
-            "sha256": file_sha256(file.path),
-            "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime)),
-        },
-        "format_version": meta.get("format_version"),
-        "pathotune_version": meta.get("pathotune_version"),
-        "created": meta.get("created"),
-        "task": task.name,
-        "classes": [{"name": c.name, "description": c.description} for c in task.classes],
-        "method": settings.method,
-        "prompt": settings.model_dump(mode="json"),
-        "backbone": {
-            "preset": backbone.name,
-            "family": backbone.family,
-            "model": backbone.model,
-            "weights": backbone.weights,
-            "fingerprint": meta["backbone"].get("fingerprint"),
-            "weight_source": meta["backbone"].get("weight_source"),
-            "random_weights": _random(meta["backbone"], backbone),
-            "resolves": _resolves(backbone),
-        },
-        "instance_encoder": None
-        if instance is None
-        else {
-            "preset": instance.name,
-            "fingerprint": meta["instance_encoder"].get("fingerprint"),
-            "random_weights": _random(meta["instance_encoder"], instance),
-            "resolves": _resolves(instance),
-        },
-        "text_encoder": meta.get("text_encoder"),
-        "texts": meta.get("texts", []),
-        "tile": task.tile.model_dump(mode="json"),
-        "preprocessing": meta.get("preprocessing"),
-        "trainable_parameters": meta.get("trainable_parameters"),
-        "backbone_parameters": meta.get("backbone_parameters"),
-        "metrics": meta.get("metrics"),
-        "training": meta.get("training"),
-        "tensors": tensors,
-        "tensor_values": sum(t["numel"] for t in tensors),
-        "tensors_verified": expected is not None,
-        "tensors_not_verified_because": skipped,
-    }
+    return InspectResult(
+        file={"path": str(file.path), "bytes": stat.st_size, "sha256": sha256_file(file.path),
+              "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime))},
+        header=header,
+        backbone=_part(header.backbone, detail=True),
+        instance_encoder=None if header.instance_encoder is None else _part(header.instance_encoder),
+        tensors=tensors, tensors_verified=expected is not None, tensors_not_verified_because=skipped,
+    )
 
 
-def expected_tensors(file, task, backbone, settings, instance):  # noqa: ANN001, ANN201
+def expected_tensors(file: Any) -> tuple[dict[str, Any] | None, str | None]:
     """The tensors ``load_prompted_model`` would expect, as shapes on the ``meta`` device, with no weights.
 
     Returns:
@@ -117,26 +91,19 @@ def expected_tensors(file, task, backbone, settings, instance):  # noqa: ANN001,
     """
     import torch
 
+    from pathotune_cli.engine.load import stored_text_embeddings
     from pathotune_cli.engine.model import PromptedModel
 
+    header = file.header
     try:
-        bb, device = _skeleton(backbone)
-        inst = _skeleton(instance)[0] if instance is not None else None
+        bb, device = _skeleton(header.backbone.preset)
+        inst = _skeleton(header.instance_encoder.preset)[0] if header.instance_encoder is not None else None
     except _FamilyMissing as exc:
         return None, str(exc)
-    embeddings = None
-    if settings.method == "pathotune":
-        stored = file.tensors.get("ttp.text_embeddings")
-        if stored is None:
-            raise BadInput(
-                f"{file.path}: method 'pathotune' but no stored text embeddings",
-                "the file was altered; re-run `pathotune tune`",
-            )
-        embeddings = torch.empty(
-            len(task.texts()), int(stored.shape[-1]) if stored.dim() else 1, device=device
-        )
+    stored = stored_text_embeddings(file)
+    embeddings = None if stored is None else torch.empty(*stored.shape, device=device)
     with torch.device(device):
-        model = PromptedModel(bb, settings, len(task.classes), embeddings, inst)
+        model = PromptedModel(bb, header.prompt, len(header.classes), embeddings, inst)
     return model.trained_state(), None
 
 
@@ -144,7 +111,7 @@ class _FamilyMissing(Exception):
     pass
 
 
-def _skeleton(preset):  # noqa: ANN001, ANN202
+def _skeleton(preset: Any) -> tuple[Any, str]:
     """A backbone with the preset's shapes and no weights: on ``meta``, else random-initialised on the CPU."""
     import torch
 
@@ -164,7 +131,18 @@ def _skeleton(preset):  # noqa: ANN001, ANN202
         return cls(preset, WeightSource("random")), "cpu"
 
 
-def _resolves(preset) -> dict[str, Any]:  # noqa: ANN001
+def _part(part: FrozenPart, detail: bool = False) -> dict[str, Any]:
+    """A frozen part as shown: preset, fingerprint, random weights, and where its weights resolve here."""
+    preset = part.preset
+    shown: dict[str, Any] = {"preset": preset.name, "fingerprint": part.fingerprint,
+                             "weight_source": part.weight_source, "random_weights": part.random_weights,
+                             "resolves": _resolves(preset)}
+    if detail:
+        shown.update(family=preset.family, model=preset.model, weights=preset.weights)
+    return shown
+
+
+def _resolves(preset: Any) -> dict[str, Any]:
     """Where this preset's weights come from on this machine, or why they do not."""
     from pathotune_cli.backbones import resolve_weights
 
@@ -173,16 +151,3 @@ def _resolves(preset) -> dict[str, Any]:  # noqa: ANN001
     except PathotuneError as exc:  # MissingWeights, or a weight map that points nowhere
         return {"ok": False, "problem": exc.problem, "fix": exc.fix}
 
-
-def _random(section: dict[str, Any], preset) -> bool:  # noqa: ANN001
-    """Whether the model was tuned on random weights (recorded since format 1's weight_source; else the preset's)."""
-    return section.get("weight_source", preset.weights) == "random"
-
-
-def _section(meta: dict[str, Any], key: str, sub: str, source: str) -> Any:
-    value = meta.get(key)
-    if not isinstance(value, dict) or sub not in value:
-        raise BadInput(
-            f"{source}: metadata '{key}' lacks '{sub}'", "the file was altered; re-run `pathotune tune`"
-        )
-    return value[sub]

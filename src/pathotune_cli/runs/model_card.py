@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pathotune_cli import __version__
+from pathotune_cli.engine.header import FrozenPart, PromptHeader
 from pathotune_cli.errors import BadInput
 
 CARD_FORMAT = "pathotune-model-card"
@@ -35,7 +37,7 @@ LIMITATIONS = (
 
 
 def build_card(
-    meta: dict[str, Any],
+    header: PromptHeader,
     *,
     export: dict[str, Any],
     input_spec: dict[str, Any],
@@ -48,11 +50,6 @@ def build_card(
     random_weights: str | None = None,
 ) -> dict[str, Any]:
     """The card as one JSON-ready dict, from a prompt file's header and what the export learned."""
-    task = meta.get("task", {})
-    backbone = meta["backbone"]["preset"]
-    instance = meta.get("instance_encoder")
-    pre = meta.get("preprocessing", {})
-    training = meta.get("training") or {}
     return {
         "format": CARD_FORMAT,
         "format_version": CARD_VERSION,
@@ -61,63 +58,22 @@ def build_card(
         "versions": versions,
         "model": export,
         "source_prompts": prompts,
-        "task": {
-            "name": task.get("name"),
-            "description": task.get("description", ""),
-            "ordinal": task.get("ordinal", False),
-            "source": task.get("source", ""),
-            "citation": task.get("citation", ""),
-        },
+        "task": _task_section(header),
         "classes": [
-            {"index": i, "name": c["name"], "description": c.get("description", "")}
-            for i, c in enumerate(task.get("classes", []))
+            {"index": i, "name": c.name, "description": c.description} for i, c in enumerate(header.task.classes)
         ],
         "input": input_spec,
         "output": output_spec,
-        "preprocessing": {
-            "baked_in": True,
-            "steps": [
-                "uint8 / 255 -> float32 in [0, 1]",
-                f"(x - mean) / std per channel, mean {list(pre.get('mean', backbone.get('mean')))}, "
-                f"std {list(pre.get('std', backbone.get('std')))}",
-            ],
-            "mean": list(pre.get("mean", backbone.get("mean"))),
-            "std": list(pre.get("std", backbone.get("std"))),
-            "caller_does": f"cut tiles at {meta.get('tile', {}).get('mpp')} mpp and "
-            f"{meta.get('tile', {}).get('size')} px, resize to {input_spec['size']} x "
-            f"{input_spec['size']} (bicubic), keep RGB order",
-        },
-        "tile": meta.get("tile", {}),
-        "backbone": {
-            "preset": backbone.get("name"),
-            "family": backbone.get("family"),
-            "model": backbone.get("model"),
-            "weights": backbone.get("weights"),
-            "fingerprint": meta["backbone"].get("fingerprint"),
-            "licence": backbone.get("licence"),
-            "citation": backbone.get("citation", ""),
-            "parameters": meta.get("backbone_parameters"),
-            "random_weights": random_weights is not None,
-        },
-        "instance_encoder": None
-        if not instance
-        else {
-            "preset": instance["preset"].get("name"),
-            "fingerprint": instance.get("fingerprint"),
-            "licence": instance["preset"].get("licence"),
-        },
-        "method": meta.get("method"),
-        "prompt": meta.get("prompt"),
-        "text_encoder": meta.get("text_encoder"),
-        "trainable_parameters": meta.get("trainable_parameters"),
-        "training": {
-            "class_counts": training.get("class_counts", {}),
-            "seed": training.get("seed"),
-            "epochs_run": training.get("epochs_run"),
-            "best_epoch": training.get("best_epoch"),
-            "data": training.get("data"),
-            "config_digest": training.get("config_digest"),
-        },
+        "preprocessing": _preprocessing_section(header, input_spec["size"]),
+        "tile": header.tile.model_dump(mode="json"),
+        "backbone": {**_frozen_section(header.backbone), "parameters": header.backbone_parameters,
+                     "random_weights": random_weights is not None},
+        "instance_encoder": None if header.instance_encoder is None else _frozen_section(header.instance_encoder),
+        "method": header.method,
+        "prompt": header.prompt.model_dump(mode="json"),
+        "text_encoder": header.text_encoder,
+        "trainable_parameters": header.trainable_parameters,
+        "training": _training_section(header.training or {}),
         "validation": validation,
         "evaluation": evaluation,
         "check": check,
@@ -126,9 +82,39 @@ def build_card(
     }
 
 
-def validation_metrics(meta: dict[str, Any], prompts_path: Path) -> dict[str, Any] | None:
+def _task_section(header: PromptHeader) -> dict[str, Any]:
+    task = header.task
+    return {"name": task.name, "description": task.description, "ordinal": task.ordinal, "source": task.source,
+            "citation": task.citation}
+
+
+def _preprocessing_section(header: PromptHeader, size: int) -> dict[str, Any]:
+    pre = header.preprocessing
+    return {
+        "baked_in": True,
+        "steps": ["uint8 / 255 -> float32 in [0, 1]",
+                  f"(x - mean) / std per channel, mean {list(pre.mean)}, std {list(pre.std)}"],
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "caller_does": f"cut tiles at {header.tile.mpp} mpp and {header.tile.size} px, resize to {size} x {size} "
+                       "(bicubic), keep RGB order",
+    }
+
+
+def _frozen_section(part: FrozenPart) -> dict[str, Any]:
+    preset = part.preset
+    return {"preset": preset.name, "family": preset.family, "model": preset.model, "weights": preset.weights,
+            "fingerprint": part.fingerprint, "licence": preset.licence, "citation": preset.citation}
+
+
+def _training_section(training: dict[str, Any]) -> dict[str, Any]:
+    keys = ("seed", "epochs_run", "best_epoch", "data", "config_digest")
+    return {"class_counts": training.get("class_counts", {}), **{k: training.get(k) for k in keys}}
+
+
+def validation_metrics(header: PromptHeader, prompts_path: Path) -> dict[str, Any] | None:
     """Validation metrics at save time; CIs from ``RUN/metrics.json`` when its values match the file's."""
-    stored = {k: v for k, v in (meta.get("metrics") or {}).items() if k != "split" and v is not None}
+    stored = {k: v for k, v in (header.metrics or {}).items() if k != "split" and v is not None}
     if not stored:
         return None
     run_metrics = prompts_path.parent / "metrics.json"
@@ -152,7 +138,9 @@ def validation_metrics(meta: dict[str, Any], prompts_path: Path) -> dict[str, An
     }
 
 
-def evaluation_metrics(prompts_path: Path, explicit: str | Path | None, warn) -> dict[str, Any] | None:  # noqa: ANN001
+def evaluation_metrics(
+    prompts_path: Path, explicit: str | Path | None, warn: Callable[[str], None]
+) -> dict[str, Any] | None:
     """Metrics with 95% CIs from ``pathotune eval``: ``--metrics FILE``, else ``eval/metrics.json``.
 
     Raises:
@@ -197,49 +185,56 @@ def evaluation_metrics(prompts_path: Path, explicit: str | Path | None, warn) ->
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    """The card for people: one page of Markdown."""
-    inp, out, model = card["input"], card["output"], card["model"]
-    bb, tile = card["backbone"], card["tile"]
-    lines = [
+    """The card for people: one page of Markdown, section by section."""
+    sections = (_md_head, _md_use, _md_classes, _md_io, _md_model, _md_training, _md_metrics, _md_check)
+    lines = [line for section in sections for line in section(card)]
+    lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def _md_head(card: dict[str, Any]) -> list[str]:
+    model, bb = card["model"], card["backbone"]
+    return [
         f"# Model card: {card['task']['name']} ({card['method']} on {bb['preset']})",
         "",
         f"`{Path(model['file']).name}` ({model['format']}, {model['bytes'] / 1024**2:.1f} MiB, "
-        f"sha256 `{model['sha256'][:16]}...`), "
-        f"exported by pathotune {card['pathotune_version']} on {card['created']} from "
-        f"`{Path(card['source_prompts']['path']).name}` "
+        f"sha256 `{model['sha256'][:16]}...`), exported by pathotune {card['pathotune_version']} on "
+        f"{card['created']} from `{Path(card['source_prompts']['path']).name}` "
         f"(sha256 `{card['source_prompts']['sha256'][:16]}...`).",
         "",
-        *(
-            [f"**{card['limitations'][0]}**", ""]
-            if card["backbone"].get("random_weights")
-            else []
-        ),
-        "## Intended use",
-        "",
-        card["intended_use"],
-        "",
-        "## Limitations",
-        "",
-        *[f"- {item}" for item in card["limitations"]],
-        "",
-        "## Classes",
-        "",
-        "| index | class | description |",
-        "|---|---|---|",
-        *[f"| {c['index']} | {c['name']} | {c['description']} |" for c in card["classes"]],
-        "",
+        *([f"**{card['limitations'][0]}**", ""] if bb.get("random_weights") else []),
+    ]
+
+
+def _md_use(card: dict[str, Any]) -> list[str]:
+    return ["## Intended use", "", card["intended_use"], "", "## Limitations", "",
+            *[f"- {item}" for item in card["limitations"]], ""]
+
+
+def _md_classes(card: dict[str, Any]) -> list[str]:
+    return ["## Classes", "", "| index | class | description |", "|---|---|---|",
+            *[f"| {c['index']} | {c['name']} | {c['description']} |" for c in card["classes"]], ""]
+
+
+def _md_io(card: dict[str, Any]) -> list[str]:
+    inp, out, tile = card["input"], card["output"], card["tile"]
+    return [
         "## Input and output",
         "",
-        f"- Input `{inp['name']}`: {inp['dtype']} {inp['channels']}, shape {_shape(inp['shape'])} "
-        f"({inp['layout']}), "
+        f"- Input `{inp['name']}`: {inp['dtype']} {inp['channels']}, shape {_shape(inp['shape'])} ({inp['layout']}), "
         f"values {inp['range'][0]}-{inp['range'][1]}; the batch axis is dynamic.",
-        f"- Tiles: cut at {tile.get('mpp')} µm/px, {tile.get('size')} px, "
-        f"then resized to {inp['size']} x {inp['size']} "
-        "(bicubic). Do not normalise: scaling and normalisation are inside the model.",
+        f"- Tiles: cut at {tile.get('mpp')} µm/px, {tile.get('size')} px, then resized to {inp['size']} x "
+        f"{inp['size']} (bicubic). Do not normalise: scaling and normalisation are inside the model.",
         f"- Normalisation inside the model: x / 255, then mean {card['preprocessing']['mean']}, "
         f"std {card['preprocessing']['std']}.",
         f"- Output `{out['name']}`: {out['dtype']}, shape {_shape(out['shape'])}, {out['meaning']}.",
         "",
+    ]
+
+
+def _md_model(card: dict[str, Any]) -> list[str]:
+    bb = card["backbone"]
+    lines = [
         "## Model",
         "",
         f"- Backbone: preset `{bb['preset']}` ({bb['family']}, `{bb['model']}`), weights `{bb['weights']}`, "
@@ -247,77 +242,59 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     if card["instance_encoder"]:
         ie = card["instance_encoder"]
-        lines.append(
-            f"- Instance encoder: preset `{ie['preset']}`, fingerprint `{ie['fingerprint']}`; frozen."
-        )
-    lines += [
-        f"- Method: `{card['method']}`; {card['trainable_parameters']:,} trainable parameters"
-        + (
-            f" ({card['trainable_parameters'] / bb['parameters']:.2%} of the backbone's {bb['parameters']:,})"
-            if bb.get("parameters")
-            else ""
-        )
-        + ".",
+        lines.append(f"- Instance encoder: preset `{ie['preset']}`, fingerprint `{ie['fingerprint']}`; frozen.")
+    share = (f" ({card['trainable_parameters'] / bb['parameters']:.2%} of the backbone's {bb['parameters']:,})"
+             if bb.get("parameters") else "")
+    return lines + [
+        f"- Method: `{card['method']}`; {card['trainable_parameters']:,} trainable parameters{share}.",
         f"- Text encoder for the textual prompts: `{card['text_encoder']}` "
         "(its embeddings are stored; none runs at inference).",
         "",
-        "## Training data",
-        "",
     ]
-    counts = card["training"]["class_counts"]
+
+
+def _md_training(card: dict[str, Any]) -> list[str]:
+    training = card["training"]
+    counts = training["class_counts"]
+    lines = ["## Training data", ""]
     if counts:
         splits = list(counts)
         lines += ["| class | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-        for c in card["classes"]:
-            lines.append(
-                f"| {c['name']} | " + " | ".join(str(counts[s].get(c["name"], 0)) for s in splits) + " |"
-            )
+        lines += [f"| {c['name']} | " + " | ".join(str(counts[s].get(c["name"], 0)) for s in splits) + " |"
+                  for c in card["classes"]]
         lines.append("")
-    training = card["training"]
-    lines += [
+    return lines + [
         f"Seed {training['seed']}, {training['epochs_run']} epochs (best {training['best_epoch']}), "
         f"data `{training['data']}`.",
         "",
     ]
-    for title, section in (
-        ("Validation metrics", card["validation"]),
-        ("Evaluation metrics", card["evaluation"]),
-    ):
+
+
+def _md_metrics(card: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for title, section in (("Validation metrics", card["validation"]), ("Evaluation metrics", card["evaluation"])):
         lines += [f"## {title}", ""]
         if not section:
-            lines += [
-                "None recorded"
-                + (
-                    ": run `pathotune eval PROMPTS --data DIR`, then export again."
-                    if title.startswith("Eval")
-                    else "."
-                ),
-                "",
-            ]
+            hint = ": run `pathotune eval PROMPTS --data DIR`, then export again." if title.startswith("Eval") else "."
+            lines += [f"None recorded{hint}", ""]
             continue
-        lines += [
-            f"From `{section['source']}`" + (f", {section['n']} tiles" if section.get("n") else "") + ".",
-            "",
-            "| metric | value | 95% CI |",
-            "|---|---|---|",
-        ]
+        lines += [f"From `{section['source']}`" + (f", {section['n']} tiles" if section.get("n") else "") + ".", "",
+                  "| metric | value | 95% CI |", "|---|---|---|"]
         for name, m in section["metrics"].items():
             ci = "n/a" if m["ci_low"] is None else f"{_f(m['ci_low'])} - {_f(m['ci_high'])}"
             lines.append(f"| {name} | {_f(m['value'])} | {ci} |")
         lines.append("")
-    check = card["check"]
-    lines += ["## Export check", ""]
-    if check:
-        lines.append(
-            f"{model['runtime']} against PyTorch on {check['tiles']} tiles "
-            f"({check['synthetic_tiles']} synthetic, "
+    return lines
+
+
+def _md_check(card: dict[str, Any]) -> list[str]:
+    check, model = card["check"], card["model"]
+    if not check:
+        return ["## Export check", "", "Not run (--no-check).", ""]
+    return ["## Export check", "",
+            f"{model['runtime']} against PyTorch on {check['tiles']} tiles ({check['synthetic_tiles']} synthetic, "
             f"{check['real_tiles']} real): largest probability difference {check['max_abs_diff']:.2e} "
-            f"(allowed {check['tolerance']:.0e})."
-        )
-    else:
-        lines.append("Not run (--no-check).")
-    lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()), ""]
-    return "\n".join(lines)
+            f"(allowed {check['tolerance']:.0e}).", ""]
 
 
 def _interval(m: dict[str, Any]) -> dict[str, Any]:

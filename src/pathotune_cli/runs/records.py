@@ -1,57 +1,29 @@
-"""Files a run leaves behind, each written to a temporary name and renamed, and where the run came from."""
+"""Where a run came from: versions, command line, platform and the standard environment it honoured.
+
+Every command that writes (``tune``, ``tile``, ``predict``) leaves a ``run.json`` built from ``provenance``, so
+a folder says how it was made.
+"""
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Sequence
+import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pathotune_cli import __version__
+from pathotune_cli.files import write_json
 
-RECORDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "PATHOTUNE_WEIGHTS", "CUDA_VISIBLE_DEVICES")
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write text atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically."""
-    return write_text(path, json.dumps(data, indent=2, default=_default) + "\n")
-
-
-def write_yaml(path: Path, data: Any) -> Path:
-    """Write YAML atomically, keys in their given order."""
-    return write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Write a CSV atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+RECORDED_ENV = (
+    "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "PATHOTUNE_WEIGHTS", "CUDA_VISIBLE_DEVICES",
+    "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "RANK", "WORLD_SIZE",
+)
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages that decide a run's numbers."""
+    """Versions of the packages that decide a run's numbers (imported ones, else importable ones)."""
     found = {"pathotune": __version__, "python": platform.python_version()}
     for name in ("torch", "timm", "open_clip", "numpy", "safetensors"):
         module = sys.modules.get(name)
@@ -70,25 +42,17 @@ def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "versions": versions(),
         "command": sys.argv,
         "platform": platform.platform(),
+        "host": platform.node(),
         "environment": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
         **(extra or {}),
     }
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def write_run_record(out: Path, settings: dict[str, Any], started: float, **extra: Any) -> Path:
+    """``out/run.json`` for a per-slide command: provenance, the run's settings and its timings."""
+    return write_json(out / "run.json", provenance({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": round(time.time() - started, 2),
+        "settings": settings,
+        **extra,
+    }))

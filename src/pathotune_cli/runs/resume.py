@@ -82,8 +82,11 @@ def write_record(out: Path, stem: str, command: str, key: SlideKey, row: dict[st
 def record_failure(
     out: Path, stem: str, command: str, outputs: Iterable[Path], key: Callable[[], SlideKey], row: dict[str, Any]
 ) -> None:
-    """A failed slide keeps no outputs (nothing under a final name without an ``ok`` record) and gets a record
-    saying why, so the folder's summary lists it. ``key`` is called here: the slide may be what is broken."""
+    """Remove a failed slide's outputs and record why it failed.
+
+    Nothing stays under a final name without an ``ok`` record, and the folder's summary lists the slide.
+    ``key`` is called here: the slide itself may be what is broken.
+    """
     record_path(out, stem, command).unlink(missing_ok=True)
     for final in outputs:
         remove(final)

@@ -7,13 +7,6 @@ from pathlib import Path
 
 from pathotune_cli.errors import BadInput
 
-SLIDE_SUFFIXES = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff"
-)
-"""Whole-slide formats, found in folders by ``tile`` and ``predict``."""
-FLAT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-"""Flat images: ``tile`` cuts them as one-level slides, ``predict`` classifies them as tiles."""
-
 
 def read_slides_csv(path: Path) -> list[tuple[Path, float | None]]:
     """Rows of a slides CSV: ``slide`` (or ``wsi``/``path``) and an optional ``mpp`` column."""

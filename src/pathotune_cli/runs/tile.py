@@ -9,17 +9,20 @@ each one. A slide that fails gets its one-line error in the manifest and the oth
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError
-from pathotune_cli.files import remove, remove_stale_temporaries, write_csv
+from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore
+from pathotune_cli.files import Staging, remove_stale_temporaries, write_csv
+from pathotune_cli.formats import TILE_COMMAND_SUFFIXES as TILED_SUFFIXES
+from pathotune_cli.runs.options import coerce_paths
+from pathotune_cli.runs.records import write_run_record
 from pathotune_cli.runs.resume import (
     Decision,
     SlideKey,
@@ -31,17 +34,14 @@ from pathotune_cli.runs.resume import (
     record_path,
     write_record,
 )
-from pathotune_cli.runs.slides import FLAT_IMAGE_SUFFIXES, SLIDE_SUFFIXES, geojson_for, read_slides_csv
+from pathotune_cli.runs.slides import geojson_for, read_slides_csv
 
-TILED_SUFFIXES = frozenset(SLIDE_SUFFIXES + FLAT_IMAGE_SUFFIXES)
-"""What ``tile`` picks up from a folder: slides, and flat images as one-level slides."""
 MANIFEST_COLUMNS = ("slide", "status", "tiles", "level", "mpp", "mpp_source", "seconds", "resume", "error")
 COMMAND = "tile"
 """Names the per-slide records: ``<stem>.tile.json``."""
 TILE_ALGORITHM = 1
 """Bumped when a change of pathotune cuts other tiles from the same slide and settings, so resumes redo them."""
 TILE_FORMATS = ("png", "jpg")
-Report = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class TileConfig:
 
     def __post_init__(self) -> None:
         """Check the rules that span fields."""
+        coerce_paths(self)
         if (self.target_mpp is None) == (self.mag is None):
             raise BadInput("give either a target mpp or a magnification, not both", "use --mpp or --mag")
         if not 0 <= self.overlap < self.tile_size:
@@ -192,18 +193,18 @@ def collect_slides(config: TileConfig) -> list[tuple[Path, float | None]]:
     return items
 
 
-def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
+def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
     """Tile every slide of ``config``; a failing slide is recorded and the others go on.
 
     Args:
         config: The run's settings.
-        progress: Called as ``progress(kind, data)``: ``("start", {"total": n})`` once, then
-            ``("slide", {"row": SlideRow, "done": k, "total": n})`` after each slide.
+        report: Receives ``SlidesStarted`` once, then ``SlideDone`` after each slide.
 
     Returns:
         A ``TileResult`` with one row per slide of this run, in input order. ``manifest.csv`` lists every slide
         recorded in the folder (earlier runs' too), sorted by path.
     """
+    started = time.time()
     items = collect_slides(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,11 +217,10 @@ def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
         rows[index] = row
         result.rows = [rows[i] for i in sorted(rows)]
         write_manifest(result.manifest, [*others.values(), *result.rows])
-        if progress is not None:
-            progress("slide", {"row": row, "done": len(rows), "total": len(items)})
+        detail = row.error if row.status == "failed" else (row.resume or f"{row.tiles} tiles")
+        report(SlideDone(Path(row.slide).name, row.status, len(rows), len(items), detail, row.notes, row.seconds))
 
-    if progress is not None:
-        progress("start", {"total": len(items)})
+    report(SlidesStarted(len(items)))
     todo = []
     for index, (path, csv_mpp) in enumerate(items):
         others.pop(path.stem, None)
@@ -239,7 +239,7 @@ def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
                 index = futures[future]
                 try:
                     row = future.result()
-                except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. a crash in a codec)
+                except Exception as exc:  # a worker that died (e.g. a crash in a codec)
                     path = items[index][0]
                     died = type(exc).__name__
                     error = f"{path.name}: its worker process died ({died}); rerun with --workers 1"
@@ -252,6 +252,9 @@ def tile_run(config: TileConfig, progress: Report | None = None) -> TileResult:
     folder = {Path(r["slide"]).stem: SlideRow.from_record(r) for r in folder_rows(out, COMMAND)}  # other shards'
     folder.update({Path(r.slide).stem: r for r in result.rows})  # this run's, with their resume words
     write_manifest(result.manifest, list(folder.values()))
+    settings = {k: [str(p) for p in v] if k == "slides" else (str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(config).items()}
+    write_run_record(out, settings, started, slides=len(result.rows), failed=result.failed)
     return result
 
 
@@ -295,8 +298,6 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str 
 
     start = time.perf_counter()
     out = Path(config.out)
-    temps: list[Path] = []
-    finals: list[tuple[Path, Path]] = []
     try:
         key = slide_key(path, csv_mpp, config)
         plan = plan_slide(
@@ -312,12 +313,10 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str 
             default_mpp=config.default_mpp,
             backend=config.backend,
         )
-        finals = _write_outputs(plan, out, config, temps)
-        record_path(out, path.stem, COMMAND).unlink(missing_ok=True)
-        for temp, final in finals:
-            if final.is_dir():
-                shutil.rmtree(final)
-            os.replace(temp, final)
+        with Staging() as staged:  # whatever is not renamed when this block ends (an error, Ctrl-C) is removed
+            _write_outputs(plan, out, config, staged)
+            record_path(out, path.stem, COMMAND).unlink(missing_ok=True)
+            staged.commit()
         notes = (*plan.notes, *([] if len(plan.coords) else [_why_no_tiles(plan, config)]))
         row = SlideRow(
             slide=str(path),
@@ -334,13 +333,10 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str 
         return row
     except PathotuneError as exc:
         error = exc.one_line()
-    except Exception as exc:  # noqa: BLE001 - one broken slide must not stop the run
+    except Exception as exc:  # one broken slide must not stop the run
         from pathotune_cli.wsi.reader import first_line
 
         error = f"internal error: {type(exc).__name__}: {first_line(exc)}"
-    finally:  # after a rename these are gone; after a failure or Ctrl-C they are removed
-        for temp in temps:
-            remove(temp)
     failed = SlideRow(str(path), "failed", seconds=round(time.perf_counter() - start, 2), error=error, resume=resume)
     return _record_failure(path, csv_mpp, config, failed)
 
@@ -373,45 +369,37 @@ def output_paths(out: Path, stem: str) -> dict[str, Path]:
     }
 
 
-def _write_outputs(plan: Any, out: Path, config: TileConfig, temps: list[Path]) -> list[tuple[Path, Path]]:
+def _write_outputs(plan: Any, out: Path, config: TileConfig, staged: Staging) -> None:
+    """Every output of a slide under a temporary name, staged so the ``.h5`` is renamed last."""
     from pathotune_cli.wsi.coords_file import write_coords
     from pathotune_cli.wsi.geojson import write_tissue_geojson
     from pathotune_cli.wsi.thumbnail import draw_overview, save_png
 
     paths = output_paths(out, plan.path.stem)
-    suffix = f".tmp-{os.getpid()}"
+    keys = (["tiles"] if config.save_tiles else []) + ["geojson", "thumb", "h5"]
+    temps = {key: staged.temp(paths[key]) for key in keys}  # in rename order, before any thread starts
 
-    def temp(key: str) -> Path:
-        path = paths[key].with_name(paths[key].name + suffix)
-        temps.append(path)
-        return path
-
-    def small_outputs() -> list[tuple[Path, Path]]:
+    def small_outputs() -> None:
         picture = draw_overview(
-            plan.thumbnail,
-            plan.level0_size,
-            polygons=plan.polygons,
-            coords=plan.coords,
+            plan.thumbnail, plan.level0_size, polygons=plan.polygons, coords=plan.coords,
             size_level0=plan.grid.patch_size_level0,
         )
-        return [
-            (write_tissue_geojson(temp("geojson"), plan.polygons), paths["geojson"]),
-            (save_png(temp("thumb"), picture), paths["thumb"]),
-            (write_coords(temp("h5"), plan.coords, plan.h5_attrs()), paths["h5"]),
-        ]
+        write_tissue_geojson(temps["geojson"], plan.polygons)
+        save_png(temps["thumb"], picture)
+        write_coords(temps["h5"], plan.coords, plan.h5_attrs())
 
     if not config.save_tiles:
-        return small_outputs()
+        small_outputs()
+        return
     from concurrent.futures import ThreadPoolExecutor
 
     threads = config.save_threads or save_threads_for(config.workers)
-    tiles_temp = temp("tiles")
     failed = threading.Event()  # the pictures and files failed: stop saving tiles for nothing
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pictures and files take shape while tiles are saved
         small = pool.submit(small_outputs)
         small.add_done_callback(lambda done: failed.set() if done.exception() is not None else None)
-        tiles = _save_tiles(plan, tiles_temp, config.save_tiles, threads, failed)
-        return [(tiles, paths["tiles"]), *small.result()]
+        _save_tiles(plan, temps["tiles"], config.save_tiles, threads, failed)
+        small.result()
 
 
 def _save_tiles(plan: Any, folder: Path, fmt: str, threads: int, cancel: threading.Event | None = None) -> Path:

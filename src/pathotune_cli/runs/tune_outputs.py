@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pathotune_cli.runs.records import file_sha256, write_csv, write_json
+from pathotune_cli.files import sha256_file, write_csv, write_json
+
+if TYPE_CHECKING:
+    from pathotune_cli.config.schema import TaskPreset
+    from pathotune_cli.hardware import Placement
+    from pathotune_cli.training.data import LabelledSet
+    from pathotune_cli.training.loop import FitResult, Split
 
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr", "best"
@@ -17,18 +23,21 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     write_csv(path, HISTORY_COLUMNS, ([row.get(c, "") for c in HISTORY_COLUMNS] for row in history))
 
 
-def data_manifest(path: Path, train_set, val_set) -> None:  # noqa: ANN001
+def data_manifest(path: Path, train_set: LabelledSet, val_set: LabelledSet | None) -> None:
     """Every file the run read: split, label, size and sha256, so the run can be redone and audited."""
     rows = []
     for split, data in (("train", train_set), ("val", val_set)):
         if data is None:
             continue
         for file, label in zip(data.paths, data.labels, strict=True):
-            rows.append((str(file), data.class_names[int(label)], split, file.stat().st_size, file_sha256(file)))
+            rows.append((str(file), data.class_names[int(label)], split, file.stat().st_size, sha256_file(file)))
     write_csv(path, ("path", "label", "split", "bytes", "sha256"), rows)
 
 
-def write_validation_report(out: Path, model, val_split, val_set, task, batch_size, placement, seed, result) -> dict:  # noqa: ANN001
+def write_validation_report(
+    out: Path, model: Any, val_split: Split | None, val_set: LabelledSet | None, task: TaskPreset, batch_size: int,
+    placement: Placement, seed: int, result: FitResult,
+) -> dict[str, Any]:
     """Metrics with confidence intervals, predictions, confusion matrix and curves for the best epoch."""
     from pathotune_cli.training.loop import predict_probs
     from pathotune_cli.training.metrics import classification_metrics, predictions_table

@@ -1,21 +1,24 @@
 """Checkpoints for ``--resume``: safetensors with a JSON header, no pickle.
 
 Holds the current and the best trained tensors, the optimiser's state tensors, and the loop's counters.
-Written every epoch through a temporary name, so a run killed mid-write keeps the previous checkpoint.
+Written every epoch through a temporary name, so a run killed mid-write keeps the previous checkpoint; a
+checksum over header and tensors (as in prompt files) refuses a damaged one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pathotune_cli.backbones.fingerprint import content_checksum
 from pathotune_cli.errors import BadInput
+from pathotune_cli.files import atomic_write
 
 META_KEY = "pathotune_checkpoint"
+CHECKSUM_KEY = "pathotune_sha256"
 
 
 def save_checkpoint(
@@ -36,10 +39,9 @@ def save_checkpoint(
             if isinstance(value, torch.Tensor):
                 tensors[f"optim/{index}/{key}"] = value
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    header = {**state, "param_groups": opt_state["param_groups"]}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(header)})
-    os.replace(tmp, path)
+    text = json.dumps({**state, "param_groups": opt_state["param_groups"]})
+    metadata = {META_KEY: text, CHECKSUM_KEY: content_checksum(text, tensors)}
+    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def load_checkpoint(
@@ -50,10 +52,14 @@ def load_checkpoint(
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            header = json.loads((handle.metadata() or {})[META_KEY])
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+            metadata = handle.metadata() or {}
+            text = metadata[META_KEY]
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        header = json.loads(text)
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise BadInput(f"checkpoint {path} is damaged ({type(exc).__name__})", "start again without --resume") from None
+    if metadata.get(CHECKSUM_KEY) != content_checksum(text, tensors):
+        raise BadInput(f"checkpoint {path}: its checksum does not match its content", "start again without --resume")
     current = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     best = {k.removeprefix("best/"): v for k, v in tensors.items() if k.startswith("best/")}
     opt_state: dict[int, dict[str, torch.Tensor]] = {}

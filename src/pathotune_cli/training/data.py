@@ -17,8 +17,8 @@ import numpy as np
 
 from pathotune_cli.config.schema import TaskPreset, normalise_class_name
 from pathotune_cli.errors import BadInput
+from pathotune_cli.formats import TILE_IMAGE_SUFFIXES as IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SPLITS = ("train", "val", "test")
 
 

@@ -6,6 +6,7 @@ is cheaper than decoding them again every epoch; above ``max_bytes`` the store d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class ImageStore:
             return self._all[torch.as_tensor(np.asarray(index), dtype=torch.long)]
         return self._decode(index)
 
-    def _decode(self, index) -> torch.Tensor:  # noqa: ANN001
+    def _decode(self, index: Iterable[int]) -> torch.Tensor:
         idx = [int(i) for i in index]
         out = torch.empty((len(idx), 3, self.size, self.size), dtype=torch.uint8)
         with ThreadPoolExecutor(self.threads) as pool:

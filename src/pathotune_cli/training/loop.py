@@ -8,7 +8,6 @@ never stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from pathotune_cli.config.run import TrainSettings
 from pathotune_cli.errors import BadInput
+from pathotune_cli.events import EpochDone, Reporter, StepDone, TrainingStarted, ignore, note
 from pathotune_cli.hardware import Placement
 from pathotune_cli.training.augment import augment
 from pathotune_cli.training.checkpoint import load_checkpoint, save_checkpoint
@@ -49,10 +49,6 @@ class FitResult:
     instance_cache: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-Reporter = Callable[[str, dict[str, Any]], None]
-"""Called with ("start", {...}), ("step", {...}) and ("epoch", row); the CLI draws progress from it."""
-
-
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights (N / (C_present * n_c)); classes without images get weight 1."""
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
@@ -62,7 +58,7 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def encode_instances(model, store: ImageStore, batch_size: int, placement: Placement) -> torch.Tensor:  # noqa: ANN001
+def encode_instances(model: Any, store: ImageStore, batch_size: int, placement: Placement) -> torch.Tensor:
     """Instance features of every tile, once (on the un-augmented tile)."""
     feats = []
     for start in range(0, len(store), batch_size):
@@ -73,7 +69,7 @@ def encode_instances(model, store: ImageStore, batch_size: int, placement: Place
 
 
 def predict_probs(
-    model, store: ImageStore, batch_size: int, placement: Placement, instance: torch.Tensor | None = None  # noqa: ANN001
+    model: Any, store: ImageStore, batch_size: int, placement: Placement, instance: torch.Tensor | None = None
 ) -> np.ndarray:
     """Class probabilities (N, C) for every tile in ``store``, in eval mode."""
     model.eval()
@@ -89,8 +85,22 @@ def predict_probs(
     return torch.cat(out).numpy()
 
 
+@dataclass
+class _State:
+    """The loop's counters and the best tensors so far: what a checkpoint carries between epochs."""
+
+    history: list[dict[str, Any]]
+    best_state: dict[str, torch.Tensor]
+    best_value: float | None = None
+    best_epoch: int = 0
+    stale: int = 0
+    stopped_early: bool = False
+    next_epoch: int = 1
+    resumed_from: int | None = None
+
+
 def fit(
-    model,  # noqa: ANN001 - a PromptedModel
+    model: Any,
     train: Split,
     val: Split | None,
     settings: TrainSettings,
@@ -99,111 +109,145 @@ def fit(
     checkpoint: Path | None = None,
     resume: bool = False,
     config_digest: str = "",
-    report: Reporter | None = None,
+    report: Reporter = ignore,
 ) -> FitResult:
-    """Train the model's trainable tensors; leaves the best epoch's tensors loaded."""
-    report = report or (lambda kind, info: None)
+    """Train a prompted model's trainable tensors; leaves the best epoch's tensors loaded.
+
+    Args:
+        model: A ``PromptedModel`` (anything with its ``place``, ``trained_state`` and ``head``).
+        train: Decoded training tiles and labels.
+        val: Validation tiles, or None to early-stop on the training loss.
+        settings: The recipe.
+        placement: Device and precision.
+        seed: Seeds every epoch's order and augmentation, so a resumed run ends as an uninterrupted one.
+        checkpoint: Written after every epoch (and read with ``resume``).
+        resume: Continue from ``checkpoint`` if it exists.
+        config_digest: Must match the checkpoint's, or resuming is refused.
+        report: Receives the loop's events.
+    """
     started = time.perf_counter()
-    model.to(placement.device)
+    model.place(placement)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(params, settings)
-    num_classes = model.head.out_features
-    weights = class_weights(train.labels, num_classes).to(placement.device) if settings.class_weights else None
+    weights = (
+        class_weights(train.labels, model.head.out_features).to(placement.device) if settings.class_weights else None
+    )
+    cache = _instance_cache(model, train, val, settings.batch_size, placement, report)
+    state = _State(history=[], best_state={k: v.clone() for k, v in model.trained_state().items()})
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = _restore(model, optimizer, checkpoint, config_digest, report)
     steps_per_epoch = max(1, -(-len(train.labels) // settings.batch_size))
-    total_steps = steps_per_epoch * settings.epochs
-    warmup = int(round(settings.warmup_epochs * steps_per_epoch))
-    higher = HIGHER_IS_BETTER[settings.monitor]
+    report(TrainingStarted(settings.epochs, steps_per_epoch, state.next_epoch))
+    for epoch in range(state.next_epoch, settings.epochs + 1):
+        if state.stopped_early:
+            break
+        loss, lr = _train_epoch(model, optimizer, params, train, cache, weights, settings, placement, seed, epoch,
+                                steps_per_epoch, report)
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss, "lr": lr}
+        _score_epoch(model, row, state, val, cache, weights, settings, placement)
+        state.history.append(row)
+        state.stopped_early = (
+            settings.patience is not None and state.stale >= settings.patience and epoch < settings.epochs
+        )
+        if checkpoint is not None:
+            _save(checkpoint, model, optimizer, state, epoch, config_digest, seed)
+        report(EpochDone(row))
+    model.load_state_dict(state.best_state, strict=False)
+    model.eval()
+    return FitResult(state.history, state.best_epoch, state.best_value, state.stopped_early, state.resumed_from,
+                     time.perf_counter() - started, cache)
 
+
+def _instance_cache(
+    model: Any, train: Split, val: Split | None, batch_size: int, placement: Placement, report: Reporter
+) -> dict[str, torch.Tensor]:
+    """Instance features of every tile, once per run (on the un-augmented tile), where the method uses them."""
     cache: dict[str, torch.Tensor] = {}
     if model.needs_instance_features and model.settings.ivp.cache:
-        report("info", {
-            "message": (
-                "encoding instance features once for "
-                f"{len(train.labels) + (len(val.labels) if val else 0)} tiles"
-            ),
-        })
-        cache["train"] = encode_instances(model, train.store, settings.batch_size, placement)
+        count = len(train.labels) + (len(val.labels) if val else 0)
+        note(report, f"encoding instance features once for {count} tiles")
+        cache["train"] = encode_instances(model, train.store, batch_size, placement)
         if val is not None:
-            cache["val"] = encode_instances(model, val.store, settings.batch_size, placement)
+            cache["val"] = encode_instances(model, val.store, batch_size, placement)
+    return cache
 
-    history: list[dict[str, Any]] = []
-    best_state = {k: v.clone() for k, v in model.trained_state().items()}
-    best_value: float | None = None
-    best_epoch = 0
-    stale = 0
-    start_epoch = 1
-    resumed_from = None
-    stopped_early = False
-    if resume and checkpoint is not None and checkpoint.is_file():
-        current, best_state, state = load_checkpoint(checkpoint, optimizer)
-        if state.get("config_digest") != config_digest:
-            raise BadInput(
-                f"checkpoint {checkpoint} belongs to a run with other settings",
-                "resume with the same options, or start again without --resume",
-            )
-        model.load_state_dict(current, strict=False)
-        history, best_value, best_epoch, stale = (
-            state["history"], state["best_value"], state["best_epoch"], state["stale"]
+
+def _restore(model: Any, optimizer: torch.optim.Optimizer, checkpoint: Path, config_digest: str,
+             report: Reporter) -> _State:
+    """The loop's state from a checkpoint of the same settings; the model and optimiser are restored in place."""
+    current, best_state, saved = load_checkpoint(checkpoint, optimizer)
+    if saved.get("config_digest") != config_digest:
+        raise BadInput(
+            f"checkpoint {checkpoint} belongs to a run with other settings",
+            "resume with the same options, or start again without --resume",
         )
-        stopped_early = state.get("stopped_early", False)
-        start_epoch = state["epoch"] + 1
-        resumed_from = state["epoch"]
-        report("info", {"message": f"resumed after epoch {state['epoch']}"})
+    model.load_state_dict(current, strict=False)
+    note(report, f"resumed after epoch {saved['epoch']}")
+    return _State(
+        history=saved["history"], best_state=best_state, best_value=saved["best_value"],
+        best_epoch=saved["best_epoch"], stale=saved["stale"], stopped_early=saved.get("stopped_early", False),
+        next_epoch=saved["epoch"] + 1, resumed_from=saved["epoch"],
+    )
 
-    report("start", {"epochs": settings.epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": start_epoch})
-    for epoch in range(start_epoch, settings.epochs + 1):
-        if stopped_early:
-            break
-        model.train()
-        order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        aug_gen = torch.Generator().manual_seed(seed * 200_003 + epoch)
-        losses = []
-        for step in range(steps_per_epoch):
-            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size].numpy()
-            global_step = (epoch - 1) * steps_per_epoch + step
-            lr = lr_at(global_step, total_steps, warmup, settings.lr, settings.schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = augment(to_float(train.store.batch(idx)), settings.augment, aug_gen).to(placement.device)
-            labels = torch.as_tensor(train.labels[idx]).to(placement.device)
-            feats = cache["train"][idx].to(placement.device) if "train" in cache else None
-            with placement.autocast():
-                logits = model(images, feats)
-            loss = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=settings.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            report("step", {"epoch": epoch, "step": step + 1, "loss": losses[-1]})
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": lr}
-        if val is not None:
-            probs = predict_probs(model, val.store, settings.batch_size, placement, cache.get("val"))
-            row.update(_val_row(probs, val.labels, weights))
-            value = row["val_loss"] if settings.monitor == "loss" else row[f"val_{settings.monitor}"]
-        else:
-            value = row["train_loss"]
-            higher = False
-        improved = best_value is None or (value > best_value if higher else value < best_value)
-        if improved:
-            best_value, best_epoch, stale = value, epoch, 0
-            best_state = {k: v.clone() for k, v in model.trained_state().items()}
-        else:
-            stale += 1
-        row["best"] = improved
-        history.append(row)
-        stopped_early = settings.patience is not None and stale >= settings.patience and epoch < settings.epochs
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint, model.trained_state(), best_state, optimizer,
-                {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch,
-                 "stale": stale, "stopped_early": stopped_early, "config_digest": config_digest, "seed": seed},
-            )
-        report("epoch", row)
-    model.load_state_dict(best_state, strict=False)
-    model.eval()
-    return FitResult(history, best_epoch, best_value, stopped_early, resumed_from, time.perf_counter() - started, cache)
+
+def _train_epoch(model: Any, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], train: Split,
+                 cache: dict[str, torch.Tensor], weights: torch.Tensor | None, settings: TrainSettings,
+                 placement: Placement, seed: int, epoch: int, steps_per_epoch: int,
+                 report: Reporter) -> tuple[float, float]:
+    """One epoch of steps in a seeded order with seeded augmentation; returns (mean loss, last learning rate)."""
+    model.train()
+    order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    aug_gen = torch.Generator().manual_seed(seed * 200_003 + epoch)
+    total_steps = steps_per_epoch * settings.epochs
+    warmup = int(round(settings.warmup_epochs * steps_per_epoch))
+    losses, lr = [], settings.lr
+    for step in range(steps_per_epoch):
+        idx = order[step * settings.batch_size : (step + 1) * settings.batch_size].numpy()
+        lr = lr_at((epoch - 1) * steps_per_epoch + step, total_steps, warmup, settings.lr, settings.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = augment(to_float(train.store.batch(idx)), settings.augment, aug_gen).to(placement.device)
+        labels = torch.as_tensor(train.labels[idx]).to(placement.device)
+        feats = cache["train"][idx].to(placement.device) if "train" in cache else None
+        with placement.autocast():
+            logits = model(images, feats)
+        loss = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=settings.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        report(StepDone(epoch, step + 1, losses[-1]))
+    return float(np.mean(losses)), lr
+
+
+def _score_epoch(model: Any, row: dict[str, Any], state: _State, val: Split | None, cache: dict[str, torch.Tensor],
+                 weights: torch.Tensor | None, settings: TrainSettings, placement: Placement) -> None:
+    """Validation scores into ``row``; the monitored value decides the best epoch and the patience count."""
+    higher = HIGHER_IS_BETTER[settings.monitor]
+    if val is not None:
+        probs = predict_probs(model, val.store, settings.batch_size, placement, cache.get("val"))
+        row.update(_val_row(probs, val.labels, weights))
+        value = row["val_loss"] if settings.monitor == "loss" else row[f"val_{settings.monitor}"]
+    else:
+        value, higher = row["train_loss"], False
+    improved = state.best_value is None or (value > state.best_value if higher else value < state.best_value)
+    if improved:
+        state.best_value, state.best_epoch, state.stale = value, row["epoch"], 0
+        state.best_state = {k: v.clone() for k, v in model.trained_state().items()}
+    else:
+        state.stale += 1
+    row["best"] = improved
+
+
+def _save(checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, state: _State, epoch: int,
+          config_digest: str, seed: int) -> None:
+    save_checkpoint(
+        checkpoint, model.trained_state(), state.best_state, optimizer,
+        {"epoch": epoch, "history": state.history, "best_value": state.best_value, "best_epoch": state.best_epoch,
+         "stale": state.stale, "stopped_early": state.stopped_early, "config_digest": config_digest, "seed": seed},
+    )
 
 
 def _optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:

@@ -4,16 +4,14 @@ matplotlib costs about half a second to import, so it is imported inside the fun
 --help`` never pays for it. The figures are drawn on a ``Figure`` bound to the Agg canvas rather than through
 ``pyplot``: that picks the Agg backend for these figures only, never touches the global backend of a notebook
 or GUI that imports us, and leaves no figure behind in pyplot's registry. Each file is written under a
-temporary name in the same folder and renamed with ``os.replace``, so a crash or a reader polling the run
-folder never sees half a PNG.
+temporary name in the same folder and renamed (``files.atomic_write``), so a crash or a reader polling the
+run folder never sees half a PNG.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,17 +147,7 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> np.ndarray:
 
 
 def _save_atomically(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` as PNG to a temporary name beside ``path``, then rename it into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its 0600 mode would survive the rename and hide the plot from the lab's group.
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temp, "xb") as stream:
-            fig.savefig(stream, format="png")
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    return target
+    """Write ``fig`` as PNG through ``files.atomic_write``: a reader never sees half a picture."""
+    from pathotune_cli.files import atomic_write
+
+    return atomic_write(path, lambda temp: fig.savefig(temp, format="png"))

@@ -149,7 +149,6 @@ def plan_slide(
     Raises:
         BadInput: The slide cannot be read, has no usable mpp, or is coarser than the target.
     """
-    from pathotune_cli.wsi import tissue as tissue_mod
     from pathotune_cli.wsi.open import open_slide
 
     if (target_mpp is None) == (mag is None):
@@ -163,48 +162,49 @@ def plan_slide(
         mpp, source = resolve_mpp(name, reader.mpp, csv_mpp=mpp_override, default_mpp=default_mpp)
         disagreement = mpp_disagreement(name, mpp_override, reader.mpp)
         power = reader.objective_power
-        target_ds = grid_mod.target_downsample(mpp, target_mpp=target_mpp, mag=mag, objective_power=power)
-        if target_ds < 1 / (1 + grid_mod.LEVEL_TOLERANCE):
-            raise BadInput(
-                f"{name}: scanned at {mpp:.4g} µm/px, coarser than the target {mpp * target_ds:.4g} µm/px",
-                f"tile at --mpp {mpp:.3g} or coarser, or check the slide's mpp",
-            )
+        target_ds = _target_downsample(name, mpp, target_mpp, mag, power)
         tile_grid = grid_mod.make_grid(reader.level_downsamples, target_ds, tile_size, overlap)
         thumb = reader.thumbnail(thumbnail_size)
         size0 = reader.dimensions
-        if tissue_geojson is not None:
-            from pathotune_cli.wsi.geojson import read_polygons
-
-            mask = tissue_mod.mask_from_polygons(read_polygons(tissue_geojson), size0, thumb.shape[:2])
-            mode = "geojson"
-        elif tissue == "none":
-            mask, mode = tissue_mod.full_mask(thumb.shape[:2]), "none"
-        else:
-            mask = tissue_mod.tissue_mask(thumb, pixel_um=mpp * size0[0] / thumb.shape[1])
-            mode = "otsu"
+        mask, mode = _tissue(thumb, size0, mpp, tissue, tissue_geojson)
         candidates = grid_mod.grid_coords(size0, tile_grid.patch_size_level0, tile_grid.stride_level0)
         fractions = grid_mod.tissue_fractions(candidates, tile_grid.patch_size_level0, mask, size0)
         keep = fractions >= min_tissue if min_tissue > 0 else np.ones(len(candidates), bool)
         return SlidePlan(
-            path=reader.path,
-            backend=reader.backend,
-            level0_size=size0,
-            mpp=mpp,
-            mpp_source=source,
-            target_mpp=mpp * target_ds,
-            grid=tile_grid,
-            coords=candidates[keep],
-            tissue_fraction=fractions[keep],
-            candidates=len(candidates),
-            tissue_mode=mode,
-            mask=mask,
-            thumbnail=thumb,
-            objective_power=power,
+            path=reader.path, backend=reader.backend, level0_size=size0, mpp=mpp, mpp_source=source,
+            target_mpp=mpp * target_ds, grid=tile_grid, coords=candidates[keep], tissue_fraction=fractions[keep],
+            candidates=len(candidates), tissue_mode=mode, mask=mask, thumbnail=thumb, objective_power=power,
             notes=(disagreement,) if disagreement else (),
         )
     finally:
         if own:
             reader.close()
+
+
+def _target_downsample(name: str, mpp: float, target_mpp: float | None, mag: float | None,
+                       power: float | None) -> float:
+    """Level-0 pixels per target pixel; a target finer than the scan is refused."""
+    target_ds = grid_mod.target_downsample(mpp, target_mpp=target_mpp, mag=mag, objective_power=power)
+    if target_ds < 1 / (1 + grid_mod.LEVEL_TOLERANCE):
+        raise BadInput(
+            f"{name}: scanned at {mpp:.4g} µm/px, coarser than the target {mpp * target_ds:.4g} µm/px",
+            f"tile at --mpp {mpp:.3g} or coarser, or check the slide's mpp",
+        )
+    return target_ds
+
+
+def _tissue(thumb: np.ndarray, size0: tuple[int, int], mpp: float, tissue: str,
+            geojson: str | Path | None) -> tuple[np.ndarray, str]:
+    """The tissue mask at thumbnail resolution, and the mode that made it (``geojson``, ``none``, ``otsu``)."""
+    from pathotune_cli.wsi import tissue as tissue_mod
+
+    if geojson is not None:
+        from pathotune_cli.wsi.geojson import read_polygons
+
+        return tissue_mod.mask_from_polygons(read_polygons(geojson), size0, thumb.shape[:2]), "geojson"
+    if tissue == "none":
+        return tissue_mod.full_mask(thumb.shape[:2]), "none"
+    return tissue_mod.tissue_mask(thumb, pixel_um=mpp * size0[0] / thumb.shape[1]), "otsu"
 
 
 def _frame(size0: tuple[int, int]) -> Polygon:

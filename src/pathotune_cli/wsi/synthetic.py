@@ -69,34 +69,15 @@ def write_pyramid_tiff(
     store: list[dict[tuple[int, int], object]] = [{} for _ in sizes[1:]]
     cascade = _Cascade(sizes, tile, factor, quality, store)
     description = _aperio_description(width, height, tile, quality, mpp, objective_power) if aperio else ""
-    common = dict(
-        photometric="rgb",
-        compression="jpeg",
-        compressionargs={"level": quality},
-        tile=(tile, tile),
-        resolutionunit="CENTIMETER",
-        metadata=None,
-    )
+    common = dict(photometric="rgb", compression="jpeg", compressionargs={"level": quality}, tile=(tile, tile),
+                  resolutionunit="CENTIMETER", metadata=None, dtype=np.uint8)
     with tifffile.TiffWriter(path, bigtiff=width * height * 3 > 2**31) as tw:
-        tw.write(
-            _level0_tiles(width, height, tile, tile_fn, cascade),
-            shape=(height, width, 3),
-            dtype=np.uint8,
-            description=description or None,
-            resolution=(1e4 / mpp, 1e4 / mpp),
-            subfiletype=0,
-            **common,
-        )
+        tw.write(_level0_tiles(width, height, tile, tile_fn, cascade), shape=(height, width, 3),
+                 description=description or None, resolution=(1e4 / mpp, 1e4 / mpp), subfiletype=0, **common)
         for level, (w, h) in enumerate(sizes[1:], start=1):
             ds = factor**level
-            tw.write(
-                _stored_tiles(store[level - 1], w, h, tile),
-                shape=(h, w, 3),
-                dtype=np.uint8,
-                resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)),
-                subfiletype=1,
-                **common,
-            )
+            tw.write(_stored_tiles(store[level - 1], w, h, tile), shape=(h, w, 3),
+                     resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)), subfiletype=1, **common)
     return path
 
 

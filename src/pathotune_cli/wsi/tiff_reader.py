@@ -199,7 +199,7 @@ class TiffSlideReader(SlideReader):
             data = os.pread(self._fd, count, offset)
             try:
                 decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-            except Exception as exc:  # noqa: BLE001 - codec errors have many types; one line for the user
+            except Exception as exc:  # codec errors have many types; one line for the user
                 raise DamagedSlide(
                     f"{self.path.name}: tile {index} of level {level} cannot be decoded ({first_line(exc)})",
                     "the file is damaged; copy it again from the scanner",

@@ -97,20 +97,9 @@ def iter_tile_batches(
         PathotuneError: The slide cannot be opened or a region cannot be read (raised in this process
             even when a worker hit it).
     """
-    from pathotune_cli.wsi.open import open_slide
-
     coords = np.asarray(coords, np.int64).reshape(-1, 2)
-    starts = range(0, len(coords), max(1, batch_size))
     if workers <= 0 and pool is None:
-        own = not isinstance(slide, SlideReader)
-        reader = open_slide(slide, backend) if own else slide  # type: ignore[arg-type]
-        try:
-            for start in starts:
-                chunk = coords[start : start + batch_size]
-                yield TileBatch(read_batch(reader, chunk, level, read_size, tile_size), chunk, start)
-        finally:
-            if own:
-                reader.close()
+        yield from _batches_here(slide, coords, level, read_size, tile_size, batch_size, backend)
         return
     if not len(coords):
         return
@@ -118,6 +107,32 @@ def iter_tile_batches(
         slide, backend = slide.path, slide.backend
     own_pool = pool is None
     pool = pool if pool is not None else TileReaderPool(workers)
+    try:
+        yield from _batches_from(pool, Path(slide), coords, level, read_size, tile_size, batch_size, prefetch, backend)
+    finally:
+        if own_pool:
+            pool.close()
+
+
+def _batches_here(slide: str | Path | SlideReader, coords: np.ndarray, level: int, read_size: int, tile_size: int,
+                  batch_size: int, backend: str) -> Iterator[TileBatch]:
+    """Batches read in this process, from the reader given or one opened (and closed) here."""
+    from pathotune_cli.wsi.open import open_slide
+
+    own = not isinstance(slide, SlideReader)
+    reader = open_slide(slide, backend) if own else slide  # type: ignore[arg-type]
+    try:
+        for start in range(0, len(coords), max(1, batch_size)):
+            chunk = coords[start : start + batch_size]
+            yield TileBatch(read_batch(reader, chunk, level, read_size, tile_size), chunk, start)
+    finally:
+        if own:
+            reader.close()
+
+
+def _batches_from(pool: TileReaderPool, slide: Path, coords: np.ndarray, level: int, read_size: int,
+                  tile_size: int, batch_size: int, prefetch: int, backend: str) -> Iterator[TileBatch]:
+    """Batches read by the pool's processes, ``prefetch`` per worker ahead, yielded in the order of ``coords``."""
     executor = pool.executor
     pending: deque[tuple[int, Future[Any]]] = deque()
 
@@ -125,7 +140,7 @@ def iter_tile_batches(
         chunk = coords[start : start + batch_size]
         pending.append((start, executor.submit(_worker_batch, str(slide), backend, chunk, level, read_size, tile_size)))
 
-    todo = iter(starts)
+    todo = iter(range(0, len(coords), max(1, batch_size)))
     try:
         for start in todo:
             submit(start)
@@ -141,8 +156,6 @@ def iter_tile_batches(
     finally:
         for _, future in pending:
             future.cancel()
-        if own_pool:
-            pool.close()
 
 
 def for_each_tile(
@@ -191,7 +204,7 @@ def for_each_tile(
             finally:
                 if own:
                     reader.close()
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+        except BaseException as exc:  # handed to the calling thread
             errors.append(exc)
             stop.set()
 
@@ -208,17 +221,22 @@ def for_each_tile(
             worker.join()
     except BaseException:  # Ctrl-C here, while reading or waiting: the others stop at their next tile
         stop.set()
-        for worker in workers:
-            while worker.is_alive():  # nothing may still write once this raises (the caller deletes its folder)
-                try:
-                    worker.join()
-                except KeyboardInterrupt:
-                    pass
+        _join_through_interrupts(workers)  # nothing may still write once this raises (the caller deletes its folder)
         raise
     finally:
         first.close()
     if errors:
         raise next((e for e in errors if not isinstance(e, Exception)), errors[0])
+
+
+def _join_through_interrupts(threads: list[threading.Thread]) -> None:
+    """Wait for every thread to end, even through further Ctrl-C presses."""
+    for thread in threads:
+        while thread.is_alive():
+            try:
+                thread.join()
+            except KeyboardInterrupt:
+                pass
 
 
 class TileReaderPool:

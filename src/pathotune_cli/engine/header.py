@@ -1,0 +1,89 @@
+"""The prompt file's metadata as one frozen, validated type: everything needed to rebuild and to trust a model.
+
+``read_prompt_file`` is the one place that turns a file's JSON header into a ``PromptHeader``; every command that
+loads prompts (``eval``, ``predict``, ``export``, ``inspect``, the model card) reads its typed fields instead of
+walking dictionaries. A header that does not validate, or whose parts disagree (its class list and its task), is
+a damaged or altered file: one line, exit 2.
+
+Format versions: 1 (pathotune 0.1 before the header type: no ``weight_source``) and 2 (now) are read; a newer
+one is refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pathotune_cli.config.run import PromptSettings
+from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset, TileSpec
+
+FORMAT = "pathotune-prompts"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+WeightSourceKind = Literal["random", "explicit", "weight-map", "hf-cache", "download"]
+
+
+class FrozenPart(Strict):
+    """A frozen model a prompt file depends on: its preset, and the fingerprint of the weights it was tuned on."""
+
+    preset: BackbonePreset
+    fingerprint: str
+    weight_source: WeightSourceKind | None = None
+    """How the weights were found when the file was made (None in format 1 files)."""
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the model was tuned on random weights (format 1 files: when the preset says so)."""
+        return (self.weight_source or self.preset.weights) == "random"
+
+
+class Preprocessing(Strict):
+    """What the model expects: RGB floats in [0, 1]; it resizes and normalises itself."""
+
+    input: str = "RGB float in [0, 1], (B, 3, H, W); the model resizes and normalises itself"
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class PromptHeader(Strict):
+    """The JSON metadata inside a prompt file's safetensors header."""
+
+    format: Literal["pathotune-prompts"] = FORMAT
+    format_version: int = FORMAT_VERSION
+    pathotune_version: str
+    created: str = ""
+    backbone: FrozenPart
+    instance_encoder: FrozenPart | None = None
+    task: TaskPreset
+    classes: list[str]
+    prompt: PromptSettings
+    method: str
+    text_encoder: str | None = None
+    texts: list[str] = Field(default_factory=list)
+    preprocessing: Preprocessing
+    tile: TileSpec
+    trainable_parameters: int
+    backbone_parameters: int
+    metrics: dict[str, Any] | None = None
+    """Validation metrics at save time (``split`` and metric values)."""
+    training: dict[str, Any] | None = None
+    """Seed, epochs, class counts, data, config digest."""
+
+    @model_validator(mode="after")
+    def _parts_agree(self) -> PromptHeader:
+        if self.classes != self.task.class_names:
+            raise ValueError("its class list does not match its task's classes")
+        if self.method != self.prompt.method:
+            raise ValueError(f"method '{self.method}' differs from its prompt settings ('{self.prompt.method}')")
+        return self
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether any frozen part ran on random weights."""
+        return self.backbone.random_weights or bool(self.instance_encoder and self.instance_encoder.random_weights)
+
+    def to_json(self) -> dict[str, Any]:
+        """The header as JSON-ready data."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,35 @@
+"""Which files are slides and which are tile images: one table, and the rule each command follows.
+
+- In a labelled tile set (``tune``, ``eval``, ``export --check-data``) every image suffix of
+  ``TILE_IMAGE_SUFFIXES`` is a tile, TIFF included: a lab's tiles are small files, sometimes saved as TIFF.
+- Given to ``predict``, a file with a ``SLIDE_SUFFIXES`` suffix (TIFF included) is a slide: a tiled pyramid,
+  or a flat strip TIFF read as a one-level slide. ``FLAT_IMAGE_SUFFIXES`` files are tile images.
+- Given to ``tile``, ``FLAT_IMAGE_SUFFIXES`` files are one-level slides, cut like any other.
+- A file named on the command line is tried whatever its suffix (the reader says whether it is a slide);
+  in folders only these suffixes are picked up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff"
+)
+"""Whole-slide formats (OpenSlide's, and the TIFF family the direct decoder reads)."""
+FLAT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+"""Flat images: tiles for ``predict``, one-level slides for ``tile``."""
+TILE_IMAGE_SUFFIXES = (*FLAT_IMAGE_SUFFIXES, ".tif", ".tiff")
+"""Tiles in a labelled set."""
+TILE_COMMAND_SUFFIXES = frozenset(SLIDE_SUFFIXES + FLAT_IMAGE_SUFFIXES)
+"""What ``tile`` picks up from a folder."""
+
+
+def is_slide(path: Path) -> bool:
+    """Whether ``predict`` treats ``path`` as a whole slide (by its suffix)."""
+    return path.suffix.lower() in SLIDE_SUFFIXES
+
+
+def is_flat_image(path: Path) -> bool:
+    """Whether ``predict`` treats ``path`` as a tile image (by its suffix)."""
+    return path.suffix.lower() in FLAT_IMAGE_SUFFIXES

@@ -1,0 +1,20 @@
+"""What every run's options type shares: path fields that accept strings from Python callers."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+
+def coerce_paths(options: Any) -> None:
+    """Turn the string values of a frozen dataclass's ``Path`` fields (and tuples of them) into ``Path``s."""
+    for item in dataclasses.fields(options):
+        value = getattr(options, item.name)
+        kind = str(item.type)
+        if isinstance(value, str) and "Path" in kind:
+            object.__setattr__(options, item.name, Path(value).expanduser())
+        elif isinstance(value, (list, tuple)) and "tuple[Path" in kind:
+            object.__setattr__(options, item.name, tuple(Path(v).expanduser() for v in value))
+        elif isinstance(value, list) and "tuple[str" in kind:
+            object.__setattr__(options, item.name, tuple(value))

@@ -1,0 +1,230 @@
+"""One slide through ``predict``: its key, its tiles through the model, its files, its record.
+
+A slide's files (``<stem>.predictions.csv``, ``<stem>.tiles.geojson``, ``<stem>.heatmap.png``) are written under
+temporary names and renamed together, then its record ``<stem>.predict.json``; a slide that fails keeps no
+files, only its record saying why (``runs.resume``). A broken slide never stops the others.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, note, warn
+from pathotune_cli.files import Staging, write_csv
+from pathotune_cli.runs.resume import (
+    SlideKey,
+    decide,
+    file_digest,
+    folder_rows,
+    input_identity,
+    record_failure,
+    record_path,
+    write_record,
+)
+
+COMMAND = "predict"
+"""Names the per-slide records: ``<stem>.predict.json``."""
+PREDICT_ALGORITHM = 1
+"""Bumped when a change of pathotune predicts differently from the same slide, model and settings."""
+
+
+@dataclass
+class SlideContext:
+    """What every slide of a ``predict`` run shares: the model, its placement and the run's settings."""
+
+    model: Any
+    placement: Any
+    class_names: list[str]
+    tile_mpp: float
+    tile_size: int
+    opts: Any
+    """The run's ``PredictOptions``."""
+    out: Path
+    report: Reporter
+    prompts_sha256: str
+    """The prompt file's hash: part of every slide's key, so ``--resume`` never keeps another model's output."""
+    pool: Any = None
+    """Reading processes shared by every slide of the run (None: read in this process)."""
+
+
+def predict_slide_safely(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> dict[str, Any]:
+    """One slide's summary row: kept (``--resume``), predicted, or failed with its one-line error."""
+    started = time.time()
+    resume = ""
+    try:
+        key = slide_key(ctx, slide, csv_mpp)
+        if ctx.opts.resume:
+            decision = decide(ctx.out, slide.stem, COMMAND, key, list(output_paths(ctx.out, slide.stem).values()))
+            if decision.keep:
+                note(ctx.report, f"{slide.name}: finished earlier with these settings, kept (--resume)")
+                return {**decision.row, "resume": "kept", "seconds": 0.0}
+            resume = decision.resume
+        row = {**_predict_slide(ctx, slide, csv_mpp), "status": "ok", "error": ""}
+        row["seconds"] = round(time.time() - started, 2)
+        write_record(ctx.out, slide.stem, COMMAND, key, row)  # last: the slide is finished
+        return {**row, "resume": resume}
+    except PathotuneError as exc:
+        error = exc.one_line()
+        warn(ctx.report, error if slide.name in exc.problem else f"{slide.name}: {error}")
+    except Exception as exc:  # one broken slide must never stop the others
+        error = f"{type(exc).__name__}: {exc}"
+        warn(ctx.report, f"{slide.name}: unexpected {type(exc).__name__}: {exc}")
+    row = {"slide": slide.name, "status": "failed", "error": error, "tiles": 0,
+           "seconds": round(time.time() - started, 2)}
+    outputs = output_paths(ctx.out, slide.stem).values()
+    record_failure(ctx.out, slide.stem, COMMAND, outputs, lambda: slide_key(ctx, slide, csv_mpp), row)
+    return {**row, "resume": resume}
+
+
+def output_paths(out: Path, stem: str) -> dict[str, Path]:
+    """Where one slide's predictions go."""
+    return {
+        "csv": out / f"{stem}.predictions.csv",
+        "geojson": out / f"{stem}.tiles.geojson",
+        "heatmap": out / f"{stem}.heatmap.png",
+    }
+
+
+def slide_key(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> SlideKey:
+    """Everything a slide's predictions depend on: the slide, the prompt file and every setting."""
+    from pathotune_cli.runs.slides import geojson_for
+
+    opts = ctx.opts
+    return SlideKey(
+        input=input_identity(slide),
+        settings={
+            "version": PREDICT_ALGORITHM,
+            "prompts_sha256": ctx.prompts_sha256,
+            "precision": ctx.placement.precision,
+            "min_tissue": opts.min_tissue,
+            "tissue": opts.tissue,
+            "tissue_geojson": file_digest(geojson_for(slide, opts.tissue_geojson)),
+            "coords": file_digest(coords_file_for(opts.coords, slide)),
+            "csv_mpp": csv_mpp,
+            "default_mpp": opts.default_mpp,
+            "heatmap_class": opts.heatmap_class,
+            "reader": opts.backend,
+        },
+    )
+
+
+def write_summary(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
+    """Write ``summary.csv``: every slide recorded in the folder (earlier runs' too), sorted by name.
+
+    This run's rows come with their resume word.
+    """
+    folder = {r["slide"]: r for r in folder_rows(path.parent, COMMAND)}
+    folder.update({r["slide"]: r for r in rows})
+    header = ["slide", "status", "tiles", "level", "mpp", "mpp_source", "tissue_area_mm2",
+              *[f"fraction_{c}" for c in classes], *[f"area_mm2_{c}" for c in classes], "coords", "seconds",
+              "resume", "error"]
+    write_csv(path, header, ([folder[s].get(k, "") for k in header] for s in sorted(folder)))
+
+
+def coords_file_for(coords: Path | None, slide: Path) -> Path | None:
+    """The coords ``.h5`` to reuse for a slide: the file given, or ``<stem>.h5`` in the folder given."""
+    if coords is None:
+        return None
+    if coords.is_file():
+        return coords
+    candidate = coords / f"{slide.stem}.h5"
+    if not candidate.is_file():
+        raise BadInput(f"no coords file {candidate} for {slide.name}", "run `pathotune tile` on it, or drop --coords")
+    return candidate
+
+
+def _predict_slide(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> dict[str, Any]:
+    """Plan, infer, write the slide's files (renamed together), and return its summary row."""
+    from pathotune_cli.runs.slides import geojson_for
+    from pathotune_cli.wsi import draw_heatmap, plan_slide, save_png, write_tiles_geojson
+
+    opts = ctx.opts
+    plan = plan_slide(
+        slide, target_mpp=ctx.tile_mpp, tile_size=ctx.tile_size, min_tissue=opts.min_tissue, tissue=opts.tissue,
+        tissue_geojson=geojson_for(slide, opts.tissue_geojson), mpp_override=csv_mpp, default_mpp=opts.default_mpp,
+        backend=opts.backend,
+    )
+    for line in plan.notes:
+        warn(ctx.report, line)
+    coords, level, read_size, footprint = plan.coords, plan.level, plan.read_size, plan.grid.patch_size_level0
+    coords_file = coords_file_for(opts.coords, slide)
+    if coords_file is not None:
+        coords, level, read_size, footprint = _reuse_coords(coords_file, plan, ctx.tile_size)
+    probs = _infer_tiles(ctx, plan, slide.name, coords, level, read_size)
+    paths = output_paths(ctx.out, slide.stem)
+    picture = draw_heatmap(plan.thumbnail, plan.level0_size, coords, footprint, probs, ctx.class_names,
+                           show=opts.heatmap_class)
+    with Staging() as staged:  # every output under a temporary name first, then renamed together
+        _write_tile_csv(staged.temp(paths["csv"]), coords, footprint, probs, ctx.class_names)
+        write_tiles_geojson(staged.temp(paths["geojson"]), coords, footprint, ctx.class_names, probs)
+        save_png(staged.temp(paths["heatmap"]), picture)
+        record_path(ctx.out, slide.stem, COMMAND).unlink(missing_ok=True)
+        staged.commit()
+    row: dict[str, Any] = {
+        "slide": slide.name, "tiles": int(len(coords)), "level": int(level), "mpp": round(plan.mpp, 5),
+        "mpp_source": plan.mpp_source, "coords": str(coords_file) if coords_file else "tiled on the fly",
+        "tissue_area_mm2": round(plan.tissue_area_mm2, 4),
+    }
+    return {**row, **_composition(probs, ctx.class_names, (footprint * plan.mpp / 1000.0) ** 2)}
+
+
+def _infer_tiles(ctx: SlideContext, plan: Any, name: str, coords: np.ndarray, level: int,
+                 read_size: int) -> np.ndarray:
+    """Class probabilities (N, C) of the slide's tiles, read in batches."""
+    import torch
+
+    from pathotune_cli.wsi import iter_tile_batches
+
+    ctx.report(TilesPlanned(name, len(coords)))
+    probs = np.zeros((len(coords), len(ctx.class_names)), np.float32)
+    if not len(coords):
+        return probs
+    batches = iter_tile_batches(
+        plan.path, coords, level=level, read_size=read_size, tile_size=ctx.tile_size,
+        batch_size=ctx.opts.batch_size, workers=0, backend=plan.backend, pool=ctx.pool,
+    )
+    for batch in batches:
+        images = torch.from_numpy(batch.tiles).permute(0, 3, 1, 2).float().div_(255.0).to(ctx.placement.device)
+        with torch.no_grad(), ctx.placement.autocast():
+            logits = ctx.model(images)
+        probs[batch.start : batch.start + len(batch.tiles)] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        ctx.report(TilesDone(name, batch.start + len(batch.tiles)))
+    return probs
+
+
+def _composition(probs: np.ndarray, classes: list[str], tile_area_mm2: float) -> dict[str, float]:
+    """Each class's share of the tiles (by top class) and its area in mm2."""
+    labels = probs.argmax(1) if len(probs) else np.zeros(0, int)
+    row: dict[str, float] = {}
+    for i, name in enumerate(classes):
+        count = int((labels == i).sum())
+        row[f"fraction_{name}"] = round(count / len(probs), 4) if len(probs) else 0.0
+        row[f"area_mm2_{name}"] = round(count * tile_area_mm2, 4)
+    return row
+
+
+def _reuse_coords(path: Path, plan: Any, tile_size: int) -> tuple[np.ndarray, int, int, int]:
+    from pathotune_cli.wsi import read_coords
+    from pathotune_cli.wsi.grid import level_for_footprint
+    from pathotune_cli.wsi.open import open_slide
+
+    coords_file = read_coords(path)
+    with open_slide(plan.path, plan.backend) as reader:
+        downsamples = reader.level_downsamples
+    footprint = coords_file.footprint(downsamples)
+    level, read_size = level_for_footprint(downsamples, footprint, tile_size)
+    return coords_file.coords, level, read_size, footprint
+
+
+def _write_tile_csv(path: Path, coords: np.ndarray, footprint: int, probs: np.ndarray, classes: list[str]) -> None:
+    labels = probs.argmax(1) if len(probs) else np.zeros(0, int)
+    header = ["x", "y", "w", "h", "class", *[f"prob_{c}" for c in classes]]
+    rows = ([int(x), int(y), footprint, footprint, classes[int(k)], *[f"{v:.6f}" for v in p]]
+            for (x, y), k, p in zip(coords, labels, probs, strict=True))
+    write_csv(path, header, rows)
