@@ -100,3 +100,40 @@ def _blobs(
         alpha = np.clip(r - d + 0.5, 0, 1)[..., None]
         img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - alpha) + colour * alpha
     return img
+
+
+def planted_class(x: np.ndarray, y: np.ndarray, width: int, height: int,
+                  tumour: tuple[float, float, float] | None) -> np.ndarray:
+    """The slide-level demo's layout: a tissue ellipse of stroma (left) and adipose (right) on glass, with a
+    round tumour region ``(cx, cy, r)`` planted in it on positive slides; -1 is background."""
+    cx, cy = width / 2, height / 2
+    inside = ((x - cx) / (0.46 * width)) ** 2 + ((y - cy) / (0.46 * height)) ** 2 <= 1.0
+    classes = np.where(x < cx, DEMO_CLASSES.index("stroma"), DEMO_CLASSES.index("adipose"))
+    if tumour is not None:
+        tx, ty, r = tumour
+        classes = np.where((x - tx) ** 2 + (y - ty) ** 2 <= r**2, DEMO_CLASSES.index("tumor"), classes)
+    return np.where(inside, classes, -1)
+
+
+def planted_tile(x: int, y: int, w: int, h: int, width: int, height: int,
+                 tumour: tuple[float, float, float] | None, seed: int = 0) -> np.ndarray:
+    """Pixels of a slide-level demo slide's level 0 in the box (x, y, w, h)."""
+    rng = np.random.default_rng([seed, x, y])
+    yy, xx = np.mgrid[y : y + h, x : x + w]
+    classes = planted_class(xx + 0.5, yy + 0.5, width, height, tumour)
+    out = np.broadcast_to(BACKGROUND.astype(np.uint8), (h, w, 3)).copy()
+    for index in np.unique(classes):
+        if index >= 0:
+            mask = classes == index
+            out[mask] = texture(int(index), h, w, rng)[mask]
+    return out
+
+
+def tumour_region(index: int, width: int, height: int, seed: int = 0) -> tuple[float, float, float]:
+    """A seeded round tumour region inside the tissue of slide ``index``: (cx, cy, radius) in level-0 pixels."""
+    rng = np.random.default_rng([seed, index, 7])
+    radius = float(rng.uniform(0.24, 0.28) * min(width, height))
+    angle, reach = rng.uniform(0, 2 * np.pi), rng.uniform(0.0, 0.35)
+    cx = width / 2 + np.cos(angle) * reach * (0.46 * width - radius)
+    cy = height / 2 + np.sin(angle) * reach * (0.46 * height - radius)
+    return cx, cy, radius

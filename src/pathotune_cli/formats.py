@@ -25,6 +25,15 @@ TILE_COMMAND_SUFFIXES = frozenset(SLIDE_SUFFIXES + FLAT_IMAGE_SUFFIXES)
 """What ``tile`` picks up from a folder."""
 
 
+def features_path(folder: str | Path, stem: str) -> Path | None:
+    """A slide's features file in a folder: ``<stem>.h5`` (ours, TRIDENT's), or CLAM's ``h5_files/<stem>.h5``."""
+    folder = Path(folder)
+    for candidate in (folder / f"{stem}.h5", folder / "h5_files" / f"{stem}.h5"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def is_slide(path: Path) -> bool:
     """Whether ``predict`` treats ``path`` as a whole slide (by its suffix)."""
     return path.suffix.lower() in SLIDE_SUFFIXES

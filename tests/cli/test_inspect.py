@@ -126,7 +126,7 @@ def test_inspect_text_embeddings_that_do_not_match_the_texts_exit_2(good: Path, 
     )
     result = runner.invoke(app, ["inspect", str(altered)])
     assert result.exit_code == 2
-    assert "(3, 256) stored text embeddings for 5 task texts" in _one_error_line(result)
+    assert "(3, 256) stored text embeddings for 5 texts" in _one_error_line(result)
 
 
 def test_inspect_unparseable_metadata_exits_2_with_one_line(good: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval", "evaluate", "evaluate"),
     ("predict", "predict", "predict"),
     ("tile", "tile", "tile"),
+    ("features", "features", "features"),
     ("export", "export", "export"),
     ("inspect", "inspect", "inspect"),
     ("doctor", "doctor", "doctor"),

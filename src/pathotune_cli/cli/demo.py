@@ -38,6 +38,8 @@ def demo(
     metrics["demo slide: tiles in their region's class"] = (
         f"{result.slide['region_agreement']:.1%} of {result.slide['tiles']}"
     )
+    metrics["slide-level demo: test slides AUROC"] = result.slide_level["test_auroc"]
+    metrics["slide-level demo: top-8 attended tiles in the tumour"] = f"{result.slide_level['top8_in_tumour']:.0%}"
     for fmt, value in result.export.items():
         metrics[f"{fmt} export: max |p - p_torch|"] = value if isinstance(value, str) else f"{value:.1e}"
     key_values("demo results", metrics)

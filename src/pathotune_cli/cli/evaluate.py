@@ -52,7 +52,8 @@ def evaluate(
         return
     scores = result.scores
     table(
-        f"{result.task}: {scores['n']} tiles ({result.method} on {result.backbone})",
+        f"{result.task}: {scores['n']} {'slides' if result.level == 'slide' else 'tiles'} "
+        f"({result.method} on {result.backbone})",
         ["metric", "value", "95% CI"],
         [(k, _f(v["value"]), f"{_f(v['ci_low'])} - {_f(v['ci_high'])}") for k, v in scores["metrics"].items()],
     )

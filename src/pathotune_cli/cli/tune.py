@@ -46,6 +46,18 @@ def tune(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     weights: WeightsOpt = None,
     val_data: Annotated[Path | None, typer.Option("--val-data", help="A separate validation set.")] = None,
+    prompts: Annotated[Path | None, typer.Option(
+        "--prompts", help="Slide-level tasks, two-stage: a tile-level prompt file whose features feed the aggregator."
+    )] = None,
+    features: Annotated[Path | None, typer.Option(
+        "--features", help="Slide-level tasks: a folder of per-slide features .h5 to reuse (ours, TRIDENT, CLAM)."
+    )] = None,
+    folds: Annotated[int | None, typer.Option(
+        "--folds", min=2, max=20, help="Slide-level tasks: patient-grouped stratified K-fold cross-validation."
+    )] = None,
+    skip_bad_slides: Annotated[bool, typer.Option(
+        "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them."
+    )] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
     download: Annotated[bool, typer.Option("--download", help="Allow downloading missing weights.")] = False,
     json_out: JsonOpt = False,
@@ -57,7 +69,8 @@ def tune(
     opts = TuneOptions(
         preset=preset, data=data, backbone=backbone, method=method, out=out, config=config, sets=tuple(set_ or ()),
         epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed, precision=precision, device=device,
-        weights=weights, val_data=val_data, download=download,
+        weights=weights, val_data=val_data, tile_prompts=prompts, features=features, folds=folds,
+        skip_bad_slides=skip_bad_slides, download=download,
     )
     cfg = resolve_config(opts)
     with ProgressDisplay() as progress:
@@ -66,10 +79,11 @@ def tune(
         emit_json(result.to_dict())
         return
     epochs_line = f"{result.epochs_run} (best {result.best_epoch}{', stopped early' if result.stopped_early else ''})"
+    unit = "slides" if result.level == "slide" else "images"
     key_values(f"tuned {result.method} on {result.backbone} for {result.task}", {
         "prompt file": f"{result.prompts} ({result.prompts_bytes / 1024:.0f} KiB)",
         "trainable": f"{result.trainable_parameters:,} ({result.trainable_share:.2%} of backbone)",
-        "images": f"{result.train_images} train, {result.val_images} validation",
+        unit: f"{result.train_images} train, {result.val_images} validation",
         "epochs": epochs_line,
         "early stopping on": result.early_stopping_on,
         **{f"val {k}": v for k, v in (result.validation or {}).items() if v is not None},

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset
+from pathotune_cli.config.schema import Aggregator, BackbonePreset, Strict, TaskPreset
 
 Method = Literal["linear", "vpt", "pathotune", "full"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -98,6 +98,34 @@ class TrainSettings(Strict):
     grad_clip: float | None = Field(1.0, gt=0)
 
 
+class MILSettings(Strict):
+    """Multiple-instance learning for slide-level tasks: how tiles become one prediction per slide.
+
+    Our defaults: CLAM-SB's sizes (512-256 gated attention, dropout 0.25, 8 tiles each way for its instance
+    loss, bag loss weight 0.7) and gated ABMIL with the same widths; Adam at 2e-4 with weight decay 1e-5 as in
+    CLAM's published commands; 512 tiles sampled per slide per step when prompts train end to end (STAMP's bag
+    size), in chunks of 64 tiles so memory is bounded by the chunk, not the slide.
+    """
+
+    aggregator: Aggregator | None = None
+    """``abmil``, ``clam-sb`` or ``mean``; None takes the task preset's."""
+    hidden: int = Field(512, ge=8)
+    attention: int = Field(256, ge=8)
+    dropout: float = Field(0.25, ge=0, lt=1)
+    k_sample: int = Field(8, ge=1)
+    """CLAM-SB: tiles taken from each end of the attention ranking for the instance loss."""
+    bag_weight: float = Field(0.7, ge=0, le=1)
+    """CLAM-SB: weight of the slide loss against the instance loss."""
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    tiles_per_slide: int = Field(512, ge=1)
+    """End to end: at most this many tiles per slide per step, sampled with the seed."""
+    chunk: int = Field(64, ge=1)
+    """End to end: tiles per forward chunk; memory is bounded by one chunk's activations."""
+    prompt_lr: float | None = Field(None, gt=0)
+    """End to end: learning rate of the prompts (None: ``train.lr``)."""
+
+
 class RunConfig(Strict):
     """Everything a tuning run needs, resolved: written to ``RUN/config.yaml`` and readable back."""
 
@@ -105,6 +133,8 @@ class RunConfig(Strict):
     backbone: BackbonePreset
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    mil: MILSettings = Field(default_factory=MILSettings)
+    """Slide-level tasks only."""
     data: str
     """An ImageFolder tree or a CSV with path,label[,split]."""
     val_data: str | None = None
@@ -114,3 +144,21 @@ class RunConfig(Strict):
     seed: int = 0
     precision: Precision = "auto"
     device: str = "auto"
+    features: str | None = None
+    """Slide-level tasks: a folder of per-slide feature ``.h5`` files to reuse (ours, TRIDENT's or CLAM's)."""
+    tile_prompts: str | None = None
+    """Slide-level tasks, two-stage: a tile-level prompt file whose prompted features feed the aggregator."""
+    folds: int | None = Field(None, ge=2, le=20)
+    """Slide-level tasks: patient-grouped stratified K-fold cross-validation (one model per fold)."""
+    skip_bad_slides: bool = False
+    """Slide-level tasks: list unreadable slides and go on without them (else they stop the run)."""
+
+    @model_validator(mode="after")
+    def _slide_only(self) -> RunConfig:
+        if self.task.level == "tile":
+            used = [k for k in ("features", "tile_prompts", "folds") if getattr(self, k) is not None]
+            if used:
+                raise ValueError(f"'{used[0]}' is for slide-level tasks; task '{self.task.name}' is tile-level")
+        elif self.prompt.method == "full":
+            raise ValueError("method 'full' is not offered for slide-level tasks; use pathotune, vpt or linear")
+        return self

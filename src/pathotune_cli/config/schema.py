@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 
 Family = Literal["timm_vit", "open_clip", "pathoduet", "conch"]
 Pool = Literal["token", "avg", "token+avg", "attn"]
+Aggregator = Literal["abmil", "clam-sb", "mean"]
 KeyLayout = Literal["timm", "hf_vit", "hf_dinov2", "pathoduet", "conch", "open_clip"]
 SHA256_HEX = 64
 LAYOUTS_OF_FAMILY: dict[str, tuple[str, ...]] = {
@@ -141,6 +142,11 @@ class TaskPreset(Strict):
     classes: list[ClassSpec]
     ordinal: bool = False
     """Classes are ordered grades: Cohen's kappa is quadratic-weighted."""
+    level: Literal["tile", "slide"] = "tile"
+    """``tile``: one label per tile (an ImageFolder or tile CSV). ``slide``: one label per slide (a slides CSV),
+    learnt by multiple-instance learning over the slide's tiles."""
+    aggregator: Aggregator = "abmil"
+    """For slide-level tasks, our recommended MIL aggregator (``mil.aggregator`` overrides it)."""
     tile: TileSpec = Field(default_factory=TileSpec)
     recommended_backbone: str = "uni"
     """Our choice of backbone for the task: what ``tune`` uses when neither ``--backbone`` nor the lab default

@@ -15,13 +15,16 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pathotune_cli.config.run import PromptSettings
+from pathotune_cli.config.run import MILSettings, PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset, TileSpec
 
 FORMAT = "pathotune-prompts"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 WeightSourceKind = Literal["random", "explicit", "weight-map", "hf-cache", "download"]
+TileSource = Literal["backbone", "prompts", "end-to-end"]
+"""How a slide-level file's tile features are made: the bare backbone, a tile-level prompt file tuned on the
+lab's tiles (two-stage), or prompts tuned with the aggregator from slide labels (end to end)."""
 
 
 class FrozenPart(Strict):
@@ -70,6 +73,14 @@ class PromptHeader(Strict):
     """Validation metrics at save time (``split`` and metric values)."""
     training: dict[str, Any] | None = None
     """Seed, epochs, class counts, data, config digest."""
+    level: Literal["tile", "slide"] = "tile"
+    """``slide``: the file holds a tile encoder (``tiles.*`` tensors) and a MIL aggregator (``mil.*``)."""
+    mil: MILSettings | None = None
+    """Slide-level files: the aggregator's settings (its ``aggregator`` resolved)."""
+    tile_source: TileSource | None = None
+    """Slide-level files: where the tile features come from."""
+    source_prompts: dict[str, Any] | None = None
+    """Two-stage slide-level files: the tile-level prompt file the tile encoder came from (path, sha256, task)."""
 
     @model_validator(mode="after")
     def _parts_agree(self) -> PromptHeader:
@@ -77,6 +88,8 @@ class PromptHeader(Strict):
             raise ValueError("its class list does not match its task's classes")
         if self.method != self.prompt.method:
             raise ValueError(f"method '{self.method}' differs from its prompt settings ('{self.prompt.method}')")
+        if (self.level == "slide") != (self.mil is not None and self.tile_source is not None):
+            raise ValueError("a slide-level file needs its mil settings and tile source, and only it has them")
         return self
 
     @property

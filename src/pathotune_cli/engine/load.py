@@ -25,8 +25,13 @@ def prompt_header(
     backbone: BackbonePreset,
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    slide: dict[str, Any] | None = None,
 ) -> PromptHeader:
-    """The header of a new prompt file: everything needed to rebuild and to trust the model."""
+    """The header of a new prompt file: everything needed to rebuild and to trust the model.
+
+    ``slide`` holds a slide-level file's extra fields (``level``, ``mil``, ``tile_source``, ``source_prompts``,
+    ``trainable_parameters``); ``built.model`` is then its tile encoder.
+    """
     model = built.model
     instance = None
     if built.instance_preset is not None and model.instance_encoder is not None:
@@ -35,7 +40,7 @@ def prompt_header(
             fingerprint=built.instance_fingerprint or "",
             weight_source=model.instance_encoder.weight_source.kind,
         )
-    return PromptHeader(
+    fields: dict[str, Any] = dict(
         pathotune_version=__version__,
         backbone=FrozenPart(
             preset=backbone, fingerprint=built.backbone_fingerprint, weight_source=model.backbone.weight_source.kind
@@ -54,6 +59,7 @@ def prompt_header(
         metrics=metrics,
         training=training,
     )
+    return PromptHeader(**{**fields, **(slide or {})})
 
 
 def random_weights_warning(model: PromptedModel) -> str | None:
@@ -76,38 +82,59 @@ def load_prompted_model(
     """
     file = read_prompt_file(path)
     header = file.header
-    backbone = load_backbone(header.backbone.preset, weights, allow_download)
-    _check_fingerprint(file, header.backbone, backbone)
-    instance = None
-    if header.instance_encoder is not None:
-        instance = load_backbone(header.instance_encoder.preset, None, allow_download)
-        _check_fingerprint(file, header.instance_encoder, instance)
+    if header.level == "slide":
+        raise BadInput(
+            f"{file.path} is a slide-level prompt file (task {header.task.name}): it predicts one label per slide",
+            "give it slides (predict, eval with a slides CSV); a tile-level file classifies tiles",
+        )
+    backbone, instance = load_frozen_parts(file, weights, allow_download)
     model = PromptedModel(backbone, header.prompt, len(header.classes), stored_text_embeddings(file), instance)
     check_tensors(file, model.trained_state())
-    model.load_state_dict(file.tensors, strict=False)
+    model.load_trained(file.tensors)
     model.requires_grad_(False)
     return model.eval(), file
 
 
-def stored_text_embeddings(file: PromptFile) -> torch.Tensor | None:
+def load_frozen_parts(
+    file: PromptFile, weights: str | Path | None = None, allow_download: bool = False
+) -> tuple[Backbone, Backbone | None]:
+    """The backbone and instance encoder a prompt file was tuned on, each checked by fingerprint.
+
+    Raises:
+        BadInput: the weights that load here are another backbone's.
+    """
+    header = file.header
+    backbone = load_backbone(header.backbone.preset, weights, allow_download)
+    check_fingerprint(file, header.backbone, backbone)
+    instance = None
+    if header.instance_encoder is not None:
+        instance = load_backbone(header.instance_encoder.preset, None, allow_download)
+        check_fingerprint(file, header.instance_encoder, instance)
+    return backbone, instance
+
+
+def stored_text_embeddings(file: PromptFile, prefix: str = "") -> torch.Tensor | None:
     """The task's text embeddings stored in the file (``pathotune`` only), checked against its texts.
 
     Raises:
         BadInput: a ``pathotune`` file without them, or with another count than its task has texts.
     """
     header = file.header
-    embeddings = file.tensors.get("ttp.text_embeddings")
+    embeddings = file.tensors.get(f"{prefix}ttp.text_embeddings")
     if header.method == "pathotune" and embeddings is None:
         raise BadInput(f"{file.path}: method 'pathotune' but no stored text embeddings", ALTERED)
-    if embeddings is not None and (embeddings.dim() != 2 or embeddings.shape[0] != len(header.task.texts())):
-        raise BadInput(
-            f"{file.path}: {tuple(embeddings.shape)} stored text embeddings for {len(header.task.texts())} task texts",
-            ALTERED,
-        )
+    texts = len(header.texts) if header.texts else len(header.task.texts())
+    if embeddings is not None and (embeddings.dim() != 2 or embeddings.shape[0] != texts):
+        raise BadInput(f"{file.path}: {tuple(embeddings.shape)} stored text embeddings for {texts} texts", ALTERED)
     return embeddings
 
 
-def _check_fingerprint(file: PromptFile, part: FrozenPart, backbone: Backbone) -> None:
+def check_fingerprint(file: PromptFile, part: FrozenPart, backbone: Backbone) -> None:
+    """The weights loaded here must be the ones the file was tuned on.
+
+    Raises:
+        BadInput: naming both fingerprints and the fix.
+    """
     actual = fingerprint(backbone.frozen_state())
     if actual != part.fingerprint:
         where = backbone.weight_source.describe()

@@ -85,6 +85,10 @@ class PromptedModel(nn.Module):
             state["ttp.text_embeddings"] = self.ttp.text_embeddings.detach()
         return state
 
+    def load_trained(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load tensors named as ``trained_state`` (the frozen parts are left as they are)."""
+        self.load_state_dict(tensors, strict=False)
+
     def trainable_parameters(self) -> int:
         """Number of parameters that train."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -144,6 +148,15 @@ class PromptedModel(nn.Module):
             tokens = bb.block(i, tokens)
         tokens = bb.blocks_then_norm(tokens, self.pool_mode, first=last)
         return bb.pool(tokens, skip=self.num_prompt_tokens, pool=self.pool_mode)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of ``features``: what the head (or a slide-level aggregator) reads per tile."""
+        return self.backbone.pooled_dim(self.pool_mode)
+
+    def tile_features(self, images: torch.Tensor, instance_features: torch.Tensor | None = None) -> torch.Tensor:
+        """``features``, under the name slide-level code uses for every tile encoder."""
+        return self.features(images, instance_features)
 
     def forward(self, images: torch.Tensor, instance_features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, classes) for RGB images in [0, 1] of shape (B, 3, H, W)."""

@@ -33,6 +33,8 @@ class DemoResult:
     export: dict[str, float | str]
     """Per format: the largest probability difference of its check, or why it was skipped."""
     artifacts: dict[str, str] = field(default_factory=dict)
+    slide_level: dict[str, Any] = field(default_factory=dict)
+    """The slide-level part: test AUROC, share of the top-attended tiles in the planted tumour, paths."""
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data."""
@@ -61,6 +63,9 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
     slide_result = _slide_steps(out, slide, tuned.prompts, report)
     exports = export_all(tuned.prompts, check_data=test, report=report, out_dir=out / "export",
                          metrics=evaluated.out / "metrics.json")
+    from pathotune_cli.runs.demo_slides import slide_level_demo
+
+    slide_level = slide_level_demo(out, seed=seed, report=report)
     return DemoResult(
         out=out,
         seconds=round(time.time() - started, 1),
@@ -71,7 +76,10 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
         slide=slide_result,
         export={f: d if isinstance(d, str) else (d.check or {}).get("max_abs_diff", "not checked")
                 for f, d in exports.items()},
-        artifacts=_artifacts(out, data, test, slide, tuned, evaluated, slide_result, exports),
+        artifacts={**_artifacts(out, data, test, slide, tuned, evaluated, slide_result, exports),
+                   "slide-level prompt file": slide_level["prompts"],
+                   "slide-level attention": slide_level["attention"]},
+        slide_level=slide_level,
     )
 
 

@@ -56,13 +56,15 @@ class EvalResult:
     counts: dict[str, int] = field(default_factory=dict)
     out: Path = Path()
     seconds: float = 0.0
+    level: str = "tile"
+    """``slide``: the counts and metrics are over slides."""
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data (the scores at the top level, as in ``metrics.json``)."""
         return {
             "prompts": str(self.prompts), "data": str(self.data), "task": self.task, "method": self.method,
             "backbone": self.backbone, "precision": self.precision, **self.scores, "counts": self.counts,
-            "out": str(self.out), "seconds": self.seconds,
+            "out": str(self.out), "seconds": self.seconds, "level": self.level,
         }
 
 
@@ -74,6 +76,7 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
             be made (found before any inference).
     """
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
+    from pathotune_cli.engine.promptfile import read_prompt_file
     from pathotune_cli.files import write_csv, write_json
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.records import provenance
@@ -83,6 +86,10 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     from pathotune_cli.training.metrics import classification_metrics, predictions_table
     from pathotune_cli.training.plots import save_confusion_matrix
 
+    if read_prompt_file(opts.prompts).header.level == "slide":
+        from pathotune_cli.runs.evaluate_slides import eval_slides
+
+        return eval_slides(opts, report)
     started = time.time()
     model, file = load_prompted_model(opts.prompts, opts.weights)
     header, task = file.header, file.header.task

@@ -100,10 +100,15 @@ def expected_tensors(file: Any) -> tuple[dict[str, Any] | None, str | None]:
         inst = _skeleton(header.instance_encoder.preset)[0] if header.instance_encoder is not None else None
     except _FamilyMissing as exc:
         return None, str(exc)
-    stored = stored_text_embeddings(file)
+    slide = header.level == "slide" and header.mil is not None
+    stored = stored_text_embeddings(file, prefix="tiles." if slide else "")
     embeddings = None if stored is None else torch.empty(*stored.shape, device=device)
     with torch.device(device):
-        model = PromptedModel(bb, header.prompt, len(header.classes), embeddings, inst)
+        model = PromptedModel(bb, header.prompt, 1 if slide else len(header.classes), embeddings, inst)
+        if slide:
+            from pathotune_cli.engine.slide_model import make_slide_model
+
+            model = make_slide_model(model, len(header.classes), header.mil, str(header.mil.aggregator))
     return model.trained_state(), None
 
 

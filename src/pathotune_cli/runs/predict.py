@@ -139,12 +139,17 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
         BadInput: no inputs, a damaged prompt file, another backbone's weights, an unknown ``--heatmap-class``.
     """
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
+    from pathotune_cli.engine.promptfile import read_prompt_file
     from pathotune_cli.files import remove_stale_temporaries, sha256_file
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.predict_slide import SlideContext, write_summary
     from pathotune_cli.runs.records import write_run_record
     from pathotune_cli.runs.slides import read_slides_csv
 
+    if read_prompt_file(opts.prompts).header.level == "slide":
+        from pathotune_cli.runs.predict_slide_level import predict_slides
+
+        return predict_slides(opts, report)
     started = time.time()
     listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
     slides, images = collect_inputs([*opts.inputs, *(p for p, _ in listed)])

@@ -45,6 +45,13 @@ class TuneOptions:
     device: str | None = None
     weights: Path | None = None
     val_data: Path | None = None
+    tile_prompts: Path | None = None
+    """Slide-level tasks, two-stage: a tile-level prompt file whose features feed the aggregator (its backbone
+    is the run's)."""
+    features: Path | None = None
+    """Slide-level tasks: a folder of per-slide feature files to reuse."""
+    folds: int | None = None
+    skip_bad_slides: bool = False
     download: bool = False
     """Allow downloading missing weights (never without it)."""
 
@@ -85,6 +92,10 @@ class TuneResult:
     instance_images_encoded: int
     validation: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    level: str = "tile"
+    """``slide``: the image counts are slides, and the file holds an aggregator."""
+    folds: list[dict[str, Any]] | None = None
+    """With ``--folds``: each fold's prompt file and validation metrics."""
 
     @property
     def trainable_share(self) -> float:
@@ -121,9 +132,11 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
     """
     base, source, chosen_because = _base_config(opts)
     explicit = {"data": opts.data, "out": opts.out, "seed": opts.seed, "precision": opts.precision,
-                "device": opts.device, "weights": opts.weights, "val_data": opts.val_data}
+                "device": opts.device, "weights": opts.weights, "val_data": opts.val_data,
+                "tile_prompts": opts.tile_prompts, "features": opts.features, "folds": opts.folds,
+                "skip_bad_slides": opts.skip_bad_slides or None}
     base.update({k: str(v) if isinstance(v, Path) else v for k, v in explicit.items() if v is not None})
-    for key in ("data", "val_data", "weights"):  # absolute, so RUN/config.yaml reruns from any folder
+    for key in ("data", "val_data", "weights", "tile_prompts", "features"):  # absolute: reruns from any folder
         if base.get(key):
             base[key] = str(Path(str(base[key])).expanduser().resolve())
     train = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "shots": opts.shots}
@@ -160,6 +173,10 @@ def tune_run(
     from pathotune_cli.training.loop import fit
 
     resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
+    if config.task.level == "slide":
+        from pathotune_cli.runs.tune_slides import tune_slides
+
+        return tune_slides(config, resume=resume, allow_download=allow_download, report=report)
     started = time.time()
     out = Path(config.out)
     if (out / PROMPTS_NAME).exists() and not resume:
@@ -198,6 +215,12 @@ def _base_config(opts: TuneOptions) -> tuple[dict[str, Any], str, str | None]:
             base["backbone"] = load_backbone_preset(opts.backbone).model_dump(mode="json")
         return base, str(opts.config), None
     task = load_task_preset(str(opts.preset))
+    if opts.tile_prompts is not None and not opts.backbone:  # two-stage: the prompt file's backbone
+        from pathotune_cli.engine.promptfile import read_prompt_file
+
+        backbone = read_prompt_file(opts.tile_prompts).header.backbone.preset
+        base = {"task": task.model_dump(mode="json"), "backbone": backbone.model_dump(mode="json")}
+        return base, "settings (--preset, --prompts, options, --set)", None
     name, because = choose_backbone(opts, task)
     backbone = load_backbone_preset(name)
     base = {"task": task.model_dump(mode="json"), "backbone": backbone.model_dump(mode="json")}

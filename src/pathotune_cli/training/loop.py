@@ -86,7 +86,7 @@ def predict_probs(
 
 
 @dataclass
-class _State:
+class TrainState:
     """The loop's counters and the best tensors so far: what a checkpoint carries between epochs."""
 
     history: list[dict[str, Any]]
@@ -97,6 +97,26 @@ class _State:
     stopped_early: bool = False
     next_epoch: int = 1
     resumed_from: int | None = None
+    best_loss: float | None = None
+    """The loss of the best epoch: it breaks ties of the monitored metric (a small validation set reaches
+    balanced accuracy 1.0 early, and later epochs that keep it and lower the loss are better)."""
+
+    def record(self, row: dict[str, Any], monitor: str, model: Any) -> None:
+        """Score the epoch of ``row`` (validation, else training loss); keep its tensors if it is the best."""
+        higher = HIGHER_IS_BETTER[monitor]
+        if "val_loss" in row:
+            value = row["val_loss"] if monitor == "loss" else row[f"val_{monitor}"]
+            loss = row["val_loss"]
+        else:
+            value, higher, loss = row["train_loss"], False, row["train_loss"]
+        better = self.best_value is None or (value > self.best_value if higher else value < self.best_value)
+        tie_won = value == self.best_value and self.best_loss is not None and loss < self.best_loss
+        if better or tie_won:
+            self.best_value, self.best_loss, self.best_epoch, self.stale = value, loss, row["epoch"], 0
+            self.best_state = {k: v.clone() for k, v in model.trained_state().items()}
+        else:
+            self.stale += 1
+        row["best"] = better or tie_won
 
 
 def fit(
@@ -133,29 +153,41 @@ def fit(
         class_weights(train.labels, model.head.out_features).to(placement.device) if settings.class_weights else None
     )
     cache = _instance_cache(model, train, val, settings.batch_size, placement, report)
-    state = _State(history=[], best_state={k: v.clone() for k, v in model.trained_state().items()})
+    state = TrainState(history=[], best_state={k: v.clone() for k, v in model.trained_state().items()})
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = _restore(model, optimizer, checkpoint, config_digest, report)
+        state = restore_checkpoint(model, optimizer, checkpoint, config_digest, report)
     steps_per_epoch = max(1, -(-len(train.labels) // settings.batch_size))
     report(TrainingStarted(settings.epochs, steps_per_epoch, state.next_epoch))
-    for epoch in range(state.next_epoch, settings.epochs + 1):
-        if state.stopped_early:
-            break
+
+    def one_epoch(epoch: int) -> dict[str, Any]:
         loss, lr = _train_epoch(model, optimizer, params, train, cache, weights, settings, placement, seed, epoch,
                                 steps_per_epoch, report)
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss, "lr": lr}
         _score_epoch(model, row, state, val, cache, weights, settings, placement)
+        return row
+
+    run_epochs(model, optimizer, state, settings, one_epoch, checkpoint, config_digest, seed, report)
+    return FitResult(state.history, state.best_epoch, state.best_value, state.stopped_early, state.resumed_from,
+                     time.perf_counter() - started, cache)
+
+
+def run_epochs(model: Any, optimizer: torch.optim.Optimizer, state: TrainState, settings: TrainSettings,
+               one_epoch: Any, checkpoint: Path | None, config_digest: str, seed: int, report: Reporter) -> None:
+    """Epochs from ``state.next_epoch`` until the last or early stopping, each trained and scored by
+    ``one_epoch(epoch) -> history row``, checkpointed and reported; the best epoch's tensors are left loaded."""
+    for epoch in range(state.next_epoch, settings.epochs + 1):
+        if state.stopped_early:
+            break
+        row = one_epoch(epoch)
         state.history.append(row)
         state.stopped_early = (
             settings.patience is not None and state.stale >= settings.patience and epoch < settings.epochs
         )
         if checkpoint is not None:
-            _save(checkpoint, model, optimizer, state, epoch, config_digest, seed)
+            save_state(checkpoint, model, optimizer, state, epoch, config_digest, seed)
         report(EpochDone(row))
-    model.load_state_dict(state.best_state, strict=False)
+    model.load_trained(state.best_state)
     model.eval()
-    return FitResult(state.history, state.best_epoch, state.best_value, state.stopped_early, state.resumed_from,
-                     time.perf_counter() - started, cache)
 
 
 def _instance_cache(
@@ -172,8 +204,8 @@ def _instance_cache(
     return cache
 
 
-def _restore(model: Any, optimizer: torch.optim.Optimizer, checkpoint: Path, config_digest: str,
-             report: Reporter) -> _State:
+def restore_checkpoint(model: Any, optimizer: torch.optim.Optimizer, checkpoint: Path, config_digest: str,
+             report: Reporter) -> TrainState:
     """The loop's state from a checkpoint of the same settings; the model and optimiser are restored in place."""
     current, best_state, saved = load_checkpoint(checkpoint, optimizer)
     if saved.get("config_digest") != config_digest:
@@ -181,11 +213,12 @@ def _restore(model: Any, optimizer: torch.optim.Optimizer, checkpoint: Path, con
             f"checkpoint {checkpoint} belongs to a run with other settings",
             "resume with the same options, or start again without --resume",
         )
-    model.load_state_dict(current, strict=False)
+    model.load_trained(current)
     note(report, f"resumed after epoch {saved['epoch']}")
-    return _State(
+    return TrainState(
         history=saved["history"], best_state=best_state, best_value=saved["best_value"],
-        best_epoch=saved["best_epoch"], stale=saved["stale"], stopped_early=saved.get("stopped_early", False),
+        best_epoch=saved["best_epoch"], stale=saved["stale"], best_loss=saved.get("best_loss"),
+        stopped_early=saved.get("stopped_early", False),
         next_epoch=saved["epoch"] + 1, resumed_from=saved["epoch"],
     )
 
@@ -222,30 +255,21 @@ def _train_epoch(model: Any, optimizer: torch.optim.Optimizer, params: list[torc
     return float(np.mean(losses)), lr
 
 
-def _score_epoch(model: Any, row: dict[str, Any], state: _State, val: Split | None, cache: dict[str, torch.Tensor],
+def _score_epoch(model: Any, row: dict[str, Any], state: TrainState, val: Split | None, cache: dict[str, torch.Tensor],
                  weights: torch.Tensor | None, settings: TrainSettings, placement: Placement) -> None:
     """Validation scores into ``row``; the monitored value decides the best epoch and the patience count."""
-    higher = HIGHER_IS_BETTER[settings.monitor]
     if val is not None:
         probs = predict_probs(model, val.store, settings.batch_size, placement, cache.get("val"))
-        row.update(_val_row(probs, val.labels, weights))
-        value = row["val_loss"] if settings.monitor == "loss" else row[f"val_{settings.monitor}"]
-    else:
-        value, higher = row["train_loss"], False
-    improved = state.best_value is None or (value > state.best_value if higher else value < state.best_value)
-    if improved:
-        state.best_value, state.best_epoch, state.stale = value, row["epoch"], 0
-        state.best_state = {k: v.clone() for k, v in model.trained_state().items()}
-    else:
-        state.stale += 1
-    row["best"] = improved
+        row.update(val_row(probs, val.labels, weights))
+    state.record(row, settings.monitor, model)
 
 
-def _save(checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, state: _State, epoch: int,
+def save_state(checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, state: TrainState, epoch: int,
           config_digest: str, seed: int) -> None:
     save_checkpoint(
         checkpoint, model.trained_state(), state.best_state, optimizer,
-        {"epoch": epoch, "history": state.history, "best_value": state.best_value, "best_epoch": state.best_epoch,
+        {"epoch": epoch, "history": state.history, "best_value": state.best_value, "best_loss": state.best_loss,
+         "best_epoch": state.best_epoch,
          "stale": state.stale, "stopped_early": state.stopped_early, "config_digest": config_digest, "seed": seed},
     )
 
@@ -258,7 +282,7 @@ def _optimizer(params: list[torch.nn.Parameter], settings: TrainSettings) -> tor
     return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
-def _val_row(probs: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
+def val_row(probs: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
     logp = torch.log(torch.as_tensor(probs).clamp_min(1e-12))
     loss = F.nll_loss(logp, torch.as_tensor(labels), weight=None if weights is None else weights.cpu())
     from pathotune_cli.training.metrics import classification_metrics

@@ -151,3 +151,46 @@ def _save_atomically(fig: Figure, path: str | os.PathLike[str]) -> Path:
     from pathotune_cli.files import atomic_write
 
     return atomic_write(path, lambda temp: fig.savefig(temp, format="png"))
+
+
+def save_roc_curves(
+    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], path: str | os.PathLike[str], title: str = ""
+) -> Path:
+    """One-vs-rest ROC curve per class (one curve for two classes: the second class against the first).
+
+    Classes without both positives and negatives are left out; with none left the figure says so.
+    """
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    fig = _new_figure((5.5, 5.0))
+    ax = fig.add_subplot()
+    classes = [1] if p.shape[1] == 2 else list(range(p.shape[1]))
+    for c in classes:
+        positive = y == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr = _roc(positive, p[:, c])
+        ax.plot(fpr, tpr, label=str(class_names[c]))
+    ax.plot([0, 1], [0, 1], linestyle=":", color="tab:gray")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    if ax.lines[:-1]:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no class with positives and negatives", ha="center", va="center")
+    if title:
+        ax.set_title(title)
+    return _save_atomically(fig, path)
+
+
+def _roc(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct score threshold, from (0, 0) to (1, 1)."""
+    order = np.argsort(-score, kind="stable")
+    pos = positive[order].astype(np.float64)
+    tps, fps = np.cumsum(pos), np.cumsum(1 - pos)
+    last = np.r_[np.flatnonzero(np.diff(score[order])), len(score) - 1]
+    tpr = np.r_[0.0, tps[last] / max(1.0, pos.sum())]
+    fpr = np.r_[0.0, fps[last] / max(1.0, (1 - pos).sum())]
+    return fpr, tpr

@@ -88,7 +88,7 @@ def write_coords(path: str | Path, coords: np.ndarray, attrs: Mapping[str, Any])
         chunks = (max(1, min(len(coords), 4096)), 2)
         ds = h5.create_dataset("coords", data=coords, maxshape=(None, 2), chunks=chunks)
         for key, value in {"format": FORMAT, **attrs}.items():
-            ds.attrs[key] = _attr_value(value)
+            ds.attrs[key] = attr_value(value)
     return path
 
 
@@ -112,9 +112,9 @@ def read_coords(path: str | Path) -> CoordsFile:
                 )
             ds = h5["coords"]
             coords = np.asarray(ds[()], np.int64)
-            attrs = {key: _plain(value) for key, value in ds.attrs.items()}
+            attrs = {key: plain_value(value) for key, value in ds.attrs.items()}
             for key, value in h5.attrs.items():  # some writers keep attributes on the file instead
-                attrs.setdefault(key, _plain(value))
+                attrs.setdefault(key, plain_value(value))
     except OSError as exc:
         raise BadInput(f"{path.name}: not a readable HDF5 file ({first_line(exc)})") from exc
     if coords.size == 0:
@@ -142,7 +142,8 @@ def read_coords(path: str | Path) -> CoordsFile:
     )
 
 
-def _attr_value(value: Any) -> Any:
+def attr_value(value: Any) -> Any:
+    """An attribute value HDF5 stores: None as an empty string, paths as strings."""
     if value is None:
         return ""
     if isinstance(value, Path):
@@ -150,7 +151,8 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """An HDF5 attribute read back as a plain Python value."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.generic):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ def write_tiles_geojson(
     *,
     colors: Sequence[tuple[int, int, int]] | None = None,
     object_type: str = "tile",
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write one Polygon feature per tile, classified by its most probable class.
 
@@ -64,6 +65,7 @@ def write_tiles_geojson(
         probs: ``(N, C)`` class probabilities.
         colors: One RGB colour per class; defaults to ``thumbnail.class_colors``.
         object_type: QuPath object type, ``tile`` (default), ``detection`` or ``annotation``.
+        extra: More per-tile measurements, name to ``(N,)`` values.
 
     Returns:
         ``path``. Each feature has ``classification`` {name, color} and ``measurements``
@@ -73,27 +75,40 @@ def write_tiles_geojson(
 
     coords = np.asarray(coords, np.int64).reshape(-1, 2)
     probs = np.asarray(probs, np.float64).reshape(len(coords), len(class_names))
-    w, h = (size_level0, size_level0) if isinstance(size_level0, (int, np.integer)) else size_level0
     colors = list(colors) if colors is not None else class_colors(len(class_names))
-    keys = [f"prob_{name}" for name in class_names]
     labels = probs.argmax(axis=1) if len(class_names) else np.zeros(len(coords), int)
+    classes = [{"name": class_names[k], "color": list(colors[k])} for k in labels.tolist()]
+    measured = {f"prob_{name}": probs[:, i] for i, name in enumerate(class_names)}
+    return write_measured_tiles(path, coords, size_level0, {**measured, **(extra or {})}, classes, object_type)
+
+
+def write_measured_tiles(
+    path: str | Path,
+    coords: np.ndarray,
+    size_level0: int | tuple[int, int],
+    measurements: Mapping[str, np.ndarray],
+    classifications: Sequence[dict[str, Any] | None] | None = None,
+    object_type: str = "tile",
+) -> Path:
+    """Write one Polygon feature per tile with its measurements (QuPath can colour tiles by any of them) and,
+    where given, its classification (``{"name", "color"}``)."""
+    coords = np.asarray(coords, np.int64).reshape(-1, 2)
+    w, h = (size_level0, size_level0) if isinstance(size_level0, (int, np.integer)) else size_level0
+    columns = {k: np.asarray(v, np.float64).reshape(len(coords)) for k, v in measurements.items()}
     path = Path(path)
     with path.open("w") as fh:
         fh.write('{"type": "FeatureCollection", "features": [')
-        for i, ((x, y), label, row) in enumerate(
-            zip(coords.tolist(), labels.tolist(), probs.tolist(), strict=True)
-        ):
+        for i, (x, y) in enumerate(coords.tolist()):
+            properties: dict[str, Any] = {"objectType": object_type}
+            if classifications is not None and classifications[i] is not None:
+                properties["classification"] = classifications[i]
+            properties["measurements"] = {k: round(float(v[i]), 6) for k, v in columns.items()}
             feature = {
                 "type": "Feature",
                 "geometry": {
-                    "type": "Polygon",
-                    "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]],
+                    "type": "Polygon", "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]
                 },
-                "properties": {
-                    "objectType": object_type,
-                    "classification": {"name": class_names[label], "color": list(colors[label])},
-                    "measurements": {k: round(p, 6) for k, p in zip(keys, row, strict=True)},
-                },
+                "properties": properties,
             }
             fh.write(("," if i else "") + "\n" + json.dumps(feature))
         fh.write("\n]}\n")

@@ -1,0 +1,71 @@
+"""``pathotune features``: per-slide tile features (TRIDENT-style h5) of a backbone or a prompt file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pathotune_cli.cli.options import (
+    DefaultMppOpt,
+    DeviceOpt,
+    JsonOpt,
+    MinTissueOpt,
+    PrecisionOpt,
+    PromptsOpt,
+    SlidesCsvOpt,
+    TissueChoice,
+    TissueOpt,
+    WeightsOpt,
+)
+from pathotune_cli.cli.render import emit_json, table, user_errors
+
+SlidesArg = Annotated[list[Path] | None, typer.Argument(help="Slide files or folders of slides.", show_default=False)]
+
+
+@user_errors
+def features(
+    slides: SlidesArg = None,
+    prompts: PromptsOpt = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", help="A backbone preset, for bare features.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [default: features].",
+                                             show_default=False)] = None,
+    slides_csv: SlidesCsvOpt = None,
+    mpp: Annotated[float | None, typer.Option(
+        "--mpp", min=0.05, max=16.0, help="Tile mpp with --backbone (default: the backbone's, else 0.5)."
+    )] = None,
+    tile_size: Annotated[int | None, typer.Option("--tile-size", min=8, max=8192,
+                                                  help="Tile side with --backbone [default: 224].")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
+    min_tissue: MinTissueOpt = 0.25,
+    tissue: TissueOpt = TissueChoice.otsu,
+    default_mpp: DefaultMppOpt = None,
+    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = "auto",
+    weights: WeightsOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep slides finished earlier with these settings.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Extract tile features per slide: <slide>.h5 with features and coords, as TRIDENT and CLAM read them."""
+    from pathotune_cli.cli.progress import ProgressDisplay
+    from pathotune_cli.config.lab import output_folder
+    from pathotune_cli.runs.features import FeaturesOptions, features_run
+
+    opts = FeaturesOptions(
+        slides=tuple(slides or ()), slides_csv=slides_csv, out=output_folder("features", out), prompts=prompts,
+        backbone=backbone, weights=weights, mpp=mpp, tile_size=tile_size, batch_size=batch_size,
+        min_tissue=min_tissue, tissue=tissue.value, default_mpp=default_mpp, precision=precision, device=device,
+        resume=resume,
+    )
+    with ProgressDisplay() as progress:
+        result = features_run(opts, report=progress)
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        table(f"features in {result.out} ({result.encoder}, {result.feature_dim}-d; {result.seconds} s)",
+              ["slide", "status", "tiles", "seconds"],
+              [(Path(r["slide"]).name, r["status"] + (f" ({r['resume']})" if r.get("resume") else ""),
+                r.get("tiles", 0), r.get("seconds", "")) for r in result.rows])
+    if result.failed:
+        raise typer.Exit(1)

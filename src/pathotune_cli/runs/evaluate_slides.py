@@ -1,0 +1,97 @@
+"""``eval`` of a slide-level prompt file on a slides CSV: metrics over slides with bootstrap intervals.
+
+Per slide the tiles are cut as ``tile`` cuts them, encoded by the file's tile encoder and aggregated; the
+metrics (AUROC, balanced accuracy, macro F1, Cohen's kappa, quadratic for ordinal tasks) resample slides.
+Writes ``metrics.json``, ``predictions.csv`` (one row per slide), ``confusion_matrix.png`` and ``roc_curve.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathotune_cli.errors import BadInput
+from pathotune_cli.events import Reporter, ignore, note, warn
+
+
+def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
+    """Evaluate a slide-level prompt file on ``opts.data`` (a slides CSV).
+
+    Raises:
+        BadInput: a tile-level file, bad CSV rows, an unreadable slide.
+    """
+    from pathotune_cli.engine import random_weights_warning
+    from pathotune_cli.engine.slide_model import load_slide_model
+    from pathotune_cli.files import write_json
+    from pathotune_cli.hardware import place
+    from pathotune_cli.runs.evaluate import EvalResult
+    from pathotune_cli.runs.records import provenance
+    from pathotune_cli.training.slide_data import read_slide_table
+
+    started = time.time()
+    model, file = load_slide_model(opts.prompts, opts.weights)
+    header, task = file.header, file.header.task
+    if random_weights_warning(model.tiles):
+        warn(report, str(random_weights_warning(model.tiles)))
+    slides = read_slide_table(opts.data, task, None, lambda text: warn(report, text))
+    out = opts.out_folder
+    out.mkdir(parents=True, exist_ok=True)
+    placement = place(opts.device, opts.precision)
+    model.place(placement)
+    note(report, f"evaluating {len(slides)} slides with {header.mil.aggregator if header.mil else '?'} on {task.name}")
+    probs = np.stack([slide_probability(model, item.path, header, placement, report)[0] for item in slides.items])
+    scores = write_slide_report(out, slides, probs, task, seed=opts.seed, bootstrap=opts.bootstrap, title=task.name)
+    result = EvalResult(
+        prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
+        backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, counts=slides.counts(),
+        out=out, level="slide",
+    )
+    write_json(out / "metrics.json", {**result.to_dict(), "level": "slide", "provenance": provenance()})
+    return EvalResult(**{**result.__dict__, "seconds": round(time.time() - started, 2)})
+
+
+def slide_probability(model: Any, path: Path | None, header: Any, placement: Any,
+                      report: Reporter = ignore) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(class probabilities (C,), attention over the slide's tiles (N,), the planned slide) of one slide.
+
+    Raises:
+        BadInput: no slide file, or the slide cannot be read.
+    """
+    import torch
+
+    from pathotune_cli.runs.slide_tiles import TilingSettings, plan_tiles, slide_features
+
+    if path is None:
+        raise BadInput("a slide-level model reads the slide itself, and only its features are listed",
+                       "list the slide files in the CSV")
+    slide = plan_tiles(path, TilingSettings(header.tile.mpp, header.tile.size))
+    features = torch.from_numpy(slide_features(model, slide, placement, 64, report)).to(placement.device)
+    with torch.no_grad():
+        logits, attention = model(features)
+    return torch.softmax(logits.float(), -1).cpu().numpy(), attention.float().cpu().numpy(), slide
+
+
+def write_slide_report(out: Path, slides: Any, probs: np.ndarray, task: Any, seed: int = 0, bootstrap: int = 1000,
+                       prefix: str = "", title: str = "") -> dict[str, Any]:
+    """Slide-level metrics with intervals, predictions, confusion matrix and ROC curves; returns the metrics."""
+    from pathotune_cli.files import write_csv, write_json
+    from pathotune_cli.training.metrics import classification_metrics
+    from pathotune_cli.training.plots import save_confusion_matrix, save_roc_curves
+
+    labels = slides.labels
+    scores = classification_metrics(labels, probs, task.class_names, ordinal=task.ordinal, bootstrap=bootstrap,
+                                    seed=seed)
+    if prefix:  # during tune: the validation metrics, as the tile-level run writes them
+        write_json(out / "metrics.json", scores)
+    names = task.class_names
+    rows = [[item.slide_id, item.patient, names[item.label], names[int(p.argmax())], *[f"{v:.6f}" for v in p]]
+            for item, p in zip(slides.items, probs, strict=True)]
+    write_csv(out / f"{prefix}predictions.csv", ["slide", "patient", "label", "predicted",
+                                                 *[f"prob_{c}" for c in names]], rows)
+    save_confusion_matrix(scores["confusion_matrix"], names, out / "confusion_matrix.png", title=title)
+    save_roc_curves(labels, probs, names, out / "roc_curve.png", title=title)
+    return scores
+

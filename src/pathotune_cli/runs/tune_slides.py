@@ -1,0 +1,299 @@
+"""``tune`` on a slide-level task: tile features into a MIL aggregator, three ways on one engine.
+
+- ``--method linear``: the bare backbone's tile features, extracted once per slide (or read from
+  ``--features``), and an aggregator trained on them.
+- ``--prompts P`` (two-stage): the features of a tile-level prompt file tuned on the lab's tiles, then the same.
+- ``--method pathotune`` or ``vpt`` (end to end): prompts and aggregator trained together from slide labels with
+  the two-pass gradient (``training.mil_loop``).
+
+The run folder is the tile-level one's (config, run record, history, metrics, curves, checkpoint), and the
+prompt file holds the tile encoder's tensors and the aggregator, ``level: slide`` in its header.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathotune_cli.config import RunConfig
+from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.runs.tune import PROMPTS_NAME, TuneResult, config_digest
+
+
+@dataclass
+class _Encoder:
+    """The slide model and how its tile features are made."""
+
+    model: Any
+    built: Any
+    source: str
+    source_prompts: dict[str, Any] | None
+
+
+def tune_slides(config: RunConfig, *, resume: bool = False, allow_download: bool = False,
+                report: Reporter = ignore) -> TuneResult:
+    """Tune a slide-level model and write the run folder (or one per fold with ``folds``).
+
+    Raises:
+        BadInput: bad slides CSV rows, features of another backbone, unreadable slides without
+            ``skip_bad_slides``.
+    """
+    from pathotune_cli.hardware import place
+    from pathotune_cli.training.slide_data import read_slide_table, split_slides
+
+    started = time.time()
+    out = Path(config.out)
+    if (out / PROMPTS_NAME).exists() and not resume:
+        raise BadInput(f"{out} already holds a finished run", "choose another --out, or pass --resume to continue it")
+    slides = read_slide_table(config.data, config.task, config.features, lambda text: warn(report, text))
+    placement = place(config.device, config.precision if config.precision != "auto" else config.backbone.precision)
+    if config.folds:
+        return _cross_validate(config, slides, placement, resume, allow_download, report, started)
+    train, val, _ = split_slides(slides, config.train.val_fraction, config.seed)
+    return _tune_split(config, out, train, val, placement, resume, allow_download, report, started)
+
+
+def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: Any, resume: bool,
+                allow_download: bool, report: Reporter, started: float) -> TuneResult:
+    """One model on one split: encoder, bags, fit, prompt file."""
+    from pathotune_cli.training.mil_loop import fit_mil
+
+    encoder = _slide_encoder(config, allow_download, report)
+    out.mkdir(parents=True, exist_ok=True)
+    _start_run_folder(out, config, encoder, placement, train, val, started)
+    train, train_bags = _bags(encoder, train, config, out, placement, report)
+    val_bags = None
+    if val is not None:
+        val, val_bags = _bags(encoder, val, config, out, placement, report)
+    fitted = fit_mil(encoder.model, train_bags, val_bags, config.train, config.mil, placement, config.seed,
+                     checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config),
+                     report=report)
+    validation = _validation_report(out, encoder, val, val_bags, config, placement, fitted)
+    prompts = _save(out, config, encoder, train, val, fitted, validation)
+    model = encoder.model
+    return TuneResult(
+        run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size, task=config.task.name,
+        backbone=config.backbone.name if encoder.source_prompts is None else model.tiles.backbone.preset.name,
+        method=f"{model.aggregator.kind} on {encoder.source} features",
+        trainable_parameters=model.trainable_parameters(), backbone_parameters=model.tiles.backbone_parameters(),
+        precision=placement.precision, device=placement.device, train_images=len(train),
+        val_images=len(val) if val is not None else 0, epochs_run=len(fitted.history), best_epoch=fitted.best_epoch,
+        stopped_early=fitted.stopped_early,
+        early_stopping_on=f"validation {config.train.monitor}" if val is not None else "training loss",
+        random_weights=model.tiles.backbone.weight_source.kind == "random", resumed_from=fitted.resumed_from,
+        seconds=round(time.time() - started, 2), instance_images_encoded=model.tiles.instance_images_encoded,
+        validation=validation, history=fitted.history, level="slide",
+    )
+
+
+def _cross_validate(config: RunConfig, slides: Any, placement: Any, resume: bool, allow_download: bool,
+                    report: Reporter, started: float) -> TuneResult:
+    """Patient-grouped stratified K-fold: one model per fold in ``RUN/fold-K``, metrics per fold and mean ± sd."""
+    from pathotune_cli.files import write_json
+    from pathotune_cli.training.slide_data import patient_folds
+
+    pool = slides.subset([i for i, item in enumerate(slides.items) if item.split != "test"])
+    folds = patient_folds(pool, int(config.folds or 2), config.seed)
+    results = []
+    for k, val_index in enumerate(folds, start=1):
+        note(report, f"fold {k}/{len(folds)}: {len(val_index)} validation slides")
+        train_index = sorted(set(range(len(pool))) - set(val_index))
+        out = Path(config.out) / f"fold-{k}"
+        results.append(_tune_split(config, out, pool.subset(train_index), pool.subset(val_index), placement,
+                                   resume, allow_download, report, time.time()))
+    summary = _fold_summary(results)
+    write_json(Path(config.out) / "cv_metrics.json", summary)
+    best = results[0]
+    return TuneResult(**{**best.__dict__, "run": Path(config.out), "validation": summary["mean"],
+                         "seconds": round(time.time() - started, 2), "folds": summary["folds"]})
+
+
+def _fold_summary(results: list[TuneResult]) -> dict[str, Any]:
+    folds = [{"fold": k, "prompts": str(r.prompts), "validation": r.validation} for k, r in enumerate(results, 1)]
+    names = sorted({n for r in results for n, v in (r.validation or {}).items() if v is not None})
+    values = {n: [r.validation[n] for r in results if r.validation and r.validation.get(n) is not None] for n in names}
+    return {"folds": folds,
+            "mean": {n: float(np.mean(v)) for n, v in values.items()},
+            "sd": {n: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for n, v in values.items()}}
+
+
+def _slide_encoder(config: RunConfig, allow_download: bool, report: Reporter) -> _Encoder:
+    """The tile encoder the run asks for, with a fresh aggregator on top.
+
+    The encoder is the bare backbone (``linear``), a tile-level prompt file (two-stage), or fresh prompts.
+    """
+    import torch
+
+    from pathotune_cli.config.run import PromptSettings
+    from pathotune_cli.engine import build_prompted_model, random_weights_warning
+    from pathotune_cli.engine.slide_model import make_slide_model
+
+    torch.manual_seed(config.seed)
+    kind = config.mil.aggregator or config.task.aggregator
+    if config.tile_prompts:
+        built, source_prompts = _two_stage(config)
+        source = "prompts"
+    else:
+        settings = config.prompt if config.prompt.method != "linear" else PromptSettings(method="linear")
+        built = build_prompted_model(config.task, config.backbone, settings, config.weights, allow_download)
+        source, source_prompts = ("backbone" if settings.method == "linear" else "end-to-end"), None
+    model = make_slide_model(built.model, len(config.task.classes), config.mil, kind)
+    note(report, f"{kind} on {source} tile features of {built.model.backbone.preset.name} "
+                 f"({model.feature_dim}-d); {config.task.name}: {', '.join(config.task.class_names)}")
+    if random_weights_warning(built.model):
+        warn(report, str(random_weights_warning(built.model)))
+    return _Encoder(model, built, source, source_prompts)
+
+
+def _two_stage(config: RunConfig) -> tuple[Any, dict[str, Any]]:
+    """The tile encoder of a tile-level prompt file (its head unused), as a ``BuiltModel``."""
+    from pathotune_cli.engine import BuiltModel, load_prompted_model
+    from pathotune_cli.files import sha256_file
+
+    prompted, file = load_prompted_model(config.tile_prompts, config.weights)
+    header = file.header
+    built = BuiltModel(prompted, header.backbone.fingerprint,
+                       header.instance_encoder.preset if header.instance_encoder else None,
+                       header.instance_encoder.fingerprint if header.instance_encoder else None,
+                       header.text_encoder, list(header.texts))
+    return built, {"path": str(file.path.resolve()), "sha256": sha256_file(file.path), "task": header.task.name}
+
+
+def _bags(encoder: _Encoder, slides: Any, config: RunConfig, out: Path, placement: Any,
+          report: Reporter) -> tuple[Any, Any]:
+    """(the usable slides, their ``Bags``): cached features for linear/two-stage, tiles for end to end."""
+    from pathotune_cli.runs.slide_tiles import SlideTileBags
+    from pathotune_cli.training.mil_loop import Bags
+
+    kept, features, planned = [], [], []
+    for item in slides.items:
+        try:
+            if encoder.source == "end-to-end":
+                planned.append(_plan(item, config))
+            else:
+                features.append(_features_of(encoder, item, config, out, placement, report))
+            kept.append(item)
+        except PathotuneError as exc:
+            if not config.skip_bad_slides:
+                raise BadInput(exc.one_line(), "fix or remove the slide, or pass --skip-bad-slides") from None
+            warn(report, f"skipped {item.slide_id}: {exc.one_line()}")
+    from pathotune_cli.training.slide_data import SlideSet
+
+    usable = SlideSet(tuple(kept), slides.class_names, slides.source)
+    if encoder.source == "end-to-end":
+        return usable, Bags(usable.labels, tiles=SlideTileBags(planned))
+    return usable, Bags(usable.labels, features=features)
+
+
+def _plan(item: Any, config: RunConfig) -> Any:
+    from pathotune_cli.runs.slide_tiles import TilingSettings, plan_tiles
+
+    if item.path is None:
+        raise BadInput(f"{item.slide_id}: end-to-end tuning reads the slide itself, and only its features are given",
+                       "list the slide files in the CSV, or use --method linear with --features")
+    return plan_tiles(item.path, TilingSettings(config.task.tile.mpp, config.task.tile.size))
+
+
+def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, placement: Any,
+                 report: Reporter) -> Any:
+    """A slide's tile features: from ``--features``, from this run's cache, or computed now and cached."""
+    import torch
+
+    from pathotune_cli.files import Staging
+    from pathotune_cli.formats import features_path
+    from pathotune_cli.runs.slide_tiles import TilingSettings, plan_tiles, slide_features
+    from pathotune_cli.wsi.features_file import read_features, write_features
+
+    given = features_path(config.features, item.slide_id) if config.features else None
+    cached = out / "features" / f"{item.slide_id}.h5"
+    for path in (given, cached if cached.is_file() else None):
+        if path is not None:
+            return torch.from_numpy(_checked(read_features(path), encoder, path).features)
+    slide = plan_tiles(item.path, TilingSettings(config.task.tile.mpp, config.task.tile.size))
+    values = slide_features(encoder.model, slide, placement, 64, report)
+    attrs = {"encoder": encoder.built.model.backbone.preset.name,
+             "backbone_fingerprint": encoder.built.backbone_fingerprint, "feature_kind": encoder.source,
+             "prompts_sha256": (encoder.source_prompts or {}).get("sha256", "")}
+    with Staging() as staged:
+        write_features(staged.temp(cached), values, slide.coords, slide.plan.h5_attrs(), attrs)
+        staged.commit()
+    return torch.from_numpy(values)
+
+
+def _checked(found: Any, encoder: _Encoder, path: Path) -> Any:
+    """Features made by this encoder: the same backbone (fingerprint, where the file states it) and width."""
+    fingerprint = found.fingerprint
+    expected = encoder.built.backbone_fingerprint
+    if fingerprint is not None and fingerprint != expected:
+        raise BadInput(f"{path} holds features of another backbone (fingerprint {fingerprint}, this run's "
+                       f"{encoder.built.model.backbone.preset.name} is {expected})",
+                       "extract them again with `pathotune features`, or pass --backbone of the model that made them")
+    source_sha = (encoder.source_prompts or {}).get("sha256", "")
+    if fingerprint is not None and found.feature_attrs.get("prompts_sha256", "") != source_sha:
+        raise BadInput(f"{path} holds features of another prompt file than this run's",
+                       "extract them with the same --prompts, or leave out --features")
+    if found.features.shape[1] != encoder.model.feature_dim:
+        raise BadInput(f"{path}: {found.features.shape[1]}-d features, but this run's encoder makes "
+                       f"{encoder.model.feature_dim}-d ones", "pass the features of this backbone")
+    return found
+
+
+def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement: Any, train: Any, val: Any,
+                      started: float) -> None:
+    from pathotune_cli.files import write_csv, write_json, write_yaml
+    from pathotune_cli.runs.records import provenance
+
+    write_yaml(out / "config.yaml", config.model_dump(mode="json"))
+    write_json(out / "run.json", provenance({
+        "seed": config.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "level": "slide", "tile_source": encoder.source, "aggregator": encoder.model.aggregator.kind,
+        "backbone_fingerprint": encoder.built.backbone_fingerprint,
+        "placement": {"device": placement.device, "precision": placement.precision, "reason": placement.reason},
+        "config_digest": config_digest(config),
+        "random_weights": encoder.model.tiles.backbone.weight_source.kind == "random",
+    }))
+    rows = [(item.slide_id, str(item.path or ""), item.patient, train.class_names[item.label], split)
+            for split, data in (("train", train), ("val", val)) if data is not None for item in data.items]
+    write_csv(out / "data_manifest.csv", ("slide_id", "path", "patient", "label", "split"), rows)
+
+
+def _validation_report(out: Path, encoder: _Encoder, val: Any, val_bags: Any, config: RunConfig, placement: Any,
+                       fitted: Any) -> dict[str, Any] | None:
+    """Slide-level metrics with intervals, per-slide predictions, confusion matrix, ROC and curves."""
+    from pathotune_cli.runs.evaluate_slides import write_slide_report
+    from pathotune_cli.training.mil_loop import slide_probabilities
+    from pathotune_cli.training.plots import save_history_curves
+
+    if fitted.history:
+        save_history_curves(fitted.history, out / "curves.png")
+    from pathotune_cli.runs.tune_outputs import write_history
+
+    write_history(out / "history.csv", fitted.history)
+    if val is None or not len(val):
+        return None
+    probs, _ = slide_probabilities(encoder.model, val_bags, config.mil, placement)
+    scores = write_slide_report(out, val, probs, config.task, seed=config.seed, prefix="val_", title="validation")
+    return {k: v["value"] for k, v in scores["metrics"].items()}
+
+
+def _save(out: Path, config: RunConfig, encoder: _Encoder, train: Any, val: Any, fitted: Any,
+          validation: dict[str, Any] | None) -> Path:
+    from pathotune_cli.engine import prompt_header, save_prompt_file
+
+    mil = config.mil.model_copy(update={"aggregator": encoder.model.aggregator.kind})
+    counts = {"train": train.counts(), "val": val.counts() if val is not None else {}}
+    header = prompt_header(
+        encoder.built, config.task, encoder.built.model.backbone.preset,
+        metrics={"split": "validation", **(validation or {})},
+        training={"seed": config.seed, "epochs_run": len(fitted.history), "best_epoch": fitted.best_epoch,
+                  "class_counts": counts, "data": config.data, "config_digest": config_digest(config)},
+        slide={"level": "slide", "mil": mil, "tile_source": encoder.source,
+               "source_prompts": encoder.source_prompts,
+               "trainable_parameters": encoder.model.trainable_parameters()},
+    )
+    return save_prompt_file(out / PROMPTS_NAME, encoder.model.trained_state(), header)
