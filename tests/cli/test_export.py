@@ -81,7 +81,7 @@ def test_export_onnx_prints_the_check_in_a_table(prompts: Path, tmp_path: Path) 
     assert out.is_file() and (tmp_path / "deploy" / "tiny.onnx.card.json").is_file()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
     flat = " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘━─┳┻╇┴┬╈]", " ", result.output).split())
-    assert re.search(r"max \|diff\| \d\.\d\de-\d\d on 8 tiles \(0 real\), allowed 1e-04", flat), flat
+    assert re.search(r"max \|diff\| \d\.\d\de-\d\d on 8 tiles \(0 real\), uint8 and float32, allowed 1e-04", flat), flat
 
 
 def test_export_failing_check_exits_1_and_leaves_no_export(
@@ -106,8 +106,9 @@ def test_export_failing_check_exits_1_and_leaves_no_export(
 def test_export_unknown_format_exits_2_with_one_line(prompts: Path) -> None:
     result = runner.invoke(app, ["export", str(prompts), "--format", "tflite"])
     assert result.exit_code == 2
-    assert "unknown export format 'tflite'; use --format onnx or --format torchscript" in _one_error_line(
-        result
+    assert (
+        "unknown export format 'tflite'; use one of --format onnx, --format torchscript, --format pt2, "
+        "--format wsinfer" in _one_error_line(result)
     )
 
 
@@ -135,3 +136,65 @@ def test_export_check_data_that_is_not_a_folder_exits_2(prompts: Path, tmp_path:
     )
     assert result.exit_code == 2
     assert "is not a folder" in _one_error_line(result)
+
+
+def test_export_pt2_json_writes_a_torch_export_program_checked_both_ways(prompts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.pt2"
+    result = runner.invoke(app, ["export", str(prompts), "--format", "pt2", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["format"] == "pt2" and out.is_file() and doc["input"]["inputs"] == ["tiles", "tiles_float"]
+    assert doc["check"]["max_abs_diff_uint8"] <= 1e-4 and doc["check"]["max_abs_diff_float32"] <= 1e-4
+    assert "float32 0-255 pixels" in doc["check"]["refuses"] and "4 channels" in doc["check"]["refuses"]
+    assert doc["exporter"].startswith("torch.export") and (tmp_path / "model.pt2.card.md").is_file()
+
+
+def test_export_check_wsinfer_needs_the_wsinfer_format_and_exits_2(prompts: Path, tmp_path: Path) -> None:
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"x")
+    result = runner.invoke(app, ["export", str(prompts), "--format", "torchscript", "--check-wsinfer", str(slide)])
+    assert result.exit_code == 2
+    assert "--check-wsinfer checks the WSInfer model folder; add --format wsinfer" in _one_error_line(result)
+
+
+def test_export_wsinfer_to_a_file_exits_2(prompts: Path, tmp_path: Path) -> None:
+    (tmp_path / "model.ts").write_bytes(b"x")
+    result = runner.invoke(app, ["export", str(prompts), "--format", "wsinfer", "--out", str(tmp_path / "model.ts")])
+    assert result.exit_code == 2
+    assert "--format wsinfer writes a folder" in _one_error_line(result)
+
+
+def test_export_check_wsinfer_without_wsinfer_says_how_to_get_it(
+    prompts: Path, tmp_path: Path, monkeypatch
+) -> None:
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"x")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no wsinfer here
+    result = runner.invoke(app, ["export", str(prompts), "--format", "wsinfer", "--check-wsinfer", str(slide)])
+    assert result.exit_code == 2
+    line = _one_error_line(result)
+    assert "--check-wsinfer needs WSInfer, and no `wsinfer` command is on PATH" in line
+    assert "pip install wsinfer==0.6.1 'zarr<3'" in line and "--wsinfer /path/to/bin/wsinfer" in line
+    result = runner.invoke(app, ["export", str(prompts), "--format", "wsinfer", "--check-wsinfer", str(slide),
+                                 "--wsinfer", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "is not an executable" in _one_error_line(result)
+
+
+def test_export_check_wsinfer_that_fails_offline_exits_1_naming_the_registry(
+    prompts: Path, tmp_path: Path
+) -> None:
+    from pathotune_cli.runs.demo import write_demo_slide
+
+    fake = tmp_path / "wsinfer"
+    fake.write_text("#!/bin/sh\necho 'huggingface_hub.errors.LocalEntryNotFoundError: cannot find the file' >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    out = tmp_path / "ws"
+    result = runner.invoke(app, ["export", str(prompts), "--format", "wsinfer", "--out", str(out), "--check-wsinfer",
+                                 str(write_demo_slide(tmp_path / "demo.tiff")), "--wsinfer", str(fake)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "WSInfer failed on demo.tiff (exit 1): huggingface_hub.errors.LocalEntryNotFound" in (
+        lines[0]), result.output
+    assert "~/.wsinfer-zoo/wsinfer-zoo-registry.json" in lines[0]
+    assert not (out / "torchscript_model.pt").exists() and not (out / "config.json").exists()

@@ -1,4 +1,4 @@
-"""A tuned ``pathotune`` prompt file exports to ONNX and TorchScript that match PyTorch, with a model card."""
+"""A tuned ``pathotune`` prompt file exports to ONNX, TorchScript and pt2 that match PyTorch, with a model card."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 KATHER = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "patches" / "kather2016-dev"
 ).resolve()
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "pt2")
 
 ONNX_CHILD = """
 import json, sys
@@ -22,7 +22,9 @@ import numpy as np
 import onnxruntime
 session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 tiles = np.load(sys.argv[2])
-batches = [session.run(["probabilities"], {"tiles": tiles[i:i + 32]})[0] for i in range(0, len(tiles), 32)]
+empty = np.zeros((0, *tiles.shape[1:]), np.float32)  # the float32 input, unused: a batch of 0
+batches = [session.run(["probabilities"], {"tiles": tiles[i:i + 32], "tiles_float": empty})[0]
+           for i in range(0, len(tiles), 32)]
 out = np.concatenate(batches)
 np.save(sys.argv[3], out)
 header = json.loads(session.get_modelmeta().custom_metadata_map["pathotune"])
@@ -42,6 +44,21 @@ np.save(sys.argv[3], out.numpy())
 header = json.loads(extra["pathotune.json"])
 print(json.dumps({"classes": header["classes"], "pathotune_imported": "pathotune_cli" in sys.modules}))
 """
+PT2_CHILD = """
+import json, sys
+import numpy as np
+import torch
+extra = {"pathotune.json": ""}
+model = torch.export.load(sys.argv[1], extra_files=extra).module()
+tiles = torch.from_numpy(np.load(sys.argv[2]))
+empty = torch.zeros((0, *tiles.shape[1:]), dtype=torch.float32)  # the float32 input, unused: a batch of 0
+with torch.no_grad():
+    out = torch.cat([model(tiles[i:i + 32], empty) for i in range(0, len(tiles), 32)])
+np.save(sys.argv[3], out.numpy())
+header = json.loads(extra["pathotune.json"])
+print(json.dumps({"classes": header["classes"], "pathotune_imported": "pathotune_cli" in sys.modules}))
+"""
+CHILDREN = {"onnx": ONNX_CHILD, "torchscript": TORCHSCRIPT_CHILD, "pt2": PT2_CHILD}
 
 
 def _require_kather() -> Path:
@@ -108,19 +125,20 @@ def real_tiles_and_reference(tuned: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_pathotune_prompt_file_exports_with_check_passing(exported: dict[str, dict], fmt: str) -> None:
     doc = exported[fmt]
     assert Path(doc["export"]).is_file()
-    assert Path(doc["export"]).name == {"onnx": "model.onnx", "torchscript": "model.ts"}[fmt]
+    assert Path(doc["export"]).name == {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}[fmt]
     check = doc["check"]
     assert check["passed"] and check["max_abs_diff"] <= 1e-4
     assert check["real_tiles"] == 32 and check["synthetic_tiles"] > 0
-    assert doc["input"] == {
-        "name": "tiles",
-        "dtype": "uint8",
-        "shape": ["batch", 3, 112, 112],
-        "layout": "NCHW",
-        "channels": "RGB",
-        "range": [0, 255],
-        "size": 112,
+    inp = doc["input"]
+    assert {k: inp[k] for k in ("name", "shape", "layout", "channels", "size")} == {
+        "name": "tiles", "shape": ["batch", 3, 112, 112], "layout": "NCHW", "channels": "RGB", "size": 112,
     }
+    float_input = "tiles" if fmt == "torchscript" else "tiles_float"
+    assert inp["conventions"] == [
+        {"dtype": "uint8", "range": [0, 255], "input": "tiles"},
+        {"dtype": "float32", "range": [0, 1], "accepted": [-0.5, 1.5], "input": float_input},
+    ]
+    assert check["max_abs_diff_uint8"] <= 1e-4 and check["max_abs_diff_float32"] <= 1e-4
     assert doc["output"]["shape"] == ["batch", 8]
 
 
@@ -134,7 +152,7 @@ def test_export_matches_pytorch_on_real_tiles_in_a_fresh_process(
     tiles, expected = real_tiles_and_reference
     assert len(tiles) == 76
     np.save(tmp_path / "tiles.npy", tiles)
-    script = ONNX_CHILD if fmt == "onnx" else TORCHSCRIPT_CHILD
+    script = CHILDREN[fmt]
     result = subprocess.run(
         [
             sys.executable,
@@ -168,11 +186,8 @@ def test_model_card_has_classes_input_backbone_training_metrics_and_limits(
     assert Path(exported["onnx"]["card_json"]).name == "model.onnx.card.json"
     assert [c["name"] for c in card["classes"]] == meta["classes"]
     assert all(c["description"] for c in card["classes"])
-    assert (
-        card["input"]["dtype"] == "uint8"
-        and card["input"]["range"] == [0, 255]
-        and card["input"]["size"] == 112
-    )
+    assert [c["dtype"] for c in card["input"]["conventions"]] == ["uint8", "float32"]
+    assert card["input"]["conventions"][0]["range"] == [0, 255] and card["input"]["size"] == 112
     assert card["tile"] == {"mpp": meta["tile"]["mpp"], "size": meta["tile"]["size"]}
     assert card["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and card["preprocessing"]["baked_in"]
     assert card["backbone"]["preset"] == "tiny-random"
@@ -198,7 +213,8 @@ def test_model_card_has_classes_input_backbone_training_metrics_and_limits(
         "## Intended use",
         "## Classes",
         "| TUMOR |",
-        "uint8 RGB",
+        "uint8 RGB 0-255",
+        "float32 RGB 0-1",
         "## Evaluation metrics",
         "95% CI",
         meta["backbone"]["fingerprint"],

@@ -1,9 +1,10 @@
-"""``pathotune export``: a prompt file to a self-contained ONNX or TorchScript model, checked, with a card."""
+"""``pathotune export``: a prompt file to a self-contained ONNX, TorchScript or pt2 model, or a WSInfer model folder,
+checked, with a card."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,11 +18,14 @@ def export(
     prompts: PromptsArg = None,
     prompts_opt: PromptsOpt = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="onnx or torchscript.", case_sensitive=False)
+        str,
+        typer.Option("--format", "-f", help="onnx, torchscript, pt2 (torch.export) or wsinfer (a WSInfer/QuPath "
+                     "model folder).", case_sensitive=False),
     ] = "onnx",
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Export file (default: model.onnx or model.ts beside the prompts)."),
+        typer.Option("--out", "-o", help="Export file, or folder for wsinfer (default: model.onnx, model.ts, "
+                     "model.pt2 or wsinfer-model/ beside the prompts)."),
     ] = None,
     check: Annotated[
         bool,
@@ -31,6 +35,15 @@ def export(
     ] = True,
     check_data: Annotated[
         Path | None, typer.Option("--check-data", help="A folder of real tiles to add to the check.")
+    ] = None,
+    check_wsinfer: Annotated[
+        Path | None,
+        typer.Option("--check-wsinfer", help="With --format wsinfer: run WSInfer on this slide and compare it with "
+                     "`pathotune predict` tile by tile (fails below 99% top-class agreement or above 0.02 |dp|)."),
+    ] = None,
+    wsinfer: Annotated[
+        Path | None,
+        typer.Option("--wsinfer", help="The `wsinfer` executable for --check-wsinfer (default: the one on PATH)."),
     ] = None,
     metrics: Annotated[
         Path | None,
@@ -42,27 +55,37 @@ def export(
     weights: WeightsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a prompt file and its backbone to ONNX or TorchScript: uint8 tiles in, probabilities out."""
+    """Export a prompt file and its backbone: RGB tiles in (uint8 0-255 or float32 0-1), probabilities out."""
     from pathotune_cli.runs.export import ExportOptions, export_run
 
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = ExportOptions(prompts=prompts, format=format_, out=out, check=check, check_data=check_data,
-                         weights=weights, metrics=metrics)
+                         weights=weights, metrics=metrics, check_wsinfer=check_wsinfer, wsinfer=wsinfer)
     with ProgressDisplay() as progress:
         result = export_run(opts, report=progress)
     if json_out:
         emit_json(result.to_dict())
         return
     inp, checked = result.input, result.check
-    key_values(f"exported {result.method} on {result.backbone} for {result.task} to {result.format}", {
+    rows = {
         "file": f"{result.export} ({result.bytes / 1024**2:.1f} MiB)",
-        "input": f"{inp['name']}: {inp['dtype']} {inp['channels']} {tuple(inp['shape'])} {inp['layout']}, "
-                 f"{inp['range'][0]}-{inp['range'][1]}",
-        "output": f"{result.output['name']}: softmax over {len(result.classes)} classes",
+        "input": f"{' + '.join(inp['inputs'])}: {_conventions(inp)}, {tuple(inp['shape'])} {inp['layout']}",
+        "output": f"{result.output['name']}: {'logits' if result.output['name'] == 'logits' else 'softmax'} over "
+                  f"{len(result.classes)} classes",
         "check": "skipped (--no-check)" if checked is None else (
             f"max |diff| {checked['max_abs_diff']:.2e} on {checked['tiles']} tiles ({checked['real_tiles']} real), "
-            f"allowed {checked['tolerance']:.0e}"
+            f"uint8 and float32, allowed {checked['tolerance']:.0e}; refuses {len(checked['refuses'])} wrong inputs"
         ),
-        "model card": f"{result.card_json}, {result.card_md.name}",
-        "seconds": f"{result.seconds:.1f}",
-    })
+    }
+    if result.config is not None:
+        rows["config"] = str(result.config)
+    if result.wsinfer_check is not None:
+        ws = result.wsinfer_check
+        rows["WSInfer"] = (f"top class agrees on {ws['top_class_agreement']:.1%} of {ws['shared_tiles']} shared "
+                           f"tiles, max |dp| {ws['max_abs_dp']:.2e}")
+    rows.update({"model card": f"{result.card_json}, {result.card_md.name}", "seconds": f"{result.seconds:.1f}"})
+    key_values(f"exported {result.method} on {result.backbone} for {result.task} to {result.format}", rows)
+
+
+def _conventions(inp: dict[str, Any]) -> str:
+    return " or ".join(f"{c['dtype']} {c['range'][0]}-{c['range'][1]}" for c in inp["conventions"])

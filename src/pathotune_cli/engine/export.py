@@ -1,11 +1,20 @@
-"""A prompted model as one self-contained, deployable graph: ONNX or TorchScript, checked against PyTorch.
+"""A prompted model as one self-contained, deployable graph, checked against PyTorch.
 
-The export contract, the same for both formats:
+The export contract, the same for every format (``engine.export_torch`` and ``engine.export_onnx`` write them):
 
-- input ``tiles``: uint8 RGB, shape (B, 3, S, S) (NCHW), values 0-255, S the backbone's input size; the batch
-  axis is dynamic. Cut tiles at the task's mpp and size, resize them to S x S (bicubic, as ``pathotune``
-  does), and pass the pixels as they are: scaling to [0, 1] and the backbone's mean/std are baked in.
-- output ``probabilities``: float32 (B, C), softmax over the task's classes, in the prompt file's class order.
+- input: RGB tiles, shape (B, 3, S, S) (NCHW), in one of the two conventions of the field, with the same
+  probabilities for both: **uint8 in 0-255**, or **float32 in 0-1** (``torchvision``'s ``ToTensor``). A float32
+  tile is accepted when every value lies within [-0.5, 1.5] (room for resampling overshoot) and none is NaN;
+  anything else (another dtype, 0-255 pixels passed as floats, already normalised tensors, another channel count
+  or size) is refused inside the graph with a message that says what it expects. S is the backbone's input size
+  (``wsinfer``: the task's tile size, resized to the backbone's inside the graph, as ``pathotune predict`` does).
+  Cut tiles at the task's mpp and size and resize them to S x S; scaling and the backbone's mean/std are baked in.
+- output ``probabilities``: float32 (B, C), softmax over the task's classes, in the prompt file's class order
+  (``wsinfer``: ``logits``, because WSInfer and QuPath apply the softmax themselves).
+
+How each format takes the two conventions: TorchScript, one input of either dtype; ONNX and pt2, whose inputs
+have one dtype each, two inputs, ``tiles`` (uint8) and ``tiles_float`` (float32), both given, the unused one a
+batch of 0 (the output rows are ``tiles``' rows, then ``tiles_float``'s).
 
 Exports are always fp32, on the CPU. The frozen backbone, the prompts, the head and, for ``pathotune``, the
 instance encoder (the backbone itself, or another frozen model) are all inside the graph.
@@ -16,45 +25,69 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import json
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.errors import MissingDependency, PathotuneError
-from pathotune_cli.files import Staging, atomic_write, remove, temp_path
 
-FORMATS = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
+FORMATS = ("onnx", "torchscript", "pt2", "wsinfer")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2", "wsinfer": ""}
+"""File suffix per format; ``wsinfer`` writes a folder."""
+WSINFER_MODEL = "torchscript_model.pt"
+"""The TorchScript file's name in a WSInfer model folder (what WSInfer and QuPath's extension look for)."""
 INPUT_NAME = "tiles"
+FLOAT_INPUT_NAME = "tiles_float"
+"""The float32 input of the formats whose inputs have one dtype each (ONNX, pt2)."""
 OUTPUT_NAME = "probabilities"
+LOGITS_NAME = "logits"
+FLOAT_RANGE = (-0.5, 1.5)
+"""A float32 tile is accepted when every value lies in this closed range (0-1 RGB, with resampling overshoot)."""
 HEADER_KEY = "pathotune"
-"""ONNX metadata key / TorchScript extra file (``pathotune.json``) holding the classes and input contract."""
+"""ONNX metadata key / TorchScript and pt2 extra file (``pathotune.json``) holding the classes and input contract."""
 TOLERANCE = 1e-4
 """Largest absolute difference of probabilities allowed between PyTorch and an fp32 export."""
-EXTERNAL_DATA_BYTES = 1536 * 1024**2
-"""Above this many bytes of weights, ONNX weights go to a ``.data`` file beside the graph (2 GB cap)."""
 EXPORT_EXTRA = "pip install 'pathotune-cli[export]'"
 _TRACE_BATCH = 2
 
 
-class ExportModule(nn.Module):
-    """uint8 RGB tiles (B, 3, S, S) in 0-255 to class probabilities (B, C); preprocessing inside."""
+def input_rule(size: int) -> str:
+    """The input contract in one sentence, as every export's refusals state it."""
+    low, high = FLOAT_RANGE
+    return (f"RGB tiles of shape (B, 3, {size}, {size}) (NCHW), either uint8 in 0-255 or float32 in 0-1 "
+            f"(every value within [{low}, {high}], no NaN)")
 
-    def __init__(self, model: PromptedModel) -> None:
+
+def float_range_message(size: int) -> str:
+    """What ONNX and pt2 say when ``tiles_float`` holds values outside ``FLOAT_RANGE`` (or NaN)."""
+    low, high = FLOAT_RANGE
+    return (f"pathotune model input '{FLOAT_INPUT_NAME}': expected float32 RGB in 0-1, shape (B, 3, {size}, {size}), "
+            f"every value within [{low}, {high}], no NaN; for 0-255 pixels use the uint8 input '{INPUT_NAME}'")
+
+
+class ExportModule(nn.Module):
+    """Float32 RGB images (B, 3, N, N) in [0, 1] to probabilities or logits (B, C); preprocessing inside.
+
+    The input contract (dtypes, range, shape) is added around this by each format's writer.
+    """
+
+    def __init__(self, model: PromptedModel, size: int | None = None, output: str = OUTPUT_NAME) -> None:
         super().__init__()
+        if output not in (OUTPUT_NAME, LOGITS_NAME):
+            raise ValueError(f"output must be {OUTPUT_NAME!r} or {LOGITS_NAME!r}, got {output!r}")
         self.model = model
         self.input_size = int(model.backbone.input_size)
+        self.size = int(size or self.input_size)
+        """The tile side the export takes; resized to ``input_size`` inside when they differ."""
+        self.output = output
 
-    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, C) for uint8 tiles (B, 3, S, S)."""
-        images = tiles.to(torch.float32) / 255.0
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities (or logits) (B, C) for float32 images (B, 3, size, size) in [0, 1]."""
         features = None
         if self.model.needs_instance_features:
             # PromptedModel.instance_features would do the same, but it counts images in a Python int,
@@ -65,7 +98,8 @@ class ExportModule(nn.Module):
                 else self.model.backbone
             )
             features = encoder(images)
-        return torch.softmax(self.model(images, features), dim=-1)
+        logits = self.model(images, features)
+        return logits if self.output == LOGITS_NAME else torch.softmax(logits, dim=-1)
 
 
 def require_packages(fmt: str, check: bool = True) -> None:
@@ -84,128 +118,31 @@ def require_packages(fmt: str, check: bool = True) -> None:
         )
 
 
-def prepare(model: PromptedModel) -> ExportModule:
-    """The model in fp32, on the CPU, in eval mode, frozen, wrapped with its preprocessing and softmax."""
+def prepare(model: PromptedModel, size: int | None = None, output: str = OUTPUT_NAME) -> ExportModule:
+    """The model in fp32, on the CPU, in eval mode, frozen, wrapped with its preprocessing (and softmax)."""
     model = model.to(device="cpu", dtype=torch.float32).eval()
     model.requires_grad_(False)
-    return ExportModule(model).eval()
+    return ExportModule(model, size, output).eval()
 
 
 def example_tiles(module: ExportModule, batch: int = _TRACE_BATCH) -> torch.Tensor:
     """Random uint8 tiles of the export's input shape."""
     generator = torch.Generator().manual_seed(0)
-    size = module.input_size
+    size = module.size
     return torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
 
 
-def export_onnx(
-    module: ExportModule, path: str | Path, header: dict[str, Any] | None = None, opset: int | None = None
-) -> dict[str, Any]:
-    """Export through ``torch.onnx.export(dynamo=True)``, batch axis dynamic; written via a temporary folder.
-
-    ``header`` goes into the graph's metadata as the JSON string ``pathotune``.
-
-    Returns:
-        ``{"path", "exporter", "opset", "external_data", "warnings"}``.
-    """
-    require_packages("onnx", check=False)
-    import onnx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    external = _weight_bytes(module) > EXTERNAL_DATA_BYTES
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
-    with _quiet() as caught, torch.no_grad():
-        try:
-            program = torch.onnx.export(
-                module,
-                (example_tiles(module),),
-                dynamo=True,
-                verbose=False,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},),
-                **kwargs,
-            )
-        except Exception as exc:  # the exporter raises many types; the user needs one line
-            raise PathotuneError(
-                f"ONNX export failed: {type(exc).__name__}: {_first_line(exc)}",
-                "try --format torchscript, or rerun with --debug",
-            ) from exc
-        if header is not None:
-            program.model.metadata_props[HEADER_KEY] = json.dumps(header)
-        # ONNX names its external-data file after the graph, so both are written under their own names into a
-        # temporary folder, then renamed into place: external data first, the graph last (a graph that exists
-        # always finds its data)
-        folder = temp_path(path)
-        folder.mkdir()
-        try:
-            with Staging() as staged:
-                program.save(str(folder / path.name), external_data=external)
-                onnx.checker.check_model(str(folder / path.name))
-                for name in sorted(p.name for p in folder.iterdir() if p.name != path.name) + [path.name]:
-                    staged.add(folder / name, path.parent / name)
-                staged.commit()
-        finally:
-            remove(folder)
-    opset_found = next((v for d, v in program.model.opset_imports.items() if d in ("", "ai.onnx")), None)
-    return {
-        "path": str(path),
-        "exporter": "torch.onnx.export(dynamo=True)",
-        "opset": opset_found,
-        "external_data": external,
-        "warnings": caught,
-    }
-
-
-def export_torchscript(
-    module: ExportModule, path: str | Path, header: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Export through ``torch.jit.trace``; ``header`` goes into the archive as the extra file pathotune.json.
-
-    Returns:
-        ``{"path", "exporter", "warnings"}``.
-    """
-    path = Path(path)
-    with _quiet() as caught, torch.no_grad():
-        try:
-            traced = torch.jit.trace(module, (example_tiles(module),), check_trace=False)
-        except Exception as exc:  # the tracer raises many types; the user needs one line
-            raise PathotuneError(
-                f"TorchScript export failed: {type(exc).__name__}: {_first_line(exc)}",
-                "try --format onnx, or rerun with --debug",
-            ) from exc
-        extra = {} if header is None else {f"{HEADER_KEY}.json": json.dumps(header)}
-        atomic_write(path, lambda temp: torch.jit.save(traced, str(temp), _extra_files=extra))
-    return {"path": str(path), "exporter": "torch.jit.trace", "warnings": caught}
-
-
 def run_export(path: str | Path, fmt: str, batch_size: int = 16) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function that runs a saved export on uint8 tiles and returns probabilities, as a deployment would."""
-    path = Path(path)
-    if fmt == "onnx":
-        require_packages("onnx", check=True)
-        import onnxruntime
+    """A function that runs a saved export on tiles, as a deployment would, and returns probabilities.
 
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-        def run(tiles: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: tiles.numpy()})[0])
-    else:
-        with _quiet():
-            loaded = torch.jit.load(str(path), map_location="cpu").eval()
-
-        def run(tiles: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return loaded(tiles)
+    uint8 tiles go to the uint8 input, anything else to the float one (ONNX, pt2), so a refusal is the export's
+    own. A ``wsinfer`` export's logits are turned into probabilities with the softmax WSInfer applies.
+    """
+    run = _runner(Path(path), fmt)
 
     def batched(tiles: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            [run(tiles[i : i + batch_size].contiguous()) for i in range(0, len(tiles), batch_size)]
-        )
+        out = torch.cat([run(tiles[i : i + batch_size].contiguous()) for i in range(0, len(tiles), batch_size)])
+        return torch.softmax(out, dim=-1) if fmt == "wsinfer" else out
 
     return batched
 
@@ -223,39 +160,110 @@ def reference_probabilities(model: PromptedModel, tiles: torch.Tensor, batch_siz
 
 def check_export(
     model: PromptedModel, path: str | Path, fmt: str, tiles: torch.Tensor, tolerance: float = TOLERANCE
-) -> float:
-    """Run PyTorch and the saved export on the same uint8 tiles; the largest absolute probability difference.
+) -> dict[str, float | list[str]]:
+    """Run PyTorch and the saved export on the same tiles, as uint8 and as float32, and probe its refusals.
+
+    Returns:
+        ``{"max_abs_diff", "max_abs_diff_uint8", "max_abs_diff_float32", "refuses"}``: the largest absolute
+        probability differences, and the wrong inputs the export was seen to refuse.
 
     Raises:
-        PathotuneError: the difference is above ``tolerance`` (exit code 1), or the export does not run.
+        PathotuneError: a difference is above ``tolerance`` (exit code 1), the export does not run, or it
+            accepts an input it must refuse.
     """
     expected = reference_probabilities(model, tiles)
+    run = run_export(path, fmt)
+    diffs = {}
+    for name, given in (("uint8", tiles), ("float32", tiles.float().div(255.0))):
+        got = _run_checked(run, given, path, fmt)
+        if got.shape != expected.shape:
+            raise PathotuneError(
+                f"{path} returns shape {tuple(got.shape)} for {name} tiles, expected {tuple(expected.shape)}",
+                "rerun with --debug and report it",
+            )
+        diff = float((got.float() - expected).abs().max()) if len(tiles) else 0.0
+        if not diff <= tolerance:  # also catches NaN
+            raise PathotuneError(
+                f"{path}: {_runtime(fmt)} and PyTorch probabilities differ by up to {diff:.2e} "
+                f"on {len(tiles)} tiles (allowed {tolerance:.0e})",
+                "the export is not faithful; try the other --format, or rerun with --debug and report it",
+            )
+        diffs[name] = diff
+    return {"max_abs_diff": max(diffs.values()), "max_abs_diff_uint8": diffs["uint8"],
+            "max_abs_diff_float32": diffs["float32"], "refuses": _probe_refusals(run, tiles[:1], path, fmt)}
+
+
+def wrong_inputs(tile: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One wrong input of each kind the contract refuses, made from one uint8 tile (1, 3, S, S)."""
+    size = tile.shape[-1]
+    return {
+        "float32 0-255 pixels": tile.float(),
+        "float32 NaN": torch.full(tuple(tile.shape), float("nan")),
+        "float64": tile.double() / 255.0,
+        "4 channels": torch.zeros(1, 4, size, size, dtype=torch.uint8),
+        f"size {size + 1}": torch.zeros(1, 3, size + 1, size + 1, dtype=torch.uint8),
+    }
+
+
+def _probe_refusals(run: Callable[[torch.Tensor], torch.Tensor], tile: torch.Tensor, path: str | Path,
+                    fmt: str) -> list[str]:
+    refused = []
+    for name, wrong in wrong_inputs(tile).items():
+        try:
+            run(wrong)
+        except Exception:  # each runtime raises its own type; refusing is what counts
+            refused.append(name)
+            continue
+        raise PathotuneError(f"{path} accepts {name} tiles in {_runtime(fmt)}; it must refuse them",
+                             "rerun with --debug and report it")
+    return refused
+
+
+def _run_checked(run: Callable[[torch.Tensor], torch.Tensor], tiles: torch.Tensor, path: str | Path,
+                 fmt: str) -> torch.Tensor:
     try:
-        got = run_export(path, fmt)(tiles)
+        return run(tiles)
     except PathotuneError:
         raise
     except Exception as exc:  # the runtimes raise many types; the user needs one line
         raise PathotuneError(
-            f"{path} does not run in {_runtime(fmt)}: {type(exc).__name__}: {_first_line(exc)}",
+            f"{path} does not run in {_runtime(fmt)}: {type(exc).__name__}: {first_line(exc)}",
             "rerun with --debug and report it",
         ) from exc
-    if got.shape != expected.shape:
-        raise PathotuneError(
-            f"{path} returns shape {tuple(got.shape)}, expected {tuple(expected.shape)}",
-            "rerun with --debug and report it",
-        )
-    diff = float((got.float() - expected).abs().max()) if len(tiles) else 0.0
-    if not diff <= tolerance:  # also catches NaN
-        raise PathotuneError(
-            f"{path}: {_runtime(fmt)} and PyTorch probabilities differ by up to {diff:.2e} "
-            f"on {len(tiles)} tiles (allowed {tolerance:.0e})",
-            "the export is not faithful; try the other --format, or rerun with --debug and report it",
-        )
-    return diff
+
+
+def _runner(path: Path, fmt: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One batch through the saved file, in the runtime a deployment would use."""
+    if fmt == "onnx":
+        from pathotune_cli.engine.export_onnx import onnx_runner
+
+        return onnx_runner(path)
+    if fmt == "pt2":
+        with quiet():
+            program = torch.export.load(str(path)).module()
+
+        def run_pt2(tiles: torch.Tensor) -> torch.Tensor:
+            empty_shape = (0, *tiles.shape[1:])
+            if tiles.dtype == torch.uint8:
+                args = (tiles, torch.zeros(empty_shape, dtype=torch.float32))
+            else:
+                args = (torch.zeros(empty_shape, dtype=torch.uint8), tiles)
+            with torch.no_grad():
+                return program(*args)
+
+        return run_pt2
+    with quiet():
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run_torchscript(tiles: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return loaded(tiles)
+
+    return run_torchscript
 
 
 def _runtime(fmt: str) -> str:
-    return "onnxruntime" if fmt == "onnx" else "TorchScript"
+    return {"onnx": "onnxruntime", "pt2": "torch.export"}.get(fmt, "TorchScript")
 
 
 def _missing(name: str) -> bool:
@@ -264,17 +272,14 @@ def _missing(name: str) -> bool:
     return importlib.util.find_spec(name) is None
 
 
-def _weight_bytes(module: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (200 characters at most), or its type's name."""
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[list[str]]:
+def quiet() -> Iterator[list[str]]:
     """Collect the exporters' warnings and chatter instead of printing them; stdout stays for results.
 
     Expected here: TracerWarnings where timm and the backbone compare the fixed input size (constant in an

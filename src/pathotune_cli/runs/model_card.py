@@ -48,8 +48,13 @@ def build_card(
     evaluation: dict[str, Any] | None,
     versions: dict[str, str],
     random_weights: str | None = None,
+    wsinfer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card as one JSON-ready dict, from a prompt file's header and what the export learned."""
+    """The card as one JSON-ready dict, from a prompt file's header and what the export learned.
+
+    ``wsinfer``: for a WSInfer model folder, its config, how its pixels compare with ``pathotune predict``'s,
+    how QuPath loads it, and the ``--check-wsinfer`` comparison.
+    """
     return {
         "format": CARD_FORMAT,
         "format_version": CARD_VERSION,
@@ -64,7 +69,7 @@ def build_card(
         ],
         "input": input_spec,
         "output": output_spec,
-        "preprocessing": _preprocessing_section(header, input_spec["size"]),
+        "preprocessing": _preprocessing_section(header, input_spec["size"], export["format"]),
         "tile": header.tile.model_dump(mode="json"),
         "backbone": {**_frozen_section(header.backbone), "parameters": header.backbone_parameters,
                      "random_weights": random_weights is not None},
@@ -77,6 +82,7 @@ def build_card(
         "validation": validation,
         "evaluation": evaluation,
         "check": check,
+        "wsinfer": wsinfer,
         "intended_use": INTENDED_USE,
         "limitations": ([f"RANDOM WEIGHTS: {random_weights}."] if random_weights else []) + list(LIMITATIONS),
     }
@@ -88,17 +94,17 @@ def _task_section(header: PromptHeader) -> dict[str, Any]:
             "citation": task.citation}
 
 
-def _preprocessing_section(header: PromptHeader, size: int) -> dict[str, Any]:
+def _preprocessing_section(header: PromptHeader, size: int, fmt: str) -> dict[str, Any]:
     pre = header.preprocessing
-    return {
-        "baked_in": True,
-        "steps": ["uint8 / 255 -> float32 in [0, 1]",
-                  f"(x - mean) / std per channel, mean {list(pre.mean)}, std {list(pre.std)}"],
-        "mean": list(pre.mean),
-        "std": list(pre.std),
-        "caller_does": f"cut tiles at {header.tile.mpp} mpp and {header.tile.size} px, resize to {size} x {size} "
-                       "(bicubic), keep RGB order",
-    }
+    steps = ["uint8: / 255 -> float32 in [0, 1]; float32 in [0, 1]: taken as it is"]
+    if size != pre.input_size:
+        steps.append(f"resize {size} -> {pre.input_size} (bicubic, antialiased), as `pathotune predict` does")
+    steps.append(f"(x - mean) / std per channel, mean {list(pre.mean)}, std {list(pre.std)}")
+    caller = (f"cut tiles at {header.tile.mpp} mpp and {header.tile.size} px, resize to {size} x {size} "
+              "(bicubic), keep RGB order")
+    if fmt == "wsinfer":
+        caller = "nothing: WSInfer's transforms (config.json) give the model pathotune predict's pixels"
+    return {"baked_in": True, "steps": steps, "mean": list(pre.mean), "std": list(pre.std), "caller_does": caller}
 
 
 def _frozen_section(part: FrozenPart) -> dict[str, Any]:
@@ -186,7 +192,8 @@ def evaluation_metrics(
 
 def card_markdown(card: dict[str, Any]) -> str:
     """The card for people: one page of Markdown, section by section."""
-    sections = (_md_head, _md_use, _md_classes, _md_io, _md_model, _md_training, _md_metrics, _md_check)
+    sections = (_md_head, _md_use, _md_classes, _md_io, _md_wsinfer, _md_model, _md_training, _md_metrics,
+                _md_check)
     lines = [line for section in sections for line in section(card)]
     lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()), ""]
     return "\n".join(lines)
@@ -217,19 +224,42 @@ def _md_classes(card: dict[str, Any]) -> list[str]:
 
 
 def _md_io(card: dict[str, Any]) -> list[str]:
-    inp, out, tile = card["input"], card["output"], card["tile"]
+    inp, out, tile, pre = card["input"], card["output"], card["tile"], card["preprocessing"]
+    u8, f32 = inp["conventions"]
     return [
         "## Input and output",
         "",
-        f"- Input `{inp['name']}`: {inp['dtype']} {inp['channels']}, shape {_shape(inp['shape'])} ({inp['layout']}), "
-        f"values {inp['range'][0]}-{inp['range'][1]}; the batch axis is dynamic.",
-        f"- Tiles: cut at {tile.get('mpp')} µm/px, {tile.get('size')} px, then resized to {inp['size']} x "
-        f"{inp['size']} (bicubic). Do not normalise: scaling and normalisation are inside the model.",
-        f"- Normalisation inside the model: x / 255, then mean {card['preprocessing']['mean']}, "
-        f"std {card['preprocessing']['std']}.",
+        f"- Input: {inp['channels']} tiles, shape {_shape(inp['shape'])} ({inp['layout']}), the batch axis dynamic, "
+        f"in either convention, with the same probabilities: **{u8['dtype']} RGB {u8['range'][0]}-{u8['range'][1]}** "
+        f"(input `{u8['input']}`) or **{f32['dtype']} RGB {f32['range'][0]}-{f32['range'][1]}** (input "
+        f"`{f32['input']}`; every value within [{f32['accepted'][0]}, {f32['accepted'][1]}], no NaN).",
+        f"- Refused with an error that says what is expected: {inp['refused']}.",
+        f"- Call: `{inp['call']}`.",
+        f"- Tiles: cut at {tile.get('mpp')} µm/px, {tile.get('size')} px; the caller does: {pre['caller_does']}. "
+        "Do not normalise: scaling and normalisation are inside the model.",
+        f"- Inside the model: {'; '.join(pre['steps'])}.",
         f"- Output `{out['name']}`: {out['dtype']}, shape {_shape(out['shape'])}, {out['meaning']}.",
         "",
     ]
+
+
+def _md_wsinfer(card: dict[str, Any]) -> list[str]:
+    ws = card.get("wsinfer")
+    if not ws:
+        return []
+    transform = ws["config"]["transform"]
+    steps = ", ".join(t["name"] + (f"({t['arguments']})" if t.get("arguments") else "") for t in transform)
+    lines = ["## WSInfer and QuPath", "",
+             f"- `config.json`: WSInfer model config spec {ws['config']['spec_version']}, "
+             f"{ws['config']['patch_size_pixels']} px at {ws['config']['spacing_um_px']} µm/px, transforms {steps}.",
+             f"- Pixels: {ws['pixels']}", f"- QuPath: {ws['qupath']}"]
+    check = ws.get("check")
+    if check:
+        lines.append(f"- Checked with WSInfer {check.get('wsinfer_version')} on `{Path(check['slide']).name}`: "
+                     f"the top class agrees with `pathotune predict` on {check['top_class_agreement']:.1%} of "
+                     f"{check['shared_tiles']} shared tiles, max |dp| {check['max_abs_dp']:.2e} "
+                     f"(needs {check['min_agreement']:.0%} and {check['max_allowed_dp']}).")
+    return lines + [""]
 
 
 def _md_model(card: dict[str, Any]) -> list[str]:
@@ -293,8 +323,9 @@ def _md_check(card: dict[str, Any]) -> list[str]:
         return ["## Export check", "", "Not run (--no-check).", ""]
     return ["## Export check", "",
             f"{model['runtime']} against PyTorch on {check['tiles']} tiles ({check['synthetic_tiles']} synthetic, "
-            f"{check['real_tiles']} real): largest probability difference {check['max_abs_diff']:.2e} "
-            f"(allowed {check['tolerance']:.0e}).", ""]
+            f"{check['real_tiles']} real), given as uint8 and as float32: largest probability difference "
+            f"{check['max_abs_diff']:.2e} (allowed {check['tolerance']:.0e}). Refused, as it must: "
+            f"{', '.join(check.get('refuses', []))}.", ""]
 
 
 def _interval(m: dict[str, Any]) -> dict[str, Any]:
