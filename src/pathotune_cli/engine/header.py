@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset, TileSpec
+from pathotune_cli.engine.trust import TrustStats
 
 FORMAT = "pathotune-prompts"
 FORMAT_VERSION = 2
@@ -70,6 +71,9 @@ class PromptHeader(Strict):
     """Validation metrics at save time (``split`` and metric values)."""
     training: dict[str, Any] | None = None
     """Seed, epochs, class counts, data, config digest."""
+    trust: TrustStats | None = None
+    """Temperature, conformal quantiles and OOD statistics from the validation split (``engine.trust``); None in
+    files made before it existed or tuned without validation: their probabilities are the raw softmax."""
 
     @model_validator(mode="after")
     def _parts_agree(self) -> PromptHeader:
@@ -77,6 +81,9 @@ class PromptHeader(Strict):
             raise ValueError("its class list does not match its task's classes")
         if self.method != self.prompt.method:
             raise ValueError(f"method '{self.method}' differs from its prompt settings ('{self.prompt.method}')")
+        ood = self.trust.ood if self.trust is not None else None
+        if ood is not None and not set(ood.classes) <= set(self.classes):
+            raise ValueError("its OOD statistics name classes the task does not have")
         return self
 
     @property

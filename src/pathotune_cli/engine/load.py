@@ -16,6 +16,8 @@ from pathotune_cli.engine.build import BuiltModel
 from pathotune_cli.engine.header import FrozenPart, Preprocessing, PromptHeader
 from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.promptfile import ALTERED, PromptFile, check_tensors, read_prompt_file
+from pathotune_cli.engine.trust import OOD_TENSORS, TrustStats
+from pathotune_cli.engine.trust import TENSOR_PREFIX as TRUST_PREFIX
 from pathotune_cli.errors import BadInput
 
 
@@ -25,6 +27,7 @@ def prompt_header(
     backbone: BackbonePreset,
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    trust: TrustStats | None = None,
 ) -> PromptHeader:
     """The header of a new prompt file: everything needed to rebuild and to trust the model."""
     model = built.model
@@ -53,6 +56,7 @@ def prompt_header(
         backbone_parameters=model.backbone_parameters(),
         metrics=metrics,
         training=training,
+        trust=trust,
     )
 
 
@@ -84,7 +88,8 @@ def load_prompted_model(
         _check_fingerprint(file, header.instance_encoder, instance)
     model = PromptedModel(backbone, header.prompt, len(header.classes), stored_text_embeddings(file), instance)
     check_tensors(file, model.trained_state())
-    model.load_state_dict(file.tensors, strict=False)
+    check_trust_tensors(file, model.head.in_features)
+    model.load_state_dict({k: v for k, v in file.tensors.items() if not k.startswith(TRUST_PREFIX)}, strict=False)
     model.requires_grad_(False)
     return model.eval(), file
 
@@ -105,6 +110,33 @@ def stored_text_embeddings(file: PromptFile) -> torch.Tensor | None:
             ALTERED,
         )
     return embeddings
+
+
+def check_trust_tensors(file: PromptFile, feature_dim: int) -> None:
+    """The ``trust.*`` tensors must be exactly those the header's trust section names, with consistent shapes.
+
+    Raises:
+        BadInput: a tensor missing or unexpected, or shapes that do not fit the header or the model's features.
+    """
+    header = file.header
+    present = sorted(k for k in file.tensors if k.startswith(TRUST_PREFIX))
+    ood = header.trust.ood if header.trust is not None else None
+    wanted = sorted(OOD_TENSORS) if ood is not None else []
+    if present != wanted:
+        raise BadInput(f"{file.path}: trust tensors {present or 'none'} do not match its metadata ({wanted or 'none'})",
+                       ALTERED)
+    if ood is None:
+        return
+    means, basis, variances = (file.tensors[k] for k in OOD_TENSORS)
+    fits = (
+        means.dim() == 2 and means.shape == (len(ood.classes), feature_dim) and basis.dim() == 2
+        and basis.shape[0] == feature_dim and variances.shape == (basis.shape[1],)
+    )
+    if not fits:
+        raise BadInput(
+            f"{file.path}: OOD tensors of shapes {tuple(means.shape)}, {tuple(basis.shape)}, {tuple(variances.shape)} "
+            f"do not fit {len(ood.classes)} classes and {feature_dim}-d features", ALTERED,
+        )
 
 
 def _check_fingerprint(file: PromptFile, part: FrozenPart, backbone: Backbone) -> None:

@@ -18,6 +18,7 @@ from pathotune_cli.errors import BadInput
 from pathotune_cli.wsi.tissue import Polygon
 
 TISSUE_COLOR = (0, 160, 60)
+UNCERTAIN_COLOR = (128, 128, 128)
 
 
 def tissue_features(polygons: Sequence[Polygon], name: str = "Tissue") -> dict[str, Any]:
@@ -53,6 +54,10 @@ def write_tiles_geojson(
     *,
     colors: Sequence[tuple[int, int, int]] | None = None,
     object_type: str = "tile",
+    measurements: dict[str, np.ndarray] | None = None,
+    metadata: dict[str, Sequence[str]] | None = None,
+    uncertain: np.ndarray | None = None,
+    uncertain_name: str = "Uncertain",
 ) -> Path:
     """Write one Polygon feature per tile, classified by its most probable class.
 
@@ -64,10 +69,16 @@ def write_tiles_geojson(
         probs: ``(N, C)`` class probabilities.
         colors: One RGB colour per class; defaults to ``thumbnail.class_colors``.
         object_type: QuPath object type, ``tile`` (default), ``detection`` or ``annotation``.
+        measurements: More numeric measurements, name to (N,) values (QuPath measurements are numbers only).
+        metadata: Per-tile strings, name to N values, under ``properties.metadata`` (QuPath keeps them on
+            objects that hold metadata and ignores them on others).
+        uncertain: (N,) bool; these tiles get the classification ``uncertain_name`` (grey) instead of their top
+            class (their probabilities stay in the measurements).
+        uncertain_name: The classification of ``uncertain`` tiles.
 
     Returns:
         ``path``. Each feature has ``classification`` {name, color} and ``measurements``
-        {``prob_<class>``: p, ...}.
+        {``prob_<class>``: p, ...} plus ``measurements``, and ``metadata`` where given.
     """
     from pathotune_cli.wsi.thumbnail import class_colors
 
@@ -77,27 +88,34 @@ def write_tiles_geojson(
     colors = list(colors) if colors is not None else class_colors(len(class_names))
     keys = [f"prob_{name}" for name in class_names]
     labels = probs.argmax(axis=1) if len(class_names) else np.zeros(len(coords), int)
+    extra = {k: np.asarray(v, np.float64).reshape(len(coords)).tolist() for k, v in (measurements or {}).items()}
+    flagged = np.zeros(len(coords), bool) if uncertain is None else np.asarray(uncertain, bool).reshape(len(coords))
     path = Path(path)
     with path.open("w") as fh:
         fh.write('{"type": "FeatureCollection", "features": [')
         for i, ((x, y), label, row) in enumerate(
             zip(coords.tolist(), labels.tolist(), probs.tolist(), strict=True)
         ):
-            feature = {
-                "type": "Feature",
-                "geometry": {
-                    "type": "Polygon",
-                    "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]],
-                },
-                "properties": {
-                    "objectType": object_type,
-                    "classification": {"name": class_names[label], "color": list(colors[label])},
-                    "measurements": {k: round(p, 6) for k, p in zip(keys, row, strict=True)},
-                },
+            classification = (
+                {"name": uncertain_name, "color": list(UNCERTAIN_COLOR)} if flagged[i]
+                else {"name": class_names[label], "color": list(colors[label])}
+            )
+            values = {k: round(p, 6) for k, p in zip(keys, row, strict=True)}
+            values.update({k: round(v[i], 6) for k, v in extra.items()})
+            properties: dict[str, Any] = {
+                "objectType": object_type, "classification": classification, "measurements": values,
             }
-            fh.write(("," if i else "") + "\n" + json.dumps(feature))
+            if metadata:
+                properties["metadata"] = {k: str(v[i]) for k, v in metadata.items()}
+            fh.write(("," if i else "") + "\n" + json.dumps(_box_feature(x, y, w, h, properties)))
         fh.write("\n]}\n")
     return path
+
+
+def _box_feature(x: int, y: int, w: int, h: int, properties: dict[str, Any]) -> dict[str, Any]:
+    """A Feature with one rectangular Polygon, top-left ``(x, y)``."""
+    ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": properties}
 
 
 def read_polygons(path: str | Path) -> list[Polygon]:
