@@ -7,6 +7,7 @@ Drawn like ``training.plots`` (a ``Figure`` on its own Agg canvas, written throu
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ def save_explanation(
     right.set_xlabel("probability")
     right.tick_params(labelsize=8)
     if lines:
-        right.set_title("\n".join(lines), fontsize=8, loc="left")
+        wrapped = [textwrap.fill(line.replace("|", " | "), width=50, break_on_hyphens=False) for line in lines]
+        right.set_title("\n".join(wrapped), fontsize=8, loc="left")
     if title:
         fig.suptitle(title, fontsize=10)
     return _save_atomically(fig, path)
