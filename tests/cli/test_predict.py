@@ -53,8 +53,9 @@ def test_predict_on_real_svs_writes_csv_geojson_heatmap_and_summary(
         assert feature["geometry"]["type"] == "Polygon"
         ring = feature["geometry"]["coordinates"][0]
         assert ring[0] == [int(row["x"]), int(row["y"])] and ring[0] == ring[-1] and len(ring) == 5
-        assert feature["properties"]["classification"]["name"] == row["class"]
-        assert set(feature["properties"]["measurements"]) == {f"prob_{c}" for c in DEMO_CLASSES}
+        flagged = row["ood"] == "1"  # real H&E against a model tuned on synthetic tiles: many are flagged
+        assert feature["properties"]["classification"]["name"] == ("Uncertain" if flagged else row["class"])
+        assert set(feature["properties"]["measurements"]) == {f"prob_{c}" for c in DEMO_CLASSES} | {"ood_score", "ood"}
     from PIL import Image
 
     with Image.open(out / "cmu-1-small-region.heatmap.png") as img:

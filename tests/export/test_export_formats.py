@@ -113,12 +113,13 @@ def real_tiles_and_reference(tuned: Path) -> tuple[np.ndarray, np.ndarray]:
     from pathotune_cli.engine import load_prompted_model
     from pathotune_cli.training.images import decode_image
 
-    model, _ = load_prompted_model(tuned)
+    model, file = load_prompted_model(tuned)
+    temperature = file.header.trust.calibration.temperature if file.header.trust else 1.0  # exports are calibrated
     paths = sorted(KATHER.rglob("*.png"))
     tiles = np.stack([decode_image(p, model.backbone.input_size) for p in paths])
     with torch.no_grad():
         logits = model(torch.from_numpy(tiles).float().div(255.0))
-    return tiles, torch.softmax(logits, dim=-1).numpy()
+    return tiles, torch.softmax(logits / temperature, dim=-1).numpy()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -81,7 +81,7 @@ def test_a_model_that_returns_probabilities_fails_the_check_in_one_line(
     import pathotune_cli.engine.export as engine_export
 
     prepare = engine_export.prepare
-    monkeypatch.setattr(engine_export, "prepare", lambda model, size=None, output="": prepare(model, size))
+    monkeypatch.setattr(engine_export, "prepare", lambda model, size=None, output="", t=1.0: prepare(model, size))
     prompts, slide = demo
     out = tmp_path / "wrong"
     result = runner.invoke(app, ["export", str(prompts), "--format", "wsinfer", "--out", str(out), "--no-check",

@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("tune", "tune", "tune"),
     ("eval", "evaluate", "evaluate"),
     ("predict", "predict", "predict"),
+    ("explain", "explain", "explain"),
     ("tile", "tile", "tile"),
     ("features", "features", "features"),
     ("export", "export", "export"),

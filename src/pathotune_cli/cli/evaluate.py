@@ -13,6 +13,7 @@ from pathotune_cli.cli.options import (
     PrecisionOpt,
     PromptsArg,
     PromptsOpt,
+    UncalibratedOpt,
     WeightsOpt,
     choose_prompts,
 )
@@ -35,6 +36,7 @@ def evaluate(
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
+    uncalibrated: UncalibratedOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
@@ -44,7 +46,7 @@ def evaluate(
         raise BadInput("no data to evaluate on", "pass --data DIR|CSV (an ImageFolder tree or a CSV with path,label)")
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
-                       precision=precision, device=device, weights=weights)
+                       precision=precision, device=device, weights=weights, uncalibrated=uncalibrated)
     with ProgressDisplay() as progress:
         result = eval_run(opts, report=progress)
     if json_out:
@@ -63,7 +65,32 @@ def evaluate(
         [(c, v["support"], _f(v["precision"]["value"]), _f(v["recall"]["value"]), _f(v["f1"]["value"]))
          for c, v in scores["per_class"].items()],
     )
-    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png")
+    _render_trust(result.trust)
+    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png")
+
+
+def _render_trust(trust: dict) -> None:
+    cal = trust.get("calibration") or {}
+    rows = []
+    for name, label in (("raw", "raw softmax"), ("calibrated", f"temperature {_f(cal.get('temperature'))}")):
+        part = cal.get(name)
+        if part:
+            rows += [(label, metric, _f(part[metric]["value"]),
+                      f"{_f(part[metric]['ci_low'])} - {_f(part[metric]['ci_high'])}") for metric in ("ece", "brier")]
+    if rows:
+        table(f"calibration (ECE over {cal['raw']['bins']} bins; metrics above use {cal['probabilities']} "
+              "probabilities)", ["probabilities", "measure", "value", "95% CI"], rows)
+    conformal = trust.get("conformal")
+    if conformal:
+        table(f"conformal prediction sets ({conformal['score']} score, {conformal['calibration_images']} "
+              "validation tiles)", ["alpha", "target", "coverage", "95% CI", "mean set size"],
+              [(f"{q['alpha']:g}", _f(q["target_coverage"]), _f(q["coverage"]) if q["coverage"] is not None
+                else q["reason"], f"{_f(q.get('coverage_ci_low'))} - {_f(q.get('coverage_ci_high'))}",
+                _f(q.get("mean_set_size"))) for q in conformal["levels"]])
+    ood = trust.get("ood")
+    if ood:
+        info(f"OOD: {ood['flagged']} tiles flagged ({_f(ood['flagged_share'])}; threshold {_f(ood['threshold'])}, "
+             f"false flags at most {_f(ood['false_flag_bound'])} on tiles like the validation tiles)")
 
 
 def _f(value: float | None) -> str:

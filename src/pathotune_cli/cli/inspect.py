@@ -35,6 +35,7 @@ def inspect(prompts: PromptsArg = None, prompts_opt: PromptsOpt = None, json_out
     if metrics:
         split = (header.metrics or {}).get("split", "")
         items[f"metrics ({split})" if split else "metrics"] = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+    items["trust"] = _trust(header.trust)
     items["written by"] = f"pathotune {header.pathotune_version}, format {header.format_version}" + (
         f", {header.created}" if header.created else f", modified {f['modified']}"
     )
@@ -49,6 +50,16 @@ def inspect(prompts: PromptsArg = None, prompts_opt: PromptsOpt = None, json_out
         warn(f"backbone '{bb['preset']}' has random weights: for tests and demos only, not for diagnostic use")
     if not result.tensors_verified:
         warn(f"tensor shapes not verified: {result.tensors_not_verified_because}")
+
+
+def _trust(trust: object) -> str:
+    if trust is None:
+        return "none (raw softmax probabilities, no prediction sets or OOD flags)"
+    cal, levels = trust.calibration, trust.conformal.levels
+    sets = ", ".join(f"{q.alpha:g}" for q in levels if q.quantile is not None) or "none"
+    ood = f"threshold {trust.ood.threshold:.3g}" if trust.ood is not None else "none"
+    return (f"temperature {cal.temperature:.3g} (validation ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}); "
+            f"prediction sets at alpha {sets}; OOD flag {ood}")
 
 
 def _resolution(resolves: dict) -> str:

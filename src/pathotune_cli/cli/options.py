@@ -24,6 +24,16 @@ PrecisionOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+UncalibratedOpt = Annotated[
+    bool,
+    typer.Option("--uncalibrated", help="Report the raw softmax instead of the temperature-calibrated probabilities."),
+]
+AlphaOpt = Annotated[
+    float | None,
+    typer.Option("--alpha", show_default=False,
+                 help="Add conformal prediction sets covering the true class with probability 1 - alpha "
+                      "(a level the prompt file stores: 0.05, 0.1 or 0.2)."),
+]
 
 
 PROMPTS_SUFFIX = ".safetensors"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pathotune_cli.cli.options import (
+    AlphaOpt,
     DefaultMppOpt,
     DeviceOpt,
     JsonOpt,
@@ -18,6 +19,7 @@ from pathotune_cli.cli.options import (
     TissueChoice,
     TissueGeojsonOpt,
     TissueOpt,
+    UncalibratedOpt,
     WeightsOpt,
     choose_prompts,
 )
@@ -47,6 +49,11 @@ CoordsOpt = Annotated[
 HeatmapClassOpt = Annotated[
     str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")
 ]
+ExplainTopOpt = Annotated[
+    int,
+    typer.Option("--explain-top", min=0, max=1000,
+                 help="Explain the K most confident tiles of each class per slide (PNGs in OUT/<slide>.explain/)."),
+]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Keep slides finished earlier with the same file, prompts and settings.")
 ]
@@ -72,6 +79,9 @@ def predict(
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
     resume: ResumeOpt = False,
+    alpha: AlphaOpt = None,
+    uncalibrated: UncalibratedOpt = False,
+    explain_top: ExplainTopOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
@@ -84,7 +94,7 @@ def predict(
         prompts=prompts, inputs=tuple(rest), out=output_folder("predict", out), batch_size=batch_size,
         workers=workers, precision=precision, device=device, weights=weights, coords=coords, min_tissue=min_tissue,
         tissue=tissue.value, tissue_geojson=tissue_geojson, slides_csv=slides_csv, default_mpp=default_mpp,
-        heatmap_class=heatmap_class, resume=resume,
+        heatmap_class=heatmap_class, resume=resume, alpha=alpha, uncalibrated=uncalibrated, explain_top=explain_top,
     )
     with ProgressDisplay() as progress:
         result = predict_run(opts, report=progress)
@@ -98,12 +108,19 @@ def predict(
 
 def _render(result: PredictResult) -> None:
     if result.slides:
-        table(f"predictions in {result.out} ({result.seconds} s)", ["slide", "status", "tiles", "mpp", "top class"],
+        table(f"predictions in {result.out} ({result.seconds} s)",
+              ["slide", "status", "tiles", "mpp", "top class", "OOD flagged"],
               [(r["slide"], r["status"] + (f" ({r['resume']})" if r.get("resume") else ""), r.get("tiles", 0),
-                r.get("mpp", ""), _top(r, result.classes)) for r in result.slides])
+                r.get("mpp", ""), _top(r, result.classes), _share(r.get("ood_fraction"))) for r in result.slides])
         info(f"per-slide CSV, GeoJSON and heatmap, and summary.csv are in {result.out}")
     if result.images is not None:
-        info(f"{result.images.images} images -> {result.images.file}")
+        flagged = "" if result.images.flagged is None else f" ({result.images.flagged} flagged out of distribution)"
+        info(f"{result.images.images} images -> {result.images.file}{flagged}")
+    info(f"probabilities: {result.probabilities}")
+
+
+def _share(value: object) -> str:
+    return f"{value:.1%}" if isinstance(value, float) else ""
 
 
 def _top(row: dict, classes: list[str]) -> str:

@@ -76,8 +76,13 @@ class ExportModule(nn.Module):
     The input contract (dtypes, range, shape) is added around this by each format's writer.
     """
 
-    def __init__(self, model: PromptedModel, size: int | None = None, output: str = OUTPUT_NAME) -> None:
+    def __init__(
+        self, model: PromptedModel, size: int | None = None, output: str = OUTPUT_NAME, temperature: float = 1.0
+    ) -> None:
         super().__init__()
+        self.temperature = float(temperature)
+        """The prompt file's calibration temperature: the export gives the calibrated probabilities (and logits
+        divided by it), as ``pathotune predict`` does by default."""
         if output not in (OUTPUT_NAME, LOGITS_NAME):
             raise ValueError(f"output must be {OUTPUT_NAME!r} or {LOGITS_NAME!r}, got {output!r}")
         self.model = model
@@ -98,7 +103,7 @@ class ExportModule(nn.Module):
                 else self.model.backbone
             )
             features = encoder(images)
-        logits = self.model(images, features)
+        logits = self.model(images, features) / self.temperature
         return logits if self.output == LOGITS_NAME else torch.softmax(logits, dim=-1)
 
 
@@ -118,11 +123,14 @@ def require_packages(fmt: str, check: bool = True) -> None:
         )
 
 
-def prepare(model: PromptedModel, size: int | None = None, output: str = OUTPUT_NAME) -> ExportModule:
-    """The model in fp32, on the CPU, in eval mode, frozen, wrapped with its preprocessing (and softmax)."""
+def prepare(
+    model: PromptedModel, size: int | None = None, output: str = OUTPUT_NAME, temperature: float = 1.0
+) -> ExportModule:
+    """The model in fp32, on the CPU, in eval mode, frozen, wrapped with its preprocessing, calibration (and
+    softmax)."""
     model = model.to(device="cpu", dtype=torch.float32).eval()
     model.requires_grad_(False)
-    return ExportModule(model, size, output).eval()
+    return ExportModule(model, size, output, temperature).eval()
 
 
 def example_tiles(module: ExportModule, batch: int = _TRACE_BATCH) -> torch.Tensor:
@@ -147,19 +155,23 @@ def run_export(path: str | Path, fmt: str, batch_size: int = 16) -> Callable[[to
     return batched
 
 
-def reference_probabilities(model: PromptedModel, tiles: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """What PyTorch computes for uint8 tiles, the way ``pathotune eval`` does (fp32, no autocast)."""
+def reference_probabilities(
+    model: PromptedModel, tiles: torch.Tensor, batch_size: int = 16, temperature: float = 1.0
+) -> torch.Tensor:
+    """What PyTorch computes for uint8 tiles, the way ``pathotune eval`` does (fp32, no autocast, calibrated by
+    ``temperature``)."""
     model = model.to(device="cpu", dtype=torch.float32).eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(tiles), batch_size):
             images = tiles[i : i + batch_size].float().div(255.0)
-            out.append(torch.softmax(model(images).float(), dim=-1))
+            out.append(torch.softmax(model(images).float() / temperature, dim=-1))
     return torch.cat(out)
 
 
 def check_export(
-    model: PromptedModel, path: str | Path, fmt: str, tiles: torch.Tensor, tolerance: float = TOLERANCE
+    model: PromptedModel, path: str | Path, fmt: str, tiles: torch.Tensor, tolerance: float = TOLERANCE,
+    temperature: float = 1.0,
 ) -> dict[str, float | list[str]]:
     """Run PyTorch and the saved export on the same tiles, as uint8 and as float32, and probe its refusals.
 
@@ -171,7 +183,7 @@ def check_export(
         PathotuneError: a difference is above ``tolerance`` (exit code 1), the export does not run, or it
             accepts an input it must refuse.
     """
-    expected = reference_probabilities(model, tiles)
+    expected = reference_probabilities(model, tiles, temperature=temperature)
     run = run_export(path, fmt)
     diffs = {}
     for name, given in (("uint8", tiles), ("float32", tiles.float().div(255.0))):

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from pathotune_cli.config.run import MILSettings, PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset, TileSpec
+from pathotune_cli.engine.trust import TrustStats
 
 FORMAT = "pathotune-prompts"
 FORMAT_VERSION = 2
@@ -81,6 +82,9 @@ class PromptHeader(Strict):
     """Slide-level files: where the tile features come from."""
     source_prompts: dict[str, Any] | None = None
     """Two-stage slide-level files: the tile-level prompt file the tile encoder came from (path, sha256, task)."""
+    trust: TrustStats | None = None
+    """Temperature, conformal quantiles and OOD statistics from the validation split (``engine.trust``); None in
+    files made before it existed or tuned without validation: their probabilities are the raw softmax."""
 
     @model_validator(mode="after")
     def _parts_agree(self) -> PromptHeader:
@@ -90,6 +94,9 @@ class PromptHeader(Strict):
             raise ValueError(f"method '{self.method}' differs from its prompt settings ('{self.prompt.method}')")
         if (self.level == "slide") != (self.mil is not None and self.tile_source is not None):
             raise ValueError("a slide-level file needs its mil settings and tile source, and only it has them")
+        ood = self.trust.ood if self.trust is not None else None
+        if ood is not None and not set(ood.classes) <= set(self.classes):
+            raise ValueError("its OOD statistics name classes the task does not have")
         return self
 
     @property

@@ -16,6 +16,8 @@ from pathotune_cli.engine.build import BuiltModel
 from pathotune_cli.engine.header import FrozenPart, Preprocessing, PromptHeader
 from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.promptfile import ALTERED, PromptFile, check_tensors, read_prompt_file
+from pathotune_cli.engine.trust import OOD_TENSORS, TrustStats
+from pathotune_cli.engine.trust import TENSOR_PREFIX as TRUST_PREFIX
 from pathotune_cli.errors import BadInput
 
 
@@ -26,6 +28,7 @@ def prompt_header(
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     slide: dict[str, Any] | None = None,
+    trust: TrustStats | None = None,
 ) -> PromptHeader:
     """The header of a new prompt file: everything needed to rebuild and to trust the model.
 
@@ -58,6 +61,7 @@ def prompt_header(
         backbone_parameters=model.backbone_parameters(),
         metrics=metrics,
         training=training,
+        trust=trust,
     )
     return PromptHeader(**{**fields, **(slide or {})})
 
@@ -90,7 +94,8 @@ def load_prompted_model(
     backbone, instance = load_frozen_parts(file, weights, allow_download)
     model = PromptedModel(backbone, header.prompt, len(header.classes), stored_text_embeddings(file), instance)
     check_tensors(file, model.trained_state())
-    model.load_trained(file.tensors)
+    check_trust_tensors(file, model.head.in_features)
+    model.load_trained({k: v for k, v in file.tensors.items() if not k.startswith(TRUST_PREFIX)})
     model.requires_grad_(False)
     return model.eval(), file
 
@@ -127,6 +132,33 @@ def stored_text_embeddings(file: PromptFile, prefix: str = "") -> torch.Tensor |
     if embeddings is not None and (embeddings.dim() != 2 or embeddings.shape[0] != texts):
         raise BadInput(f"{file.path}: {tuple(embeddings.shape)} stored text embeddings for {texts} texts", ALTERED)
     return embeddings
+
+
+def check_trust_tensors(file: PromptFile, feature_dim: int) -> None:
+    """The ``trust.*`` tensors must be exactly those the header's trust section names, with consistent shapes.
+
+    Raises:
+        BadInput: a tensor missing or unexpected, or shapes that do not fit the header or the model's features.
+    """
+    header = file.header
+    present = sorted(k for k in file.tensors if k.startswith(TRUST_PREFIX))
+    ood = header.trust.ood if header.trust is not None else None
+    wanted = sorted(OOD_TENSORS) if ood is not None else []
+    if present != wanted:
+        raise BadInput(f"{file.path}: trust tensors {present or 'none'} do not match its metadata ({wanted or 'none'})",
+                       ALTERED)
+    if ood is None:
+        return
+    means, basis, variances = (file.tensors[k] for k in OOD_TENSORS)
+    fits = (
+        means.dim() == 2 and means.shape == (len(ood.classes), feature_dim) and basis.dim() == 2
+        and basis.shape[0] == feature_dim and variances.shape == (basis.shape[1],)
+    )
+    if not fits:
+        raise BadInput(
+            f"{file.path}: OOD tensors of shapes {tuple(means.shape)}, {tuple(basis.shape)}, {tuple(variances.shape)} "
+            f"do not fit {len(ood.classes)} classes and {feature_dim}-d features", ALTERED,
+        )
 
 
 def check_fingerprint(file: PromptFile, part: FrozenPart, backbone: Backbone) -> None:

@@ -21,6 +21,7 @@ from pathotune_cli import __version__
 from pathotune_cli.backbones.fingerprint import content_checksum
 from pathotune_cli.config.loader import explain
 from pathotune_cli.engine.header import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, PromptHeader
+from pathotune_cli.engine.trust import TENSOR_PREFIX as TRUST_PREFIX
 from pathotune_cli.errors import BadInput
 from pathotune_cli.files import atomic_write
 
@@ -96,9 +97,13 @@ def read_prompt_file(path: str | Path) -> PromptFile:
 
 
 def check_tensors(file: PromptFile, expected: dict[str, torch.Tensor]) -> None:
-    """The file's tensors must be exactly the model's trained tensors, with the same shapes."""
-    missing = sorted(set(expected) - set(file.tensors))
-    extra = sorted(set(file.tensors) - set(expected))
+    """The file's tensors must be exactly the model's trained tensors, with the same shapes.
+
+    The trust section's tensors (``trust.*``) are not the model's; ``engine.load`` checks them against the header.
+    """
+    model_tensors = {k for k in file.tensors if not k.startswith(TRUST_PREFIX)}
+    missing = sorted(set(expected) - model_tensors)
+    extra = sorted(model_tensors - set(expected))
     if missing or extra:
         what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
         raise BadInput(f"{file.path}: tensors do not match its metadata ({what})", ALTERED)

@@ -26,6 +26,8 @@ class EvalOptions:
     precision: str = "auto"
     device: str = "auto"
     weights: Path | None = None
+    uncalibrated: bool = False
+    """Score the raw softmax instead of the calibrated probabilities (the calibration report shows both)."""
 
     def __post_init__(self) -> None:
         """Counts must be usable."""
@@ -53,6 +55,8 @@ class EvalResult:
     precision: str
     scores: dict[str, Any]
     """``training.metrics.classification_metrics``: n, metrics, per_class, confusion_matrix, classes, ..."""
+    trust: dict[str, Any] = field(default_factory=dict)
+    """``runs.eval_trust.trust_report``: calibration (raw and calibrated), conformal coverage, OOD flags."""
     counts: dict[str, int] = field(default_factory=dict)
     out: Path = Path()
     seconds: float = 0.0
@@ -63,13 +67,13 @@ class EvalResult:
         """The result as plain data (the scores at the top level, as in ``metrics.json``)."""
         return {
             "prompts": str(self.prompts), "data": str(self.data), "task": self.task, "method": self.method,
-            "backbone": self.backbone, "precision": self.precision, **self.scores, "counts": self.counts,
-            "out": str(self.out), "seconds": self.seconds, "level": self.level,
+            "backbone": self.backbone, "precision": self.precision, **self.scores, **self.trust,
+            "counts": self.counts, "out": str(self.out), "seconds": self.seconds, "level": self.level,
         }
 
 
 def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
-    """Evaluate ``opts.prompts`` on ``opts.data``; writes metrics JSON, predictions CSV and confusion PNG.
+    """Evaluate ``opts.prompts`` on ``opts.data``; writes metrics JSON, predictions CSV, confusion and reliability PNGs.
 
     Raises:
         BadInput: a damaged prompt file, another backbone's weights, bad data, or an output folder that cannot
@@ -79,11 +83,13 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     from pathotune_cli.engine.promptfile import read_prompt_file
     from pathotune_cli.files import write_csv, write_json
     from pathotune_cli.hardware import place
+    from pathotune_cli.runs.eval_trust import save_reliability, trust_report
     from pathotune_cli.runs.records import provenance
+    from pathotune_cli.runs.trust import load_trust
     from pathotune_cli.training.data import discover
     from pathotune_cli.training.images import ImageStore
-    from pathotune_cli.training.loop import predict_probs
     from pathotune_cli.training.metrics import classification_metrics, predictions_table
+    from pathotune_cli.training.outputs import model_outputs
     from pathotune_cli.training.plots import save_confusion_matrix
 
     if read_prompt_file(opts.prompts).header.level == "slide":
@@ -95,22 +101,29 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     header, task = file.header, file.header.task
     if random_weights_warning(model):
         warn(report, str(random_weights_warning(model)))
+    trust = load_trust(file, uncalibrated=opts.uncalibrated)
+    if trust.notice:
+        warn(report, trust.notice)
     data = discover(opts.data, task, lambda text: warn(report, text))
     out = opts.out_folder
     out.mkdir(parents=True, exist_ok=True)
     placement = place(opts.device, opts.precision)
     model.place(placement)
-    note(report, f"evaluating {len(data)} tiles with {header.method} on {task.name}")
-    probs = predict_probs(model, ImageStore(data.paths, model.backbone.input_size), opts.batch_size, placement)
+    note(report, f"evaluating {len(data)} tiles with {header.method} on {task.name}: {trust.describe()}")
+    outputs = model_outputs(model, ImageStore(data.paths, model.backbone.input_size), opts.batch_size, placement,
+                            with_features=trust.has_ood)
+    probs = trust.probabilities(outputs.logits)
     scores = classification_metrics(data.labels, probs, task.class_names, ordinal=task.ordinal,
                                     bootstrap=opts.bootstrap, seed=opts.seed)
+    trusted = trust_report(outputs.logits, outputs.features, data.labels, trust, opts.bootstrap, opts.seed)
     result = EvalResult(
         prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
-        backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, counts=data.counts(),
-        out=out,
+        backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, trust=trusted,
+        counts=data.counts(), out=out,
     )
     write_json(out / "metrics.json", {**result.to_dict(), "provenance": provenance()})
     rows = predictions_table(data.labels, probs, task.class_names, [str(p) for p in data.paths])
     write_csv(out / "predictions.csv", list(rows[0]), (list(r.values()) for r in rows))
     save_confusion_matrix(scores["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title=task.name)
+    save_reliability(trusted, out / "reliability_diagram.png", title=f"{task.name}: {len(data)} tiles")
     return EvalResult(**{**result.__dict__, "seconds": round(time.time() - started, 2)})

@@ -156,7 +156,9 @@ def export_run(opts: ExportOptions, report: Reporter = ignore) -> ExportResult:
     header = file.header
     wsinfer = opts.format == "wsinfer"
     # WSInfer gives the model the task's tiles (resized inside, as predict does) and applies softmax itself
-    module = prepare(model, header.tile.size if wsinfer else None, LOGITS_NAME if wsinfer else OUTPUT_NAME)
+    temperature = header.trust.calibration.temperature if header.trust is not None else 1.0
+    module = prepare(model, header.tile.size if wsinfer else None, LOGITS_NAME if wsinfer else OUTPUT_NAME,
+                     temperature)
     # everything that can fail on bad input happens before the export is written
     real = None
     if opts.check and opts.check_data is not None:
@@ -168,8 +170,8 @@ def export_run(opts: ExportOptions, report: Reporter = ignore) -> ExportResult:
                  f"{opts.folder if wsinfer else out}")
     written = _write_export(module, out, opts.format, header, contract, prompts["sha256"])
     try:
-        check = (check_against_pytorch(model, out, opts.format, module.size, real, opts.check_data, report)
-                 if opts.check else None)
+        check = (check_against_pytorch(model, out, opts.format, module.size, real, opts.check_data, report,
+                                       temperature) if opts.check else None)
         checked_wsinfer = None if exe is None else check_with_wsinfer(
             opts.folder, file.path.resolve(), Path(opts.check_wsinfer).resolve(), exe, list(header.classes),
             opts.weights, report)

@@ -14,7 +14,7 @@ SYNTHETIC_NOISE_TILES = 4
 
 
 def check_against_pytorch(model: Any, out: Path, fmt: str, size: int, real: Any, real_data: Path | None,
-                          report: Reporter) -> dict[str, Any]:
+                          report: Reporter, temperature: float = 1.0) -> dict[str, Any]:
     """PyTorch against the saved export on synthetic and real tiles, as uint8 and float32; refusals probed.
 
     Returns:
@@ -30,7 +30,7 @@ def check_against_pytorch(model: Any, out: Path, fmt: str, size: int, real: Any,
     synthetic = synthetic_tiles(size)
     tiles = synthetic if real is None else torch.cat([synthetic, real])
     note(report, f"checking against PyTorch on {len(tiles)} tiles, as uint8 and as float32")
-    found = check_export(model, out, fmt, tiles, TOLERANCE)
+    found = check_export(model, out, fmt, tiles, TOLERANCE, temperature=temperature)
     note(report, f"largest probability difference {found['max_abs_diff']:.2e} (allowed {TOLERANCE:.0e}); "
                  f"refuses {', '.join(found['refuses'])}")
     return {

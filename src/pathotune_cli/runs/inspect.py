@@ -47,7 +47,8 @@ class InspectResult:
             "instance_encoder": self.instance_encoder, "text_encoder": h.text_encoder, "texts": h.texts,
             "tile": h.tile.model_dump(mode="json"), "preprocessing": h.preprocessing.model_dump(mode="json"),
             "trainable_parameters": h.trainable_parameters, "backbone_parameters": h.backbone_parameters,
-            "metrics": h.metrics, "training": h.training, "tensors": self.tensors,
+            "metrics": h.metrics, "training": h.training,
+            "trust": h.trust.model_dump(mode="json") if h.trust is not None else None, "tensors": self.tensors,
             "tensor_values": self.tensor_values, "tensors_verified": self.tensors_verified,
             "tensors_not_verified_because": self.tensors_not_verified_because,
         }

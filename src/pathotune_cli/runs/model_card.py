@@ -30,8 +30,9 @@ LIMITATIONS = (
     "Valid only at the stated tile mpp and size; tiles at other magnifications are out of distribution.",
     "Trained on the data summarised below; other stains, scanners, sites, tissues or preparations can lower "
     "accuracy without warning. Validate locally before any use.",
-    "Every tile gets one of the listed classes; there is no 'other' or 'unknown' class and probabilities are "
-    "not calibrated.",
+    "Every tile gets one of the listed classes; there is no 'other' or 'unknown' class. Probabilities are "
+    "calibrated by the temperature below where the prompt file has one (fitted on its validation split: it "
+    "changes no top class, and promises nothing on data unlike that split); else they are the raw softmax.",
     "Small validation and test sets give wide confidence intervals; read the intervals, not only the values.",
 )
 
@@ -83,6 +84,10 @@ def build_card(
         "evaluation": evaluation,
         "check": check,
         "wsinfer": wsinfer,
+        "calibration": None if header.trust is None else {
+            "temperature": header.trust.calibration.temperature, "fitted_on": header.trust.split,
+            "ece_before": header.trust.calibration.ece_before, "ece_after": header.trust.calibration.ece_after,
+        },
         "intended_use": INTENDED_USE,
         "limitations": ([f"RANDOM WEIGHTS: {random_weights}."] if random_weights else []) + list(LIMITATIONS),
     }

@@ -14,9 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, warn
 from pathotune_cli.formats import is_flat_image, is_slide
+from pathotune_cli.runs.explain import check_alpha
 from pathotune_cli.runs.options import coerce_paths
 from pathotune_cli.wsi.tissue import TISSUE_MODES
 
@@ -46,6 +49,12 @@ class PredictOptions:
     backend: str = "auto"
     resume: bool = False
     """Keep slides finished earlier from the same file with the same prompt file and settings."""
+    alpha: float | None = None
+    """Add conformal prediction sets at this level (one the prompt file stores)."""
+    uncalibrated: bool = False
+    """Report the raw softmax instead of the calibrated probabilities."""
+    explain_top: int = 0
+    """Explain the this-many most confident tiles of each class per slide (0: none)."""
 
     def __post_init__(self) -> None:
         """The rules the command line states for each option, for Python callers too."""
@@ -60,6 +69,9 @@ class PredictOptions:
             raise BadInput(f"--tissue {self.tissue!r} is not a tissue mode", f"use {' or '.join(TISSUE_MODES)}")
         if self.coords is not None and not Path(self.coords).exists():
             raise BadInput(f"--coords {self.coords} does not exist", "pass a coords .h5 or a folder of them")
+        if not 0 <= self.explain_top <= 1000:
+            raise BadInput(f"--explain-top {self.explain_top} must lie between 0 and 1000")
+        check_alpha(self.alpha)
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class ImagesResult:
     file: Path
     images: int
     counts: dict[str, int]
+    flagged: int | None = None
+    """Images flagged out of distribution (None without OOD statistics)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,8 @@ class PredictResult:
     classes: list[str]
     tile: dict[str, Any]
     precision: str
+    probabilities: str = ""
+    """What the reported probabilities are (calibrated, with the temperature, or raw and why)."""
     slides: list[dict[str, Any]] = field(default_factory=list)
     images: ImagesResult | None = None
     seconds: float = 0.0
@@ -145,6 +161,7 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     from pathotune_cli.runs.predict_slide import SlideContext, write_summary
     from pathotune_cli.runs.records import write_run_record
     from pathotune_cli.runs.slides import read_slides_csv
+    from pathotune_cli.runs.trust import load_trust
 
     if read_prompt_file(opts.prompts).header.level == "slide":
         from pathotune_cli.runs.predict_slide_level import predict_slides
@@ -157,6 +174,9 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     task = file.header.task
     if random_weights_warning(model):
         warn(report, str(random_weights_warning(model)))
+    trust = load_trust(file, uncalibrated=opts.uncalibrated, alpha=opts.alpha)
+    if trust.notice:
+        warn(report, trust.notice)
     if opts.heatmap_class is not None and opts.heatmap_class not in task.class_names:
         raise BadInput(f"--heatmap-class '{opts.heatmap_class}' is not a class of this prompt file",
                        f"use one of {', '.join(task.class_names)}")
@@ -166,13 +186,14 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     ctx = SlideContext(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report,
-                       sha256_file(file.path))
+                       sha256_file(file.path), trust=trust)
     rows = _predict_slides(ctx, slides, {p.name: mpp for p, mpp in listed if mpp is not None})
     if slides:
         write_summary(out / "summary.csv", rows, task.class_names)
     result = PredictResult(
         out=out, prompts=file.path, task=task.name, classes=task.class_names, tile=task.tile.model_dump(),
-        precision=placement.precision, slides=rows, images=_predict_images(ctx, images) if images else None,
+        precision=placement.precision, probabilities=trust.describe(), slides=rows,
+        images=_predict_images(ctx, images) if images else None,
         seconds=round(time.time() - started, 2),
     )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
@@ -218,15 +239,35 @@ def _predict_slides(ctx: Any, slides: list[Path], csv_mpp: dict[str, float]) -> 
 
 
 def _predict_images(ctx: Any, images: list[Path]) -> ImagesResult:
+    """``predictions.csv`` of tile images, with the trust columns where available.
+
+    With ``--explain-top`` the most confident images of each class are explained into ``predictions.explain/``.
+    """
     from pathotune_cli.files import write_csv
+    from pathotune_cli.runs.trust import extra_headers, extra_values, tile_columns
     from pathotune_cli.training.images import ImageStore
-    from pathotune_cli.training.loop import predict_probs
+    from pathotune_cli.training.outputs import model_outputs
 
     store = ImageStore(images, ctx.model.backbone.input_size, max_bytes=256 * 1024**2)
-    probs = predict_probs(ctx.model, store, ctx.opts.batch_size, ctx.placement)
-    labels = probs.argmax(1)
+    outputs = model_outputs(ctx.model, store, ctx.opts.batch_size, ctx.placement, with_features=ctx.trust.has_ood)
+    scores = ctx.trust.ood_scores(outputs.features) if outputs.features is not None else None
+    columns = tile_columns(ctx.trust, outputs.logits, scores, ctx.class_names)
+    labels = columns["labels"]
     path = ctx.out / "predictions.csv"
-    write_csv(path, ["path", "class", *[f"prob_{c}" for c in ctx.class_names]],
-              ([str(p), ctx.class_names[int(k)], *[f"{v:.6f}" for v in row]]
-               for p, k, row in zip(images, labels, probs, strict=True)))
-    return ImagesResult(path, len(images), {c: int((labels == i).sum()) for i, c in enumerate(ctx.class_names)})
+    write_csv(path, ["path", "class", *[f"prob_{c}" for c in ctx.class_names], *extra_headers(columns)],
+              ([str(p), ctx.class_names[int(k)], *[f"{v:.6f}" for v in row], *extra_values(columns, i)]
+               for i, (p, k, row) in enumerate(zip(images, labels, columns["probs"], strict=True))))
+    if ctx.opts.explain_top:
+        _explain_images(ctx, images, columns["probs"], ctx.out / "predictions.explain")
+    flagged = int(np.sum(columns["ood"])) if "ood" in columns else None
+    return ImagesResult(path, len(images), {c: int((labels == i).sum()) for i, c in enumerate(ctx.class_names)},
+                        flagged)
+
+
+def _explain_images(ctx: Any, images: list[Path], probs: Any, folder: Path) -> None:
+    """The ``--explain-top`` most confident images of each class, explained into ``folder``."""
+    from pathotune_cli.runs.explain import explain_images, most_confident
+
+    chosen = [images[i] for _, _, i in most_confident(probs, ctx.opts.explain_top)]
+    if chosen:
+        explain_images(ctx.model, ctx.trust, chosen, folder, ctx.class_names, 3, 8, ctx.placement.device)

@@ -190,7 +190,7 @@ def tune_run(
         built.model, splits[0], splits[1], config.train, placement, config.seed,
         checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config), report=report,
     )
-    prompts, validation = _finish(out, config, built, placement, train_set, val_set, splits[1], fitted)
+    prompts, validation = _finish(out, config, built, placement, train_set, val_set, splits, fitted, report)
     model = built.model
     return TuneResult(
         run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size, task=config.task.name,
@@ -309,23 +309,41 @@ def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, 
     data_manifest(out / "data_manifest.csv", train_set, val_set)
 
 
-def _finish(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any, val_split: Any,
-            fitted: Any) -> tuple[Path, dict[str, Any] | None]:
-    """History, validation report and the prompt file (written last: its presence means the run finished)."""
+def _finish(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any,
+            splits: tuple[Any, Any], fitted: Any, report: Reporter) -> tuple[Path, dict[str, Any] | None]:
+    """History, validation report, the trust section and the prompt file (written last: it means "finished")."""
     from pathotune_cli.engine import prompt_header, save_prompt_file
-    from pathotune_cli.runs.tune_outputs import write_history, write_validation_report
+    from pathotune_cli.runs.tune_outputs import validation_trust, write_history, write_validation_report
 
     task = config.task
     write_history(out / "history.csv", fitted.history)
-    metrics = write_validation_report(
-        out, built.model, val_split, val_set, task, config.train.batch_size, placement, config.seed, fitted
-    )
+    batch = config.train.batch_size
+    probs, trust = validation_trust(built.model, splits, batch, placement, config.seed, fitted, task.class_names,
+                                    report)
+    if trust is None:
+        warn(report, "no validation split: no temperature, prediction sets or OOD flags in the prompt file")
+    metrics = write_validation_report(out, built.model, splits[1], val_set, task, batch, placement, config.seed,
+                                      fitted, probs=probs, trust=trust.summary if trust else None)
+    _record_trust(out / "run.json", trust.summary if trust else None)
     counts = {"train": train_set.counts(), "val": val_set.counts() if val_set is not None else {}}
     header = prompt_header(
         built, task, config.backbone,
         metrics={"split": "validation", **(metrics.get("summary") or {})},
         training={"seed": config.seed, "epochs_run": len(fitted.history), "best_epoch": fitted.best_epoch,
                   "class_counts": counts, "data": config.data, "config_digest": config_digest(config)},
+        trust=trust.stats if trust else None,
     )
-    prompts = save_prompt_file(out / PROMPTS_NAME, built.model.trained_state(), header)
-    return prompts, metrics.get("summary")
+    tensors = {**built.model.trained_state(), **(trust.tensors if trust else {})}
+    prompts = save_prompt_file(out / PROMPTS_NAME, tensors, header)
+    summary = metrics.get("summary")
+    if summary is not None and trust is not None:
+        summary = {**summary, **{k: trust.summary[k] for k in ("temperature", "ece_before", "ece_after")}}
+    return prompts, summary
+
+
+def _record_trust(path: Path, summary: dict[str, Any] | None) -> None:
+    """Add the trust section's summary (temperature, ECE before and after, quantiles) to ``run.json``."""
+    from pathotune_cli.files import write_json
+
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    write_json(path, {**record, "trust": summary})

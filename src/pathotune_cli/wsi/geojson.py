@@ -18,6 +18,7 @@ from pathotune_cli.errors import BadInput
 from pathotune_cli.wsi.tissue import Polygon
 
 TISSUE_COLOR = (0, 160, 60)
+UNCERTAIN_COLOR = (128, 128, 128)
 
 
 def tissue_features(polygons: Sequence[Polygon], name: str = "Tissue") -> dict[str, Any]:
@@ -53,7 +54,10 @@ def write_tiles_geojson(
     *,
     colors: Sequence[tuple[int, int, int]] | None = None,
     object_type: str = "tile",
-    extra: Mapping[str, np.ndarray] | None = None,
+    measurements: Mapping[str, np.ndarray] | None = None,
+    metadata: Mapping[str, Sequence[str]] | None = None,
+    uncertain: np.ndarray | None = None,
+    uncertain_name: str = "Uncertain",
 ) -> Path:
     """Write one Polygon feature per tile, classified by its most probable class.
 
@@ -65,11 +69,16 @@ def write_tiles_geojson(
         probs: ``(N, C)`` class probabilities.
         colors: One RGB colour per class; defaults to ``thumbnail.class_colors``.
         object_type: QuPath object type, ``tile`` (default), ``detection`` or ``annotation``.
-        extra: More per-tile measurements, name to ``(N,)`` values.
+        measurements: More numeric measurements, name to (N,) values (QuPath measurements are numbers only).
+        metadata: Per-tile strings, name to N values, under ``properties.metadata`` (QuPath keeps them on
+            objects that hold metadata and ignores them on others).
+        uncertain: (N,) bool; these tiles get the classification ``uncertain_name`` (grey) instead of their top
+            class (their probabilities stay in the measurements).
+        uncertain_name: The classification of ``uncertain`` tiles.
 
     Returns:
         ``path``. Each feature has ``classification`` {name, color} and ``measurements``
-        {``prob_<class>``: p, ...}.
+        {``prob_<class>``: p, ...} plus ``measurements``, and ``metadata`` where given.
     """
     from pathotune_cli.wsi.thumbnail import class_colors
 
@@ -77,9 +86,15 @@ def write_tiles_geojson(
     probs = np.asarray(probs, np.float64).reshape(len(coords), len(class_names))
     colors = list(colors) if colors is not None else class_colors(len(class_names))
     labels = probs.argmax(axis=1) if len(class_names) else np.zeros(len(coords), int)
-    classes = [{"name": class_names[k], "color": list(colors[k])} for k in labels.tolist()]
+    flagged = np.zeros(len(coords), bool) if uncertain is None else np.asarray(uncertain, bool).reshape(len(coords))
+    classes = [
+        {"name": uncertain_name, "color": list(UNCERTAIN_COLOR)} if flagged[i]
+        else {"name": class_names[k], "color": list(colors[k])}
+        for i, k in enumerate(labels.tolist())
+    ]
     measured = {f"prob_{name}": probs[:, i] for i, name in enumerate(class_names)}
-    return write_measured_tiles(path, coords, size_level0, {**measured, **(extra or {})}, classes, object_type)
+    return write_measured_tiles(path, coords, size_level0, {**measured, **(measurements or {})}, classes,
+                                object_type, metadata)
 
 
 def write_measured_tiles(
@@ -89,12 +104,13 @@ def write_measured_tiles(
     measurements: Mapping[str, np.ndarray],
     classifications: Sequence[dict[str, Any] | None] | None = None,
     object_type: str = "tile",
+    metadata: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Write one Polygon feature per tile with its measurements (QuPath can colour tiles by any of them) and,
-    where given, its classification (``{"name", "color"}``)."""
+    where given, its classification (``{"name", "color"}``) and string metadata."""
     coords = np.asarray(coords, np.int64).reshape(-1, 2)
     w, h = (size_level0, size_level0) if isinstance(size_level0, (int, np.integer)) else size_level0
-    columns = {k: np.asarray(v, np.float64).reshape(len(coords)) for k, v in measurements.items()}
+    columns = {k: np.asarray(v, np.float64).reshape(len(coords)).tolist() for k, v in measurements.items()}
     path = Path(path)
     with path.open("w") as fh:
         fh.write('{"type": "FeatureCollection", "features": [')
@@ -102,17 +118,18 @@ def write_measured_tiles(
             properties: dict[str, Any] = {"objectType": object_type}
             if classifications is not None and classifications[i] is not None:
                 properties["classification"] = classifications[i]
-            properties["measurements"] = {k: round(float(v[i]), 6) for k, v in columns.items()}
-            feature = {
-                "type": "Feature",
-                "geometry": {
-                    "type": "Polygon", "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]
-                },
-                "properties": properties,
-            }
-            fh.write(("," if i else "") + "\n" + json.dumps(feature))
+            properties["measurements"] = {k: round(v[i], 6) for k, v in columns.items()}
+            if metadata:
+                properties["metadata"] = {k: str(v[i]) for k, v in metadata.items()}
+            fh.write(("," if i else "") + "\n" + json.dumps(_box_feature(x, y, w, h, properties)))
         fh.write("\n]}\n")
     return path
+
+
+def _box_feature(x: int, y: int, w: int, h: int, properties: dict[str, Any]) -> dict[str, Any]:
+    """A Feature with one rectangular Polygon, top-left ``(x, y)``."""
+    ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": properties}
 
 
 def read_polygons(path: str | Path) -> list[Polygon]:
