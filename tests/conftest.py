@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from testdata import KATHER, SHARED_DATA, require_data
 from testdata import tiny_preset as _tiny_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Measured kernel choices and fingerprints go to a cache of this test session, not the user's home
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pathotune-test-cache-")
 
 
 @pytest.fixture(autouse=True)

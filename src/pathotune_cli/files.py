@@ -155,6 +155,31 @@ def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterabl
     return atomic_write(path, write)
 
 
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/pathotune`` (else ``~/.cache/pathotune``): measurements worth keeping between runs."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "pathotune"
+
+
+def read_json_cache(path: Path) -> dict[str, Any]:
+    """A JSON cache file as a dict; empty when it is missing or unreadable (a cache is never an error)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update_json_cache(path: Path, key: str, value: Any) -> None:
+    """Set one entry of a JSON cache file atomically; a cache that cannot be written is skipped, not an error."""
+    data = read_json_cache(path)
+    data[key] = value
+    try:
+        write_json(path, data)
+    except OSError:
+        pass
+
+
 def dumps(data: Any, indent: int | None = 2) -> str:
     """JSON text of ``data``, with the encoder every pathotune file uses."""
     return json.dumps(data, indent=indent, default=json_default)

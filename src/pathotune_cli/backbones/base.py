@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -15,6 +16,10 @@ from torch import nn
 from pathotune_cli.backbones.state_dict import HEAD_PREFIXES, check_matches, read_state_dict
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.hardware import Placement
+
+if TYPE_CHECKING:
+    from pathotune_cli.backbones.kernels import KernelChoice
+    from pathotune_cli.config.run import KernelSpec
 
 
 class Backbone(nn.Module):
@@ -58,15 +63,40 @@ class Backbone(nn.Module):
     def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
         """The norm after the last block."""
 
-    def place(self, placement: Placement) -> Backbone:
-        """Move to the placement's device and pick the kernels that run fastest there; returns self."""
+    def place(self, placement: Placement, pass_: str = "inference", pinned: KernelSpec | None = None) -> Backbone:
+        """Move to the placement's device and run with the kernels measured fastest there; returns self."""
+        from pathotune_cli.backbones.kernels import choose
+
         self.to(placement.device)
-        self.configure_kernels(placement)
+        self.kernels = choose(self, placement, pass_, pinned)
+        self.apply_kernels(self.kernels, placement)
         return self
 
-    def configure_kernels(self, placement: Placement) -> None:
-        """Pick implementations (e.g. of attention) for a device and precision; families that have a choice
-        override this. Called once per placement, never per forward."""
+    def attention_choices(self) -> bool:
+        """Whether this family can run attention fused or plain (``set_attention``)."""
+        return False
+
+    def set_attention(self, kind: str) -> None:
+        """Run attention ``fused`` or ``plain``; families with the choice override this."""
+
+    def apply_kernels(self, choice: KernelChoice, placement: Placement) -> None:
+        """Run with ``choice``: its attention, and frozen Linear weights stored in fp32 or bf16.
+
+        bf16 storage holds the values autocast would cast each Linear's weight and bias to, so outputs are the
+        same up to summation order. The fp32 originals are kept, so the backbone can be placed again in fp32.
+        """
+        self.set_attention(choice.attention)
+        originals: dict[str, torch.Tensor] = self.__dict__.setdefault("_fp32_linear", {})
+        for name, module in self.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            for key in ("weight", "bias"):
+                param = getattr(module, key)
+                if param is None or param.requires_grad:  # a trained backbone (method full) stays as it is
+                    continue
+                originals.setdefault(f"{name}.{key}", param.data)
+                kept = originals[f"{name}.{key}"].to(param.device)
+                param.data = kept.to(torch.bfloat16) if choice.weights == "bf16" else kept
 
     def block_head(self, index: int, tokens: torch.Tensor, rows: int) -> torch.Tensor:
         """Block ``index``'s output for the first ``rows`` tokens only, every token still a key and a value.
@@ -153,5 +183,8 @@ class Backbone(nn.Module):
         return None
 
     def frozen_state(self) -> dict[str, torch.Tensor]:
-        """The tensors that define this backbone's identity (what the fingerprint covers)."""
-        return {k: v for k, v in self.state_dict().items() if k not in ("mean", "std")}
+        """The tensors that define this backbone's identity (what the fingerprint covers): the fp32 originals of
+        weights stored in bf16 by ``apply_kernels``."""
+        state = {k: v for k, v in self.state_dict().items() if k not in ("mean", "std")}
+        state.update({k: v for k, v in self.__dict__.get("_fp32_linear", {}).items() if k in state})
+        return state

@@ -18,7 +18,6 @@ from pathotune_cli.backbones.state_dict import load_strict, read_state_dict
 from pathotune_cli.backbones.weights import WeightSource
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.errors import BadInput
-from pathotune_cli.hardware import Placement
 
 MLP_LAYERS = ("mlp", "swiglu_packed", "swiglu", "glu")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu", "relu")
@@ -69,15 +68,17 @@ class TimmViT(Backbone):
             return block(tokens)[:, :rows]
         return head_rows_of_block(block, tokens, rows)
 
-    def configure_kernels(self, placement: Placement) -> None:
-        """Plain attention (q @ k^T, softmax, @ v) on CPUs in bf16, the fused kernel elsewhere.
+    def attention_choices(self) -> bool:
+        return any(hasattr(getattr(block, "attn", None), "fused_attn") for block in self.vit.blocks)
 
-        PyTorch's CPU flash-attention kernel is slow in bf16 on AMD Zen 4: at ViT-S/16 sizes (batch 32, 214
-        tokens) the plain ops run the forward 1.6x and the backward 2.8x faster there, with the same predictions
-        (benchmarks, issue 6). In fp32 on a CPU, and on GPUs, the fused kernel wins, so it stays there. Chosen
-        once per placement, not read from the ambient autocast on every forward.
+    def set_attention(self, kind: str) -> None:
+        """``plain`` (q @ k^T, softmax, @ v) or ``fused`` (timm's default, ``scaled_dot_product_attention``).
+
+        Which is faster depends on the machine: in bf16 on an AMD Zen 4 plain runs a ViT-S forward 1.6x and its
+        backward 2.8x faster, on an Intel Xeon with AMX fused runs the forward 1.7-2.4x faster; so
+        ``backbones.kernels`` measures.
         """
-        plain = placement.device == "cpu" and placement.precision == "bf16"
+        plain = kind == "plain"
         for block in self.vit.blocks:
             attn = getattr(block, "attn", None)
             if attn is not None and hasattr(attn, "fused_attn"):

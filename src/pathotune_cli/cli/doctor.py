@@ -60,3 +60,8 @@ def _render(report: dict) -> None:
          "yes" if w["gated"] else "no")
         for w in report["weights"]
     ])
+    kernels = report["kernels"]
+    rows = [(k["machine"], k["backbone"], f"{k['device']} {k['precision']}", k["pass"],
+             f"{k['attention']} attention, {k['weights']} weights") for k in kernels["choices"]]
+    table(f"kernels chosen by measurement ({kernels['cache']})", ["machine", "backbone", "placement", "pass",
+          "choice"], rows or [("(none yet: measured on first use)", "", "", "", "")])

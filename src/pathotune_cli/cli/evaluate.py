@@ -10,6 +10,7 @@ import typer
 from pathotune_cli.cli.options import (
     DeviceOpt,
     JsonOpt,
+    KernelsOpt,
     PrecisionOpt,
     PromptsArg,
     PromptsOpt,
@@ -36,6 +37,7 @@ def evaluate(
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
+    kernels: KernelsOpt = "auto",
     uncalibrated: UncalibratedOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -46,7 +48,8 @@ def evaluate(
         raise BadInput("no data to evaluate on", "pass --data DIR|CSV (an ImageFolder tree or a CSV with path,label)")
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
-                       precision=precision, device=device, weights=weights, uncalibrated=uncalibrated)
+                       precision=precision, device=device, weights=weights, uncalibrated=uncalibrated,
+                       kernels=kernels)
     with ProgressDisplay() as progress:
         result = eval_run(opts, report=progress)
     if json_out:

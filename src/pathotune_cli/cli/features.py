@@ -11,6 +11,7 @@ from pathotune_cli.cli.options import (
     DefaultMppOpt,
     DeviceOpt,
     JsonOpt,
+    KernelsOpt,
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
@@ -44,6 +45,7 @@ def features(
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
+    kernels: KernelsOpt = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Keep slides finished earlier with these settings.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -56,7 +58,7 @@ def features(
         slides=tuple(slides or ()), slides_csv=slides_csv, out=output_folder("features", out), prompts=prompts,
         backbone=backbone, weights=weights, mpp=mpp, tile_size=tile_size, batch_size=batch_size,
         min_tissue=min_tissue, tissue=tissue.value, default_mpp=default_mpp, precision=precision, device=device,
-        resume=resume,
+        resume=resume, kernels=kernels,
     )
     with ProgressDisplay() as progress:
         result = features_run(opts, report=progress)

@@ -24,6 +24,10 @@ PrecisionOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+KernelsOpt = Annotated[
+    str,
+    typer.Option("--kernels", help="auto (measured once per machine), or pinned: plain, attention=fused,weights=bf16."),
+]
 UncalibratedOpt = Annotated[
     bool,
     typer.Option("--uncalibrated", help="Report the raw softmax instead of the temperature-calibrated probabilities."),

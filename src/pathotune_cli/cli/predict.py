@@ -12,6 +12,7 @@ from pathotune_cli.cli.options import (
     DefaultMppOpt,
     DeviceOpt,
     JsonOpt,
+    KernelsOpt,
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
@@ -78,6 +79,7 @@ def predict(
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     weights: WeightsOpt = None,
+    kernels: KernelsOpt = "auto",
     resume: ResumeOpt = False,
     alpha: AlphaOpt = None,
     uncalibrated: UncalibratedOpt = False,
@@ -94,7 +96,8 @@ def predict(
         prompts=prompts, inputs=tuple(rest), out=output_folder("predict", out), batch_size=batch_size,
         workers=workers, precision=precision, device=device, weights=weights, coords=coords, min_tissue=min_tissue,
         tissue=tissue.value, tissue_geojson=tissue_geojson, slides_csv=slides_csv, default_mpp=default_mpp,
-        heatmap_class=heatmap_class, resume=resume, alpha=alpha, uncalibrated=uncalibrated, explain_top=explain_top,
+        heatmap_class=heatmap_class, resume=resume, kernels=kernels, alpha=alpha, uncalibrated=uncalibrated,
+        explain_top=explain_top,
     )
     with ProgressDisplay() as progress:
         result = predict_run(opts, report=progress)

@@ -88,5 +88,6 @@ def tune(
         "early stopping on": result.early_stopping_on,
         **{f"val {k}": v for k, v in (result.validation or {}).items() if v is not None},
         "precision": f"{result.precision} on {result.device}",
+        "kernels": result.kernels.get("backbone", "") or "n/a",
         "seconds": result.seconds,
     })

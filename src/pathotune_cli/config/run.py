@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pathotune_cli.config.schema import Aggregator, BackbonePreset, Strict, TaskPreset
 
@@ -126,6 +126,47 @@ class MILSettings(Strict):
     """End to end: learning rate of the prompts (None: ``train.lr``)."""
 
 
+class KernelSpec(Strict):
+    """Kernels a frozen backbone runs with; ``auto``: measured on this machine (``backbones.kernels``)."""
+
+    attention: Literal["auto", "fused", "plain"] = "auto"
+    weights: Literal["auto", "fp32", "bf16"] = "auto"
+    """``bf16``: frozen Linear weights stored in bf16 (only under bf16 precision)."""
+
+    @classmethod
+    def parse(cls, spec: str | None) -> KernelSpec:
+        """``auto``, ``plain``, ``fused``, ``bf16``, ``fp32``, or ``attention=plain,weights=bf16``.
+
+        Raises:
+            ValueError: an unknown name or value, naming the allowed ones.
+        """
+        values: dict[str, str] = {}
+        for part in [p.strip() for p in (spec or "auto").split(",") if p.strip()]:
+            key, _, value = part.partition("=")
+            if not value:  # a bare value names its key
+                key, value = ("attention" if key in ("fused", "plain") else "weights" if key in ("fp32", "bf16")
+                              else key), key
+            if value == "auto" or key == "auto":
+                continue
+            allowed = {"attention": ("fused", "plain"), "weights": ("fp32", "bf16")}.get(key, ())
+            if value not in allowed:
+                raise ValueError(f"kernels '{part}': use attention=fused|plain and weights=fp32|bf16 (or auto)")
+            values[key] = value
+        return cls(**values)
+
+
+class RuntimeSettings(Strict):
+    """How a run executes, not what it computes: left out of the resume digest."""
+
+    kernels: KernelSpec = Field(default_factory=KernelSpec)
+    """``--set runtime.kernels=plain,bf16`` (a ``KernelSpec.parse`` string) or ``runtime.kernels.attention=...``."""
+
+    @field_validator("kernels", mode="before")
+    @classmethod
+    def _parse_string(cls, value: object) -> object:
+        return KernelSpec.parse(value) if isinstance(value, str) else value
+
+
 class RunConfig(Strict):
     """Everything a tuning run needs, resolved: written to ``RUN/config.yaml`` and readable back."""
 
@@ -135,6 +176,7 @@ class RunConfig(Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     mil: MILSettings = Field(default_factory=MILSettings)
     """Slide-level tasks only."""
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     data: str
     """An ImageFolder tree or a CSV with path,label[,split]."""
     val_data: str | None = None

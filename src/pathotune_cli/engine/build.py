@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pathotune_cli.backbones import load_backbone
 from pathotune_cli.backbones.base import Backbone
-from pathotune_cli.backbones.fingerprint import fingerprint
+from pathotune_cli.backbones.fingerprint import fingerprint_of
 from pathotune_cli.config import load_backbone_preset
 from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, TaskPreset
@@ -41,7 +41,7 @@ def build_prompted_model(
 ) -> BuiltModel:
     """Load the frozen parts and wrap them with fresh prompts and a head for ``task``."""
     backbone: Backbone = load_backbone(backbone_preset, weights, allow_download)
-    backbone_fp = fingerprint(backbone.frozen_state())
+    backbone_fp = fingerprint_of(backbone)
     instance_preset = None
     instance = None
     instance_fp = None
@@ -52,7 +52,7 @@ def build_prompted_model(
         if settings.ivp.encoder != "self":
             instance_preset = load_backbone_preset(settings.ivp.encoder)
             instance = load_backbone(instance_preset, None, allow_download)
-            instance_fp = fingerprint(instance.frozen_state())
+            instance_fp = fingerprint_of(instance)
         encoder_name = text_encoder_for(settings, backbone_preset)
         embeddings = encode_texts(texts, encoder_name, backbone)
     model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance)

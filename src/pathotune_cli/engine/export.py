@@ -126,8 +126,7 @@ def require_packages(fmt: str, check: bool = True) -> None:
 def prepare(
     model: PromptedModel, size: int | None = None, output: str = OUTPUT_NAME, temperature: float = 1.0
 ) -> ExportModule:
-    """The model in fp32, on the CPU, in eval mode, frozen, wrapped with its preprocessing, calibration (and
-    softmax)."""
+    """The model in fp32, on the CPU, in eval mode, frozen, with its preprocessing, calibration and softmax."""
     model = model.to(device="cpu", dtype=torch.float32).eval()
     model.requires_grad_(False)
     return ExportModule(model, size, output, temperature).eval()
@@ -158,8 +157,7 @@ def run_export(path: str | Path, fmt: str, batch_size: int = 16) -> Callable[[to
 def reference_probabilities(
     model: PromptedModel, tiles: torch.Tensor, batch_size: int = 16, temperature: float = 1.0
 ) -> torch.Tensor:
-    """What PyTorch computes for uint8 tiles, the way ``pathotune eval`` does (fp32, no autocast, calibrated by
-    ``temperature``)."""
+    """What PyTorch computes for uint8 tiles, as ``pathotune eval`` does: fp32, calibrated by ``temperature``."""
     model = model.to(device="cpu", dtype=torch.float32).eval()
     out = []
     with torch.no_grad():

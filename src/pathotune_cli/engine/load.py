@@ -10,7 +10,7 @@ import torch
 from pathotune_cli import __version__
 from pathotune_cli.backbones import load_backbone
 from pathotune_cli.backbones.base import Backbone
-from pathotune_cli.backbones.fingerprint import fingerprint
+from pathotune_cli.backbones.fingerprint import fingerprint_of
 from pathotune_cli.config.schema import BackbonePreset, TaskPreset
 from pathotune_cli.engine.build import BuiltModel
 from pathotune_cli.engine.header import FrozenPart, Preprocessing, PromptHeader
@@ -167,7 +167,7 @@ def check_fingerprint(file: PromptFile, part: FrozenPart, backbone: Backbone) ->
     Raises:
         BadInput: naming both fingerprints and the fix.
     """
-    actual = fingerprint(backbone.frozen_state())
+    actual = fingerprint_of(backbone)
     if actual != part.fingerprint:
         where = backbone.weight_source.describe()
         name = part.preset.name

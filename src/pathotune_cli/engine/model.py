@@ -6,6 +6,8 @@ Methods are the same engine with parts switched off, so comparisons between them
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -13,6 +15,9 @@ from pathotune_cli.backbones.base import Backbone
 from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.engine.prompts import TaskTextPrompts, TaskVisualPrompts, VisualRefineModule
 from pathotune_cli.hardware import Placement
+
+if TYPE_CHECKING:
+    from pathotune_cli.config.run import KernelSpec
 
 
 class PromptedModel(nn.Module):
@@ -61,13 +66,22 @@ class PromptedModel(nn.Module):
         if self.instance_encoder is not None:
             self.instance_encoder.requires_grad_(False)
 
-    def place(self, placement: Placement) -> PromptedModel:
-        """Move to the placement's device; each frozen part picks its kernels for that device and precision."""
+    def place(self, placement: Placement, pass_: str = "inference", pinned: KernelSpec | None = None) -> PromptedModel:
+        """Move to the placement's device, each frozen part with the kernels measured fastest for ``pass_``.
+
+        ``pass_`` is ``inference`` or ``training`` (``backbones.kernels``); ``pinned`` overrides the measurement.
+        """
         self.to(placement.device)
         for part in (self.backbone, self.instance_encoder):
             if part is not None:
-                part.configure_kernels(placement)
+                part.place(placement, pass_, pinned)
         return self
+
+    def kernel_choices(self) -> dict[str, str]:
+        """The kernels each frozen part runs with since ``place`` (for run records and benchmarks)."""
+        parts = {"backbone": self.backbone, "instance_encoder": self.instance_encoder}
+        return {name: part.kernels.describe() for name, part in parts.items()
+                if part is not None and getattr(part, "kernels", None) is not None}
 
     def train(self, mode: bool = True) -> PromptedModel:
         """Train mode for the prompts and head; frozen modules stay in eval mode (no dropout, fixed norms)."""

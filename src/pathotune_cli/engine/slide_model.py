@@ -41,9 +41,9 @@ class SlideModel(nn.Module):
         """Width of one tile's feature."""
         return self.tiles.backbone.pooled_dim(self.tiles.pool_mode)
 
-    def place(self, placement: Placement) -> SlideModel:
-        """Move to the placement's device, with each frozen part's kernels for it."""
-        self.tiles.place(placement)
+    def place(self, placement: Placement, pass_: str = "inference", pinned: Any = None) -> SlideModel:
+        """Move to the placement's device, with each frozen part's kernels for it and ``pass_``."""
+        self.tiles.place(placement, pass_, pinned)
         self.aggregator.to(placement.device)
         return self
 

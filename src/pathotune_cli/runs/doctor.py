@@ -64,6 +64,7 @@ def _report(backbones: list[str] | None) -> dict[str, Any]:
         "weight_map": weight_map_summary(),
         "lab_defaults": _lab_defaults(),
         "text_encoder_minilm": _minilm(),
+        "kernels": _kernels(),
         "weights": weights,
         "requested": [p.name for p in requested],
         "problems": problems,
@@ -153,6 +154,24 @@ def _lab_defaults() -> dict[str, Any]:
     except PathotuneError as exc:
         return {"file": str(lab_config_path()), "values": {}, "problem": exc.one_line()}
     return {"file": str(lab_config_path()), "values": values, "problem": None}
+
+
+def _kernels() -> dict[str, Any]:
+    """The kernel choices measured on this machine so far (``backbones.kernels``), one row per placement."""
+    from pathotune_cli.backbones.kernels import cache_path, cached_choices
+
+    rows = []
+    for key, entry in cached_choices().items():
+        parts = key.split("|")
+        if len(parts) < 6:
+            continue
+        machine, torch_version, shape, device, precision, pass_ = parts[:6]
+        choice = entry.get("choice", {})
+        rows.append({"machine": machine, "torch": torch_version, "backbone": shape, "device": device,
+                     "precision": precision, "pass": pass_, "attention": choice.get("attention"),
+                     "weights": choice.get("weights"), "seconds": entry.get("seconds", {}),
+                     "measured": entry.get("measured")})
+    return {"cache": str(cache_path()), "choices": rows}
 
 
 def _minilm() -> dict[str, Any]:

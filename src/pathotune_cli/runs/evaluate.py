@@ -9,7 +9,7 @@ from typing import Any
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, ignore, note, warn
-from pathotune_cli.runs.options import coerce_paths
+from pathotune_cli.runs.options import coerce_paths, kernel_spec
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,15 @@ class EvalOptions:
     precision: str = "auto"
     device: str = "auto"
     weights: Path | None = None
+    kernels: str = "auto"
+    """``--kernels``: auto (measured), or pinned (``attention=plain,weights=bf16``)."""
     uncalibrated: bool = False
     """Score the raw softmax instead of the calibrated probabilities (the calibration report shows both)."""
 
     def __post_init__(self) -> None:
         """Counts must be usable."""
         coerce_paths(self)
+        kernel_spec(self.kernels)
         if self.batch_size < 1:
             raise BadInput(f"--batch-size {self.batch_size} must be at least 1")
         if self.bootstrap < 0:
@@ -108,7 +111,7 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     out = opts.out_folder
     out.mkdir(parents=True, exist_ok=True)
     placement = place(opts.device, opts.precision)
-    model.place(placement)
+    model.place(placement, "inference", kernel_spec(opts.kernels))
     note(report, f"evaluating {len(data)} tiles with {header.method} on {task.name}: {trust.describe()}")
     outputs = model_outputs(model, ImageStore(data.paths, model.backbone.input_size), opts.batch_size, placement,
                             with_features=trust.has_ood)

@@ -15,6 +15,7 @@ import numpy as np
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.runs.options import kernel_spec
 
 
 def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
@@ -40,7 +41,7 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     out = opts.out_folder
     out.mkdir(parents=True, exist_ok=True)
     placement = place(opts.device, opts.precision)
-    model.place(placement)
+    model.place(placement, "inference", kernel_spec(opts.kernels))
     note(report, f"evaluating {len(slides)} slides with {header.mil.aggregator if header.mil else '?'} on {task.name}")
     probs = np.stack([slide_probability(model, item.path, header, placement, report)[0] for item in slides.items])
     scores = write_slide_report(out, slides, probs, task, seed=opts.seed, bootstrap=opts.bootstrap, title=task.name)

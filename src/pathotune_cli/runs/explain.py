@@ -101,7 +101,7 @@ def explain_run(opts: ExplainOptions, report: Reporter = ignore) -> ExplainResul
     if trust.notice:
         warn(report, trust.notice)
     placement = place(opts.device, "fp32")  # gradients in full precision: a few tiles, no need for speed
-    model.place(placement)
+    model.place(placement, "training")  # attributions back-propagate
     out = Path(opts.out)
     note(report, f"explaining {len(images)} tiles: gradient x input, {trust.describe()}")
     rows = explain_images(model, trust, images, out, file.header.classes, opts.top, opts.batch_size,

@@ -16,7 +16,7 @@ from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, warn
-from pathotune_cli.runs.options import coerce_paths
+from pathotune_cli.runs.options import coerce_paths, kernel_spec
 
 COMMAND = "features"
 FEATURES_ALGORITHM = 1
@@ -44,10 +44,13 @@ class FeaturesOptions:
     precision: str = "auto"
     device: str = "auto"
     resume: bool = False
+    kernels: str = "auto"
+    """``--kernels``: auto (measured), or pinned (``attention=plain,weights=bf16``)."""
 
     def __post_init__(self) -> None:
         """One encoder, some slides, usable numbers."""
         coerce_paths(self)
+        kernel_spec(self.kernels)
         if (self.prompts is None) == (self.backbone is None):
             raise BadInput("give the encoder: --prompts FILE or --backbone NAME (one of them)",
                            "e.g. --backbone uni for bare UNI features, --prompts RUN/prompts.safetensors for prompted")
@@ -90,7 +93,7 @@ def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesRe
     items = collect_slides(TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out))
     encoder, identity = _encoder(opts, report)
     placement = place(opts.device, opts.precision)
-    encoder.model.place(placement)
+    encoder.model.place(placement, "inference", kernel_spec(opts.kernels))
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
@@ -103,7 +106,8 @@ def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesRe
         report(SlideDone(path.name, row["status"], index + 1, len(items), detail, seconds=row.get("seconds", 0.0)))
     _write_manifest(out, rows)
     write_run_record(out, {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()
-                           if k != "slides"} | {"slides": [str(p) for p in opts.slides]}, started, **identity)
+                           if k != "slides"} | {"slides": [str(p) for p in opts.slides]}, started,
+                     kernels=encoder.model.kernel_choices(), **identity)
     return FeaturesResult(out, identity["encoder"], encoder.model.feature_dim, rows, round(time.time() - started, 2))
 
 
@@ -115,7 +119,7 @@ class _Encoder:
 
 def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[str, Any]]:
     """The tile encoder and what the features files record of it."""
-    from pathotune_cli.backbones.fingerprint import fingerprint
+    from pathotune_cli.backbones.fingerprint import fingerprint_of
     from pathotune_cli.runs.slide_tiles import TilingSettings
 
     if opts.prompts is not None:
@@ -137,7 +141,7 @@ def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[st
         preset = load_backbone_preset(str(opts.backbone))
         backbone = load_backbone(preset, opts.weights)
         model = PromptedModel(backbone, PromptSettings(method="linear"), 1).eval()
-        identity = {"encoder": preset.name, "backbone_fingerprint": fingerprint(backbone.frozen_state()),
+        identity = {"encoder": preset.name, "backbone_fingerprint": fingerprint_of(backbone),
                     "prompts_sha256": "", "feature_kind": "backbone"}
         mpp, size = opts.mpp or preset.mpp or 0.5, opts.tile_size or 224
     if random_weights_warning(model):

@@ -7,6 +7,21 @@ from pathlib import Path
 from typing import Any
 
 
+def kernel_spec(spec: str) -> Any:
+    """``--kernels`` as a ``KernelSpec``.
+
+    Raises:
+        BadInput: an unknown name or value, with the allowed ones.
+    """
+    from pathotune_cli.config.run import KernelSpec
+    from pathotune_cli.errors import BadInput
+
+    try:
+        return KernelSpec.parse(spec)
+    except ValueError as exc:
+        raise BadInput(f"--{exc}", "e.g. --kernels auto, plain, or attention=fused,weights=bf16") from None
+
+
 def coerce_paths(options: Any) -> None:
     """Turn the string values of a frozen dataclass's ``Path`` fields (and tuples of them) into ``Path``s."""
     for item in dataclasses.fields(options):

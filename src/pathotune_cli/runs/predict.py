@@ -20,7 +20,7 @@ from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, warn
 from pathotune_cli.formats import is_flat_image, is_slide
 from pathotune_cli.runs.explain import check_alpha
-from pathotune_cli.runs.options import coerce_paths
+from pathotune_cli.runs.options import coerce_paths, kernel_spec
 from pathotune_cli.wsi.tissue import TISSUE_MODES
 
 
@@ -49,6 +49,8 @@ class PredictOptions:
     backend: str = "auto"
     resume: bool = False
     """Keep slides finished earlier from the same file with the same prompt file and settings."""
+    kernels: str = "auto"
+    """``--kernels``: auto (measured), or pinned (``attention=plain,weights=bf16``)."""
     alpha: float | None = None
     """Add conformal prediction sets at this level (one the prompt file stores)."""
     uncalibrated: bool = False
@@ -59,6 +61,7 @@ class PredictOptions:
     def __post_init__(self) -> None:
         """The rules the command line states for each option, for Python callers too."""
         coerce_paths(self)
+        kernel_spec(self.kernels)
         if not self.inputs and self.slides_csv is None:
             raise BadInput("nothing to predict on", "pass slides, images or folders, or --slides-csv")
         if not 1 <= self.batch_size <= 4096:
@@ -181,7 +184,7 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
         raise BadInput(f"--heatmap-class '{opts.heatmap_class}' is not a class of this prompt file",
                        f"use one of {', '.join(task.class_names)}")
     placement = place(opts.device, opts.precision)
-    model.place(placement)
+    model.place(placement, "inference", kernel_spec(opts.kernels))
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
@@ -198,7 +201,8 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
     write_run_record(out, settings, started, prompts_sha256=ctx.prompts_sha256, precision=placement.precision,
-                     backbone_fingerprint=file.header.backbone.fingerprint, slides=len(rows), failed=result.failed)
+                     backbone_fingerprint=file.header.backbone.fingerprint, kernels=model.kernel_choices(),
+                     slides=len(rows), failed=result.failed)
     return result
 
 

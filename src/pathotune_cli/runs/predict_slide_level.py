@@ -16,6 +16,7 @@ import numpy as np
 
 from pathotune_cli.errors import PathotuneError
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, note, warn
+from pathotune_cli.runs.options import kernel_spec
 
 COMMAND = "predict"
 TOP_TILES = 8
@@ -42,7 +43,7 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     if random_weights_warning(model.tiles):
         warn(report, str(random_weights_warning(model.tiles)))
     placement = place(opts.device, opts.precision)
-    model.place(placement)
+    model.place(placement, "inference", kernel_spec(opts.kernels))
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
@@ -61,7 +62,8 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
                            tile=header.tile.model_dump(), precision=placement.precision, slides=rows,
                            seconds=round(time.time() - started, 2))
     settings = {"prompts": str(opts.prompts), "inputs": [str(p) for p in opts.inputs], "level": "slide"}
-    write_run_record(out, settings, started, prompts_sha256=sha, slides=len(rows), failed=result.failed)
+    write_run_record(out, settings, started, prompts_sha256=sha, kernels=model.tiles.kernel_choices(),
+                     slides=len(rows), failed=result.failed)
     return result
 
 

@@ -56,3 +56,11 @@ def write_run_record(out: Path, settings: dict[str, Any], started: float, **extr
         "settings": settings,
         **extra,
     }))
+
+
+def add_to_run_record(path: Path, **extra: Any) -> None:
+    """Add what is known only later (the kernels a fit chose) to a ``run.json`` written at the start."""
+    import json
+
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, {**record, **extra})

@@ -21,6 +21,7 @@ from pathotune_cli.config.loader import read_yaml, validate
 from pathotune_cli.errors import BadInput, MissingWeights
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths
+from pathotune_cli.runs.records import add_to_run_record
 
 PROMPTS_NAME = "prompts.safetensors"
 
@@ -92,6 +93,8 @@ class TuneResult:
     instance_images_encoded: int
     validation: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    kernels: dict[str, str] = field(default_factory=dict)
+    """The kernels each frozen part ran with in training (measured on this machine, or pinned)."""
     level: str = "tile"
     """``slide``: the image counts are slides, and the file holds an aggregator."""
     folds: list[dict[str, Any]] | None = None
@@ -155,7 +158,7 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
 def config_digest(config: RunConfig) -> str:
     """What must not change between a run and its ``--resume``: everything but where outputs go and the device."""
     data = config.model_dump(mode="json")
-    for key in ("out", "device"):
+    for key in ("out", "device", "runtime"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -189,7 +192,9 @@ def tune_run(
     fitted = fit(
         built.model, splits[0], splits[1], config.train, placement, config.seed,
         checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config), report=report,
+        kernels=config.runtime.kernels,
     )
+    add_to_run_record(out / "run.json", kernels=fitted.kernels)
     prompts, validation = _finish(out, config, built, placement, train_set, val_set, splits, fitted, report)
     model = built.model
     return TuneResult(
@@ -201,7 +206,7 @@ def tune_run(
         best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early, early_stopping_on=monitor,
         random_weights=model.backbone.weight_source.kind == "random", resumed_from=fitted.resumed_from,
         seconds=round(time.time() - started, 2), instance_images_encoded=model.instance_images_encoded,
-        validation=validation, history=fitted.history,
+        validation=validation, history=fitted.history, kernels=fitted.kernels,
     )
 
 

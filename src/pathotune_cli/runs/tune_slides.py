@@ -22,6 +22,7 @@ import numpy as np
 from pathotune_cli.config import RunConfig
 from pathotune_cli.errors import BadInput, PathotuneError
 from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.runs.records import add_to_run_record
 from pathotune_cli.runs.tune import PROMPTS_NAME, TuneResult, config_digest
 
 
@@ -72,7 +73,8 @@ def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: A
         val, val_bags = _bags(encoder, val, config, out, placement, report)
     fitted = fit_mil(encoder.model, train_bags, val_bags, config.train, config.mil, placement, config.seed,
                      checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config),
-                     report=report)
+                     report=report, kernels=config.runtime.kernels)
+    add_to_run_record(out / "run.json", kernels=fitted.kernels)
     validation = _validation_report(out, encoder, val, val_bags, config, placement, fitted)
     prompts = _save(out, config, encoder, train, val, fitted, validation)
     model = encoder.model
@@ -87,7 +89,7 @@ def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: A
         early_stopping_on=f"validation {config.train.monitor}" if val is not None else "training loss",
         random_weights=model.tiles.backbone.weight_source.kind == "random", resumed_from=fitted.resumed_from,
         seconds=round(time.time() - started, 2), instance_images_encoded=model.tiles.instance_images_encoded,
-        validation=validation, history=fitted.history, level="slide",
+        validation=validation, history=fitted.history, level="slide", kernels=fitted.kernels,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pathotune_cli.config.run import TrainSettings
+from pathotune_cli.config.run import KernelSpec, TrainSettings
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import EpochDone, Reporter, StepDone, TrainingStarted, ignore, note
 from pathotune_cli.hardware import Placement
@@ -47,6 +47,8 @@ class FitResult:
     resumed_from: int | None
     seconds: float
     instance_cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    kernels: dict[str, str] = field(default_factory=dict)
+    """The kernels each frozen part ran with (``PromptedModel.kernel_choices``)."""
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -130,6 +132,7 @@ def fit(
     resume: bool = False,
     config_digest: str = "",
     report: Reporter = ignore,
+    kernels: KernelSpec | None = None,
 ) -> FitResult:
     """Train a prompted model's trainable tensors; leaves the best epoch's tensors loaded.
 
@@ -146,7 +149,7 @@ def fit(
         report: Receives the loop's events.
     """
     started = time.perf_counter()
-    model.place(placement)
+    model.place(placement, "training", kernels)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(params, settings)
     weights = (
@@ -168,7 +171,7 @@ def fit(
 
     run_epochs(model, optimizer, state, settings, one_epoch, checkpoint, config_digest, seed, report)
     return FitResult(state.history, state.best_epoch, state.best_value, state.stopped_early, state.resumed_from,
-                     time.perf_counter() - started, cache)
+                     time.perf_counter() - started, cache, model.kernel_choices())
 
 
 def run_epochs(model: Any, optimizer: torch.optim.Optimizer, state: TrainState, settings: TrainSettings,

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from pathotune_cli.config.run import MILSettings, TrainSettings
+from pathotune_cli.config.run import KernelSpec, MILSettings, TrainSettings
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, StepDone, TrainingStarted, ignore
 from pathotune_cli.hardware import Placement
@@ -66,7 +66,7 @@ class Bags:
 def fit_mil(
     model: Any, train: Bags, val: Bags | None, settings: TrainSettings, mil: MILSettings, placement: Placement,
     seed: int, checkpoint: Path | None = None, resume: bool = False, config_digest: str = "",
-    report: Reporter = ignore,
+    report: Reporter = ignore, kernels: KernelSpec | None = None,
 ) -> FitResult:
     """Train a ``SlideModel`` slide by slide; leaves the best epoch's tensors loaded.
 
@@ -74,8 +74,8 @@ def fit_mil(
     ``train.tiles`` the tile encoder's prompts train too, by the two-pass gradient.
     """
     started = time.perf_counter()
-    model.place(placement)
     end_to_end = train.features is None
+    model.place(placement, "training" if end_to_end else "inference", kernels)
     if not end_to_end:
         model.tiles.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -94,7 +94,7 @@ def fit_mil(
 
     run_epochs(model, optimizer, state, settings, one_epoch, checkpoint, config_digest, seed, report)
     return FitResult(state.history, state.best_epoch, state.best_value, state.stopped_early, state.resumed_from,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, kernels=model.tiles.kernel_choices())
 
 
 def two_pass_backward(model: Any, tiles: torch.Tensor, label: int, weights: torch.Tensor | None, chunk: int,
