@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec, protocol = _spec(args)
         context, names = _preflight(spec, protocol)
+        context["command"] = "python -m benchmarks.accuracy " + " ".join(sys.argv[1:] if argv is None else argv)
         grid = expand(spec, names)
         if args.list:
             return _list(spec, grid)
@@ -124,7 +125,6 @@ def _preflight(spec: GridSpec, protocol: Protocol | None) -> tuple[dict[str, Any
     context = {
         "train_tiles": len(train), "test_tiles": len(test), "overlap": overlap, "weights": weights,
         "random": random, "version": __version__, "commit": _commit(), "cpu": _cpu_model(),
-        "command": "python -m benchmarks.accuracy " + " ".join(sys.argv[1:]),
         "references": list(protocol.references) if protocol else [],
     }
     return context, names

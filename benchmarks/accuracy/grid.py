@@ -24,6 +24,8 @@ ARM_SETS = {
     "tvp+ivp": ("prompt.ttp.tokens=0",),
     FULL_ARM: (),
 }
+GRID_KEYS = ("prompt.method", "train.shots", "seed", "data", "val_data", "out")
+"""Run settings the grid sets per cell: a ``--set`` of one of them would run another grid than the one reported."""
 ARM_TITLES = {"tvp": "TVP", "tvp+ttp": "TVP+TTP", "tvp+ivp": "TVP+IVP", FULL_ARM: "TVP+TTP+IVP"}
 
 
@@ -66,6 +68,10 @@ class GridSpec:
             raise BadInput(f"--seeds {self.seeds}", "run at least 1 seed")
         if not self.backbones:
             raise BadInput("no backbones given", "pass --backbones NAME[,NAME...]")
+        grid_keys = [s for s in self.sets if s.partition("=")[0].strip() in GRID_KEYS]
+        if grid_keys:
+            raise BadInput(f"--set {grid_keys[0]} would override the grid",
+                           "use --methods, --shots, --seeds, --train, --val and --out for these")
         if any(t is not None and t < 1 for t in self.tokens):
             raise BadInput("--tokens must be counts of at least 1", "write e.g. --tokens 4,8,16,50")
 

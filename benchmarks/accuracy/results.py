@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmarks.accuracy.cells import METRICS, PREDICTIONS, read_record
 from benchmarks.accuracy.grid import Cell, GridSpec
+from pathotune_cli.errors import PathotuneError
 
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auroc", "cohen_kappa")
 DIFFERENCED = ("balanced_accuracy", "macro_f1", "macro_auroc")
@@ -142,5 +143,6 @@ def _same_tiles(a: Result, b: Result) -> np.ndarray:
     paths_a, y_a, _ = a.predictions()
     paths_b, y_b, _ = b.predictions()
     if paths_a != paths_b or not np.array_equal(y_a, y_b):
-        raise ValueError(f"{a.folder} and {b.folder} were not evaluated on the same test tiles")
+        raise PathotuneError(f"{a.folder} and {b.folder} were not evaluated on the same test tiles",
+                             "rerun the grid: a cell whose test data changed is redone")
     return y_a

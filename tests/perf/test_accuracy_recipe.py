@@ -187,3 +187,32 @@ def test_protocol_without_data_or_weights_stops_in_one_line(tmp_path: Path, caps
     assert "weights missing for pathoduet-he, vit-b16-in21k, uni" in err
     assert "hf download MahmoodLab/UNI pytorch_model.bin" in err and "checkpoint_HE.pth" in err
     assert not (tmp_path / "a").exists()  # nothing ran
+
+
+def test_protocol_report_prints_their_numbers_labelled_as_theirs(tmp_path: Path) -> None:
+    from benchmarks.accuracy.grid import GridSpec
+    from benchmarks.accuracy.protocol import PROTOCOLS
+    from benchmarks.accuracy.report import markdown
+
+    protocol = PROTOCOLS["pathotune-crc"]
+    spec = GridSpec(task="crc", train=tmp_path, test=tmp_path, backbones=protocol.backbones, out=tmp_path,
+                    protocol=protocol.name)
+    text = markdown(spec, [], {}, {"references": list(protocol.references)})
+    assert "## Reference numbers (theirs, not measured here)" in text
+    assert "| linear | 0.9639 | 0.9496 | not run | not run |" in text
+    assert "| full | 0.9731 | 0.9636 | not run | not run |" in text
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (["--set", "prompt.method=full"], "--set prompt.method=full would override the grid"),
+    (["--methods", "linear,lora"], "--methods linear,lora"),
+    (["--ablate", "ttp,ivp"], "--ablate without tvp"),
+    (["--shots", "2,few"], "--shots 'few' is not a whole number"),
+])
+def test_bad_grid_options_exit_2_in_one_line(inputs, tmp_path: Path, capsys, args: list[str], pattern: str) -> None:
+    tiles, preset = inputs
+    base = ["--task", "demo", "--train", str(tiles), "--test", str(tiles), "--backbones", str(preset),
+            "--out", str(tmp_path / "a")]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and pattern in err
