@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="auto, fp32, bf16 or fp16 (default: the backbone's)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--out", type=Path, help="the grid's folder: runs/, accuracy.csv, ACCURACY.md, curves")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each finished run's resume checkpoint (default: deleted once the cell is finished)")
     p.add_argument("--list", action="store_true", help="list the cells and whether each is finished; run nothing")
     p.add_argument("--report-only", action="store_true", help="write the report from the finished cells only")
     return p
@@ -98,6 +100,7 @@ def _spec(args: argparse.Namespace) -> tuple[GridSpec, Protocol | None]:
         ablate=parse_list(args.ablate, "--ablate"), tokens=parse_counts(args.tokens, "--tokens") or (None,),
         val=args.val, epochs=args.epochs, sets=tuple(args.sets), bootstrap=args.bootstrap,
         precision=args.precision, device=args.device, protocol=protocol.name if protocol else None,
+        keep_checkpoints=args.keep_checkpoints,
     ), protocol
 
 

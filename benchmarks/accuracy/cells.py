@@ -19,6 +19,7 @@ from benchmarks.accuracy.grid import Cell, GridSpec
 from pathotune_cli.events import Message, Reporter
 
 RECORD = "cell.json"
+CHECKPOINT = "checkpoint.safetensors"
 METRICS = Path("eval") / "metrics.json"
 PREDICTIONS = Path("eval") / "predictions.csv"
 EVAL_SEED = 0
@@ -70,7 +71,10 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 def run_cell(spec: GridSpec, cell: Cell, config: Any, key: dict[str, Any], folder: Path,
              report: Reporter) -> dict[str, Any]:
-    """Tune, evaluate and write the cell's record last; returns the record.
+    """Tune, evaluate, drop the resume checkpoint (unless kept) and write the cell's record last.
+
+    Returns:
+        The record, as written to ``cell.json``.
 
     Raises:
         PathotuneError: the run or its evaluation failed (bad data for these shots, ...).
@@ -87,6 +91,8 @@ def run_cell(spec: GridSpec, cell: Cell, config: Any, key: dict[str, Any], folde
                     seed=EVAL_SEED, precision=spec.precision or "auto", device=spec.device or "auto"),
         report=report,
     )
+    if not spec.keep_checkpoints:  # only `tune --resume` reads it, and a finished cell never resumes
+        (folder / CHECKPOINT).unlink(missing_ok=True)
     record = {
         "key": key,
         "cell": {**asdict(cell), "variant": cell.variant, "title": cell.title, "shots": cell.shots_label},

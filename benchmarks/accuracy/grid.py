@@ -53,6 +53,8 @@ class GridSpec:
     precision: str | None = None
     device: str | None = None
     protocol: str | None = None
+    keep_checkpoints: bool = False
+    """Keep each finished run's ``checkpoint.safetensors`` (a full fine-tuning one holds the backbone twice over)."""
 
     def __post_init__(self) -> None:
         """Each list holds something, and only what the engine knows."""

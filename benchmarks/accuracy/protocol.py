@@ -19,8 +19,8 @@ PATHODUET_README = "PathoDuet README (github.com/openmedlab/PathoDuet, 'Ours-p2'
 PATHODUET_NOTE = (
     "Theirs: the linear-evaluation and full-fine-tuning tables of PathoDuet's README (its ViT-B/16 'p2' checkpoint, "
     "its own recipe, every training tile). The README lists NCT-CRC-HE and CRC (Kather) as its patch "
-    "classification data; the tables name neither the split nor how F1 is averaged (read here, as in our issue, "
-    "as NCT-CRC-HE). Ours: pathoduet-he with every training tile (shots all), mean ± sd over seeds, macro F1."
+    "classification data; the tables name neither the dataset, the split nor how F1 is averaged (read here as "
+    "NCT-CRC-HE). Ours: pathoduet-he with every training tile (shots all), mean ± sd over seeds, macro F1."
 )
 NCT_CRC = "https://zenodo.org/records/1214456"
 

@@ -167,8 +167,15 @@ def test_paired_difference_to_linear_matches_numpy_and_scikit_learn(grid: dict) 
     assert float(seed0["delta_balanced_accuracy_vs_linear"]) == pytest.approx(expected, abs=1e-12)
 
 
+def test_list_shows_every_cell_kept_and_runs_nothing(grid: dict, inputs, capsys) -> None:
+    assert main(_args(*inputs, grid["out"]) + ["--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == CELLS and all(line.split()[0] == "kept" for line in lines)
+
+
 def test_cell_with_other_settings_is_not_finished(grid: dict) -> None:
     folder = grid["out"] / "runs" / "tiny-test" / "linear" / "shots-2" / "seed-0"
+    assert (folder / "prompts.safetensors").is_file() and not (folder / "checkpoint.safetensors").exists()
     key = read_record(folder)["key"]
     assert finished(folder, key) == (True, "kept")
     assert finished(folder, {**key, "bootstrap": 51}) == (False, "settings changed")
