@@ -111,6 +111,9 @@ def _preflight(spec: GridSpec, protocol: Protocol | None) -> tuple[dict[str, Any
     from pathotune_cli.runs.tune import resolve_config
     from pathotune_cli.training.data import discover
 
+    task = load_task_preset(spec.task)
+    if task.level != "tile":
+        raise BadInput(f"task '{task.name}' is slide-level", "the recipe compares tile-level tasks (crc, kather2016)")
     configs = {}
     for backbone in spec.backbones:  # pathotune with every prompt: the widest settings any cell uses
         probe = Cell(backbone, "pathotune", "tvp+ttp+ivp", spec.tokens[0], spec.shots[0], 0)
@@ -120,7 +123,6 @@ def _preflight(spec: GridSpec, protocol: Protocol | None) -> tuple[dict[str, Any
     random = sorted(name for name, where in weights.items() if where == "random")
     for name in random:
         _log(f"warning: backbone '{name}' has random weights: {RANDOM_NOTE}")
-    task = load_task_preset(spec.task)
     train, test = discover(spec.train, task), discover(spec.test, task)
     overlap = len({p.resolve() for p in train.paths} & {p.resolve() for p in test.paths})
     if overlap:

@@ -215,6 +215,7 @@ def test_protocol_report_prints_their_numbers_labelled_as_theirs(tmp_path: Path)
     (["--methods", "linear,lora"], "--methods linear,lora"),
     (["--ablate", "ttp,ivp"], "--ablate without tvp"),
     (["--shots", "2,few"], "--shots 'few' is not a whole number"),
+    (["--task", "camelyon16"], "task 'camelyon16' is slide-level"),
 ])
 def test_bad_grid_options_exit_2_in_one_line(inputs, tmp_path: Path, capsys, args: list[str], pattern: str) -> None:
     tiles, preset = inputs
