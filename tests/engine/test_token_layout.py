@@ -96,3 +96,56 @@ def test_preset_that_misstates_the_model_is_refused(tiny_preset) -> None:
 
     with pytest.raises(BadInput, match="says width=32 but the model has 64"):
         load_backbone(tiny_preset(width=32))
+
+
+@pytest.mark.parametrize(
+    ("ttp_tokens", "ivp_tokens", "parts"),
+    [(None, 0, ("tvp", "ttp")), (0, None, ("tvp", "ivp")), (0, 0, ("tvp",))],
+)
+def test_ablation_switches_leave_out_ttp_or_ivp_tokens(
+    tmp_path, tiny_preset, demo_task, ttp_tokens, ivp_tokens, parts
+) -> None:
+    from pathotune_cli.engine import build_prompted_model, load_prompted_model, prompt_header, save_prompt_file
+
+    preset = tiny_preset()
+    ttp = {} if ttp_tokens is None else {"tokens": ttp_tokens}
+    ivp = {"tokens": 2} if ivp_tokens is None else {"tokens": ivp_tokens}
+    settings = PromptSettings(method="pathotune", tvp={"tokens": 3, "deep": False}, ttp=ttp, ivp=ivp)
+    built = build_prompted_model(demo_task, preset, settings)
+    model = built.model.eval()
+    assert (model.ttp is not None, model.vrm is not None) == ("ttp" in parts, "ivp" in parts)
+    assert (built.text_encoder is not None) == ("ttp" in parts)  # no text encoded when TTP is off
+    images = torch.rand(2, 3, preset.input_size, preset.input_size)
+    plain = model.backbone.embed(model.backbone.normalise(images))
+    with torch.no_grad():  # before the spies: the instance encoder runs the same blocks
+        feats = model.instance_features(images)
+    seen = _capture_block_inputs(model)
+    with torch.no_grad():
+        logits = model(images, feats)
+    first = seen[0]
+    widths = {"tvp": 3, "ttp": len(demo_task.texts()), "ivp": 2}
+    n_patches = plain.shape[1] - 1
+    assert first.shape[1] == 1 + sum(widths[p] for p in parts) + n_patches
+    torch.testing.assert_close(first[:, 1:4], model.tvp.tokens[0].expand(2, -1, -1))
+    if "ivp" in parts:  # IVP follows TVP directly when TTP is off
+        start = 4 + (widths["ttp"] if "ttp" in parts else 0)
+        with torch.no_grad():
+            torch.testing.assert_close(first[:, start : start + 2], model.vrm(feats))
+    torch.testing.assert_close(first[:, -n_patches:], plain[:, 1:])
+    del model.backbone.block, model.backbone.block_head
+    path = save_prompt_file(tmp_path / "p.safetensors", model.trained_state(), prompt_header(built, demo_task, preset))
+    reloaded, file = load_prompted_model(path)
+    assert ("ttp.text_embeddings" in file.tensors) == ("ttp" in parts)
+    with torch.no_grad():
+        assert torch.equal(reloaded(images, feats), logits)
+
+
+def test_pathotune_with_ttp_and_ivp_off_has_the_vpt_layout(tiny_preset) -> None:
+    backbone = load_backbone(tiny_preset())
+    tvp = {"tokens": 3}
+    ablated = PromptedModel(backbone, PromptSettings(method="pathotune", tvp=tvp, ttp={"tokens": 0},
+                                                     ivp={"tokens": 0}), 4)
+    vpt = PromptedModel(backbone, PromptSettings(method="vpt", tvp=tvp), 4)
+    assert ablated.num_prompt_tokens == vpt.num_prompt_tokens == 3
+    assert ablated.trainable_parameters() == vpt.trainable_parameters()
+    assert not ablated.needs_instance_features

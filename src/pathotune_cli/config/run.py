@@ -29,8 +29,9 @@ class TVPSettings(Strict):
 class TTPSettings(Strict):
     """Task-specific textual prompts: the task's text, encoded once, projected to tokens."""
 
-    tokens: int | None = Field(None, ge=1, le=256)
-    """Token count; None means one token per text (the task text plus one per class)."""
+    tokens: int | None = Field(None, ge=0, le=256)
+    """Token count; None means one token per text (the task text plus one per class); 0 switches TTP off
+    (ours, for ablations: ``pathotune`` with TVP and IVP only)."""
     encoder: str | None = None
     """``self``, ``minilm`` or ``hash``; None takes the backbone preset's ``text_encoder``."""
     hidden: int = Field(256, ge=8)
@@ -39,7 +40,8 @@ class TTPSettings(Strict):
 class IVPSettings(Strict):
     """Instance-specific visual prompts: a frozen instance encoder, then a trainable Visual Refine Module."""
 
-    tokens: int = Field(4, ge=1, le=256)
+    tokens: int = Field(4, ge=0, le=256)
+    """Token count; 0 switches IVP off (ours, for ablations: ``pathotune`` with TVP and TTP only)."""
     encoder: str = "self"
     """``self`` (the backbone without prompts) or another backbone preset name."""
     hidden: int = Field(256, ge=8)
@@ -56,6 +58,16 @@ class PromptSettings(Strict):
     ivp: IVPSettings = Field(default_factory=IVPSettings)
     pool: Literal["token", "avg", "token+avg"] | None = None
     """Head input; None takes the backbone preset's ``pool``."""
+
+    @property
+    def uses_ttp(self) -> bool:
+        """Whether the model has textual prompts: method ``pathotune`` and ``ttp.tokens`` not 0."""
+        return self.method == "pathotune" and self.ttp.tokens != 0
+
+    @property
+    def uses_ivp(self) -> bool:
+        """Whether the model has instance prompts: method ``pathotune`` and ``ivp.tokens`` not 0."""
+        return self.method == "pathotune" and self.ivp.tokens != 0
 
     @model_validator(mode="after")
     def _check(self) -> PromptSettings:

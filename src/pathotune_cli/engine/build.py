@@ -48,11 +48,11 @@ def build_prompted_model(
     texts = task.texts()
     embeddings = None
     encoder_name = None
-    if settings.method == "pathotune":
-        if settings.ivp.encoder != "self":
-            instance_preset = load_backbone_preset(settings.ivp.encoder)
-            instance = load_backbone(instance_preset, None, allow_download)
-            instance_fp = fingerprint_of(instance)
+    if settings.uses_ivp and settings.ivp.encoder != "self":
+        instance_preset = load_backbone_preset(settings.ivp.encoder)
+        instance = load_backbone(instance_preset, None, allow_download)
+        instance_fp = fingerprint_of(instance)
+    if settings.uses_ttp:
         encoder_name = text_encoder_for(settings, backbone_preset)
         embeddings = encode_texts(texts, encoder_name, backbone)
     model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance)

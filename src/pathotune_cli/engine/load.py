@@ -119,14 +119,14 @@ def load_frozen_parts(
 
 
 def stored_text_embeddings(file: PromptFile, prefix: str = "") -> torch.Tensor | None:
-    """The task's text embeddings stored in the file (``pathotune`` only), checked against its texts.
+    """The task's text embeddings stored in the file (``pathotune`` with TTP only), checked against its texts.
 
     Raises:
         BadInput: a ``pathotune`` file without them, or with another count than its task has texts.
     """
     header = file.header
     embeddings = file.tensors.get(f"{prefix}ttp.text_embeddings")
-    if header.method == "pathotune" and embeddings is None:
+    if header.prompt.uses_ttp and embeddings is None:
         raise BadInput(f"{file.path}: method 'pathotune' but no stored text embeddings", ALTERED)
     texts = len(header.texts) if header.texts else len(header.task.texts())
     if embeddings is not None and (embeddings.dim() != 2 or embeddings.shape[0] != texts):

@@ -1,7 +1,8 @@
 """The prompted model: a frozen backbone with prompt tokens inserted and a linear head.
 
 Token order into the first block: ``[prefix (CLS, registers) | TVP | TTP | IVP | patch tokens]``.
-Methods are the same engine with parts switched off, so comparisons between them are fair.
+Methods are the same engine with parts switched off, so comparisons between them are fair; within ``pathotune``,
+``prompt.ttp.tokens=0`` or ``prompt.ivp.tokens=0`` switches TTP or IVP off (ours, for the paper's ablations).
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ class PromptedModel(nn.Module):
         self.ttp = None
         self.vrm = None
         self.instance_encoder = None
-        if self.method == "pathotune":
+        if settings.uses_ttp:
             if text_embeddings is None:
-                raise ValueError("method 'pathotune' needs the task's text embeddings")
+                raise ValueError("method 'pathotune' needs the task's text embeddings (or prompt.ttp.tokens=0)")
             self.ttp = TaskTextPrompts(settings.ttp, text_embeddings, backbone.width)
+        if settings.uses_ivp:
             self.instance_encoder = instance_encoder
             encoder = instance_encoder if instance_encoder is not None else backbone
             self.vrm = VisualRefineModule(settings.ivp, encoder.feature_dim, backbone.width)

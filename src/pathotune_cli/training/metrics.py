@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,68 @@ def classification_metrics(
     }
 
 
+def paired_difference(
+    y_true: np.ndarray,
+    probs_a: Sequence[np.ndarray],
+    probs_b: Sequence[np.ndarray],
+    metrics: Sequence[str] = ("balanced_accuracy", "macro_f1", "macro_auroc"),
+    bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, Any]:
+    """How much better B scores than A on the same samples, with a paired percentile bootstrap interval.
+
+    Each pair ``(probs_a[k], probs_b[k])`` is two models' scores for the same samples (e.g. two methods with
+    the same seed). The difference is the mean over pairs of ``metric(B) - metric(A)``. Each bootstrap draw
+    resamples the sample indices once and applies them to every model's predictions, so the interval keeps
+    the pairing: what both models get right or wrong on the same hard samples cancels out.
+
+    Args:
+        y_true: True class indices, shape (N,), shared by every pair.
+        probs_a: The baseline's class scores, one (N, C) array per pair.
+        probs_b: The other model's class scores, one (N, C) array per pair, in the same order.
+        metrics: Which metrics to difference (any of ``accuracy``, ``balanced_accuracy``, ``macro_f1``,
+            ``macro_auroc``, ``cohen_kappa``; kappa unweighted).
+        bootstrap: Number of resamples; 0 skips the intervals.
+        seed: Seed for ``np.random.default_rng``; draw b is ``rng.integers(0, N, size=N)`` in turn.
+        ci: Coverage of the interval, in (0, 1).
+
+    Returns:
+        ``{metric: {"value", "ci_low", "ci_high"}, ..., "pairs": K, "bootstrap": {...}}``; a value or bound
+        that no draw defines is ``None``. Draws where the metric is undefined for any model are dropped.
+
+    Raises:
+        ValueError: No pairs, unequal pair lists, an unknown metric, or shapes that disagree.
+    """
+    if not probs_a or len(probs_a) != len(probs_b):
+        raise ValueError(f"need one B per A and at least one pair, got {len(probs_a)} and {len(probs_b)}")
+    unknown = [m for m in metrics if m not in _METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(_METRICS)}")
+    if bootstrap < 0 or not 0.0 < ci < 1.0:
+        raise ValueError(f"bootstrap must be >= 0 and ci in (0, 1), got {bootstrap} and {ci}")
+    models = []
+    for probs in (*probs_a, *probs_b):
+        y, p, _ = _validate(y_true, probs, [str(j) for j in range(np.shape(probs)[1])])
+        models.append((p.argmax(axis=1), p, 1.0 - np.eye(p.shape[1])))
+
+    def differences(counts: np.ndarray) -> dict[str, np.ndarray]:
+        scores = [_score_block(counts, y, pred, p, w) for pred, p, w in models]
+        half = len(probs_a)
+        return {m: np.mean([scores[half + k][m] - scores[k][m] for k in range(half)], axis=0) for m in metrics}
+
+    point = differences(np.ones((1, len(y))))
+    draws = [differences(counts) for counts in _resample_counts(len(y), bootstrap, seed)] if bootstrap else []
+    tail = (1.0 - ci) / 2.0 * 100.0
+    result: dict[str, Any] = {}
+    for m in metrics:
+        sample = np.concatenate([d[m] for d in draws]) if draws else np.zeros(0)
+        sample = sample[np.isfinite(sample)]
+        low, high = np.percentile(sample, [tail, 100.0 - tail]) if sample.size else (math.nan, math.nan)
+        result[m] = {"value": _num(point[m][0]), "ci_low": _num(low), "ci_high": _num(high)}
+    return {**result, "pairs": len(probs_a), "bootstrap": {"resamples": int(bootstrap), "seed": int(seed), "ci": ci}}
+
+
 def predictions_table(
     y_true: np.ndarray,
     probs: np.ndarray,
@@ -193,17 +255,22 @@ def _bootstrap(
     y: np.ndarray, pred: np.ndarray, p: np.ndarray, weights: np.ndarray, resamples: int, seed: int
 ) -> dict[str, np.ndarray]:
     """Score ``resamples`` bootstrap draws, in blocks that bound memory, and stack the results."""
-    n = len(y)
+    parts = [_score_block(counts, y, pred, p, weights) for counts in _resample_counts(len(y), resamples, seed)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _resample_counts(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Bootstrap draws of ``n`` sample indices, as per-sample counts (B, N), in blocks that bound memory.
+
+    Draw b is ``rng.integers(0, n, size=n)`` for b = 0, 1, ... in turn (the blocks take them in order).
+    """
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_CELLS // n)
-    parts: list[dict[str, np.ndarray]] = []
     for start in range(0, resamples, block):
         k = min(block, resamples - start)
         idx = rng.integers(0, n, size=(k, n))
         offsets = (np.arange(k) * n)[:, None]
-        counts = np.bincount((idx + offsets).ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
-        parts.append(_score_block(counts, y, pred, p, weights))
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        yield np.bincount((idx + offsets).ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
 
 
 def _score_block(
