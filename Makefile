@@ -24,8 +24,18 @@ test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
-	$(PY) -m benchmarks
+# hs2p (the peer tiler the benchmark compares `tile` with) lives in a venv of its own: it pulls wandb, opencv
+# and pandas, which pathotune does not need. `pip install -e ".[bench]"` puts it in one venv instead.
+HS2P_VENV ?= .venv-hs2p
+HS2P_STAMP := $(HS2P_VENV)/.installed
+
+$(HS2P_STAMP):
+	test -x $(HS2P_VENV)/bin/python || python3 -m venv $(HS2P_VENV)
+	$(HS2P_VENV)/bin/python -m pip install --quiet "hs2p[openslide,tifffile]==6.1.0"
+	touch $(HS2P_STAMP)
+
+bench: $(STAMP) $(HS2P_STAMP)
+	PATHOTUNE_HS2P_PYTHON=$(HS2P_VENV)/bin/python $(PY) -m benchmarks
 
 clean:
-	rm -rf demo-out .pytest_cache
+	rm -rf demo-out .pytest_cache $(HS2P_VENV)

@@ -132,3 +132,118 @@ def lscpu_model() -> str:
 def log(message: str) -> None:
     """Progress on stderr (the table goes to stdout)."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Interleaved:
+    """Rates (higher is faster) of two or more sides measured in turn, round by round."""
+
+    rounds: dict[str, list[float]]
+    """Each side's rate in every round, in the order measured."""
+    remeasured: int = 0
+    """Passes set aside because the ratio of their bests disagreed with their rounds' own ratios."""
+
+    def best(self, side: str) -> float:
+        """The fastest round of ``side`` (noise only ever slows a run down)."""
+        return max(self.rounds[side])
+
+    def ratio(self, a: str, b: str) -> float:
+        """best(a) / best(b)."""
+        return self.best(a) / self.best(b)
+
+    def round_ratios(self, a: str, b: str) -> list[float]:
+        """a / b within each round: both sides met the same moment of the machine."""
+        return [x / y for x, y in zip(self.rounds[a], self.rounds[b], strict=False)]
+
+    def drift(self, a: str, b: str) -> float:
+        """How far the ratio of the bests is from the median ratio within rounds (0.1 = 10%).
+
+        When the machine's speed moves during a measurement, one side's best can come from a fast moment and
+        the other's from a slow one; the ratio within each round does not have that error.
+        """
+        import statistics
+
+        within = statistics.median(self.round_ratios(a, b))
+        return abs(self.ratio(a, b) / within - 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a figure's ``extra``."""
+        return {"rounds": {k: [round(v, 3) for v in vs] for k, vs in self.rounds.items()},
+                "remeasured": self.remeasured}
+
+
+def interleaved(sides: dict[str, Any], rounds: int, pairs: list[tuple[str, str]] | None = None,
+                max_drift: float = 0.10, extra_passes: int = 2) -> Interleaved:
+    """Measure every side once per round, A B A B ..., each call returning a rate.
+
+    A pass is ``rounds`` rounds. When a pair in ``pairs`` drifted apart in it (``Interleaved.drift`` above
+    ``max_drift``), both sides are measured again in a fresh pass, up to ``extra_passes`` times, and the pass
+    whose pairs drifted least is the result (``remeasured`` counts the passes set aside).
+    """
+
+    def one_pass() -> Interleaved:
+        result = Interleaved({name: [] for name in sides})
+        for _ in range(rounds):
+            for name, measure in sides.items():
+                result.rounds[name].append(float(measure()))
+        return result
+
+    def worst(result: Interleaved) -> float:
+        return max((result.drift(a, b) for a, b in pairs or []), default=0.0)
+
+    passes = [one_pass()]
+    while worst(passes[-1]) > max_drift and len(passes) <= extra_passes:
+        log(f"sides of {pairs} drifted apart by {worst(passes[-1]):.0%}; measuring them again")
+        passes.append(one_pass())
+    best = min(passes, key=worst)
+    best.remeasured = len(passes) - 1
+    return best
+
+
+def others_busy_cores(seconds: float = 1.0) -> float:
+    """Cores kept busy by processes outside this process tree over ``seconds`` (from /proc), else -1.
+
+    The 1-minute load average counts this run's own previous group for minutes after it ended; this
+    counts only the others: all CPU time the kernel reports, less this process tree's.
+    """
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        before_all, before_us = _busy_jiffies(), _tree_jiffies(os.getpid())
+        time.sleep(seconds)
+        after_all, after_us = _busy_jiffies(), _tree_jiffies(os.getpid())
+    except (OSError, ValueError):
+        return -1.0
+    return max(0.0, ((after_all - before_all) - (after_us - before_us)) / tick / seconds)
+
+
+def _busy_jiffies() -> int:
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle
+
+
+def _tree_jiffies(root: int) -> int:
+    """utime + stime of ``root`` and its living descendants (children that ended are counted in cutime)."""
+    total = 0
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    rest = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(rest[1])
+            stats[int(entry)] = rest
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += [child for child, parent in parents.items() if parent == pid and child not in tree]
+    for pid in tree:
+        rest = stats.get(pid)
+        if rest:
+            total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])  # utime stime cutime cstime
+    return total

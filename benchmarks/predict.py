@@ -153,6 +153,43 @@ def _child(prompts: str, slide: str, out: str) -> None:
     )
 
 
+def kernels_against_fastest(model: Any, images: Any, placement: Any, rounds: int) -> Figure:
+    """The prompted model's forward with the kernels ``predict`` picks (``model.place``: measured on this machine
+    for inference, on a batch of 4) against the fastest of every kernel choice at predict's batch, interleaved."""
+    import torch
+
+    from benchmarks.core import interleaved
+    from pathotune_cli.backbones.kernels import candidates
+
+    x = images.float().div_(255.0).to(placement.device)
+    model.place(placement, "inference")
+    chosen = model.backbone.kernels
+    parts = [p for p in (model.backbone, model.instance_encoder) if p is not None]
+    options = candidates(model.backbone, placement.precision, placement.device)
+
+    def rate(choice: Any) -> float:
+        for part in parts:
+            part.apply_kernels(choice, placement)
+        with torch.no_grad(), placement.autocast():
+            model(x)  # warm after a switch: the first call after new weights pays for their layout
+            start = time.perf_counter()
+            model(x)
+            return x.shape[0] / (time.perf_counter() - start)
+
+    sides = {choice.describe(): (lambda c=choice: rate(c)) for choice in options}
+    result = interleaved(sides, rounds)  # every choice the same number of times, in turn
+    for part in parts:
+        part.apply_kernels(chosen, placement)
+    fastest = max(sides, key=result.best)
+    return Figure(
+        "predict.kernels_vs_fastest", "predict", "predict's kernels vs the fastest kernels (prompted model)",
+        result.best(chosen.describe()), "img/s", result.best(fastest),
+        f"fastest of {len(options)} kernel choices ({fastest}), interleaved", 0.95,
+        note=f"predict chose {chosen.describe()}; each choice best of {rounds}",
+        extra={"chosen": chosen.describe(), "fastest": fastest, **result.to_dict()},
+    )
+
+
 def throughput(work: Path, quick: bool, seed: int) -> list[Figure]:
     """predict_run tiles/s against forward-only rates."""
     from benchmarks.models import forward_rate, preset, random_images
@@ -174,6 +211,8 @@ def throughput(work: Path, quick: bool, seed: int) -> list[Figure]:
     placement = place("cpu", opts.precision)
     model, _ = load_prompted_model(prompts)
     images = random_images(batch, seed=seed)
+    log(f"predict: predict's kernels against every kernel choice, interleaved, batch {batch}")
+    kernels = kernels_against_fastest(model, images[:batch], placement, rounds=1 if quick else 3)
     log(f"predict: forward-only baselines, batch {batch}")
     model_rate = forward_rate(model, images, placement, batch, repeats=2)
     backbone_rate = forward_rate(model.backbone, images, placement, batch, repeats=2)
@@ -194,7 +233,7 @@ def throughput(work: Path, quick: bool, seed: int) -> list[Figure]:
             f"predict_run, {label} pathotune prompts, {side:,} px slide",
             rate,
             "tiles/s",
-            note=f"{tiles} tiles in {t.seconds:.1f} s end to end; {result['precision']}; {workers} reading workers",
+            note=f"{tiles} tiles in {t.seconds:.1f} s end to end; {result.precision}; {workers} reading workers",
             tiles=tiles,
             seconds=t.seconds,
         ),
@@ -213,6 +252,7 @@ def throughput(work: Path, quick: bool, seed: int) -> list[Figure]:
             "img/s",
             note=f"prompted/bare = {model_rate / backbone_rate:.2f} (instance features run the backbone)",
         ),
+        kernels,
         Figure(
             "predict.vs_model_forward",
             "predict",

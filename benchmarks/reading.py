@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.core import Figure, Timer, info, log
+from benchmarks.core import Figure, Timer, info, interleaved, log
 
 TILE_PX = 224
 TARGET_MPP = 0.5
@@ -258,6 +258,60 @@ def tile_command(path: Path, out: Path) -> tuple[float, int, float]:
     return row.tiles / t.seconds, row.tiles, t.seconds
 
 
+HS2P_BACKENDS = ("tifffile", "openslide")
+"""hs2p's readers that need nothing beyond ``hs2p[openslide,tifffile]``; the faster one is the baseline."""
+
+
+def hs2p_python() -> str | None:
+    """An interpreter with hs2p: ``$PATHOTUNE_HS2P_PYTHON``, this one, or ``.venv-hs2p`` (``make bench``)."""
+    import importlib.util
+    import sys
+
+    if os.environ.get("PATHOTUNE_HS2P_PYTHON"):
+        return os.environ["PATHOTUNE_HS2P_PYTHON"]
+    if importlib.util.find_spec("hs2p") is not None:
+        return sys.executable
+    venv = Path(__file__).resolve().parents[1] / ".venv-hs2p" / "bin" / "python"
+    return str(venv) if venv.is_file() else None
+
+
+def hs2p_tile(python: str, path: Path, out: Path, backend: str, workers: int) -> tuple[float, int, float]:
+    """(tiles per second, tiles, seconds) of hs2p saving every tile of ``path`` with ``workers`` workers."""
+    import json
+    import subprocess
+
+    script = Path(__file__).resolve().parent / "peers" / "hs2p_tile.py"
+    done = subprocess.run([python, str(script), str(path), str(out), backend, str(workers), str(TARGET_MPP),
+                           str(TILE_PX)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"hs2p ({backend}) failed: {done.stderr.strip().splitlines()[-3:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    return row["tiles"] / row["seconds"], row["tiles"], row["seconds"]
+
+
+def hs2p_figures(tile_rate: float, threads: int, saving: Any, backend: str | None, probe: dict, runs: list,
+                 peer: str | None) -> list[Figure]:
+    """tile against hs2p (judged), and hs2p's rate with each reader (context)."""
+    figures = []
+    for name in HS2P_BACKENDS:
+        rate, tiles, seconds = probe.get(name, (None, 0, 0.0))
+        figures.append(info(f"reading.hs2p_{name}", "reading", f"hs2p 6.1 saving tiles, {name} reader, "
+                            f"{threads} workers", rate, "tiles/s",
+                            note=f"{tiles} tiles in {seconds:.1f} s (one run)" if rate else "not measured"))
+    if backend is None:
+        return [*figures, Figure("reading.tile_vs_hs2p", "reading", "tile --save-tiles jpg vs hs2p 6.1", tile_rate,
+                                 "tiles/s", None, "hs2p", 4.0,
+                                 note="not measured: hs2p is not installed (make bench, or "
+                                      "PATHOTUNE_HS2P_PYTHON=an interpreter with hs2p[openslide,tifffile]==6.1.0)")]
+    best = max(runs)
+    return [*figures, Figure(
+        "reading.tile_vs_hs2p", "reading", "tile --save-tiles jpg vs hs2p 6.1", tile_rate, "tiles/s",
+        saving.best("hs2p"), f"hs2p {backend} reader, {threads} workers, saving every tile", 4.0,
+        note=f"same slide and worker count; hs2p {best[1]} tiles in {best[2]:.1f} s; interleaved, "
+             f"drift {saving.drift('tile', 'hs2p'):.0%}",
+        extra={"backend": backend, "python": peer, **saving.to_dict()})]
+
+
 def same_pixels(path: Path, coords: np.ndarray, level: int, size: int, sample: int = 64) -> int:
     """Max absolute difference between the direct path and OpenSlide on a sample of grid tiles."""
     import openslide
@@ -346,18 +400,41 @@ def run(work: Path, quick: bool, seed: int = 0) -> list[Figure]:
     from pathotune_cli.runs.tile import save_threads_for
 
     tile_threads = save_threads_for(1)
-    tile_repeats = 1 if quick else 3
-    log(f"reading: pathotune tile --save-tiles jpg ({tile_threads} threads), best of {tile_repeats}")
-    tile_runs = []
-    for _ in range(tile_repeats):
+    peer = hs2p_python()
+    hs2p_backend, hs2p_probe = None, {}
+    if peer is not None:
+        for backend in HS2P_BACKENDS:  # its fastest reader is the baseline: a slow peer flatters nobody
+            log(f"reading: hs2p 6.1 with its {backend} reader, {tile_threads} workers (which reader is faster)")
+            os.sync()
+            hs2p_probe[backend] = hs2p_tile(peer, slide.path, fresh_folder(work, f"hs2p-{backend}"), backend,
+                                            tile_threads)
+        hs2p_backend = max(hs2p_probe, key=lambda b: hs2p_probe[b][0])
+    rounds = 1 if quick else 2
+    log(f"reading: tile --save-tiles jpg ({tile_threads} threads), OpenSlide loop + save (1 process)"
+        + (f", hs2p ({hs2p_backend})" if hs2p_backend else "") + f": {rounds} interleaved rounds")
+    tile_runs, save_runs, hs2p_runs = [], [], []
+
+    def tile_side() -> float:
         os.sync()
         tile_runs.append(tile_command(slide.path, fresh_folder(work, "tile-out")))
+        return tile_runs[-1][0]
+
+    def save_side() -> float:
+        os.sync()
+        save_runs.append(openslide_save_loop(slide.path, coords, level, read_size,
+                                             fresh_folder(work, "openslide-save")))
+        return save_runs[-1]
+
+    def hs2p_side() -> float:
+        os.sync()
+        hs2p_runs.append(hs2p_tile(peer, slide.path, fresh_folder(work, "hs2p"), hs2p_backend, tile_threads))
+        return hs2p_runs[-1][0]
+
+    sides = {"tile": tile_side, "openslide_save": save_side} | ({"hs2p": hs2p_side} if hs2p_backend else {})
+    saving = interleaved(sides, rounds, pairs=[("tile", other) for other in sides if other != "tile"],
+                         extra_passes=0 if quick else 1)
     tile_rate, tile_n, tile_s = max(tile_runs)
-    log("reading: OpenSlide loop + JPEG save, 1 process")
-    os.sync()
-    rates["openslide_save_1"] = openslide_save_loop(
-        slide.path, coords, level, read_size, fresh_folder(work, "openslide-save")
-    )
+    rates["openslide_save_1"] = saving.best("openslide_save")
     log("reading: the file system alone (as many files as tile writes)")
     os.sync()
     write_s = file_write_cost(fresh_folder(work, "write-cost"), n)
@@ -446,9 +523,12 @@ def run(work: Path, quick: bool, seed: int = 0) -> list[Figure]:
             "tiles/s",
             rates["openslide_save_1"],
             "OpenSlide loop + JPEG save, 1 process",
-            note="context: the same work on both sides",
+            4.0,
+            note=f"the same work on both sides; interleaved, drift {saving.drift('tile', 'openslide_save'):.0%}",
+            extra=saving.to_dict(),
         )
     )
+    figures += hs2p_figures(tile_rate, tile_threads, saving, hs2p_backend, hs2p_probe, hs2p_runs, peer)
     for key, title in (("openslide_2", "OpenSlide loop, 2 processes"), ("raw_2", "raw decode, 2 processes")):
         figures.append(
             Figure(
@@ -473,8 +553,7 @@ def run(work: Path, quick: bool, seed: int = 0) -> list[Figure]:
             "tiles/s",
             rates["openslide_1"],
             "OpenSlide loop, 1 process",
-            4.0,
-            note=tile_note,
+            note="context: a read-only loop does less work than tile; " + tile_note,
         ),
         Figure(
             "reading.tile_vs_raw",
@@ -484,8 +563,7 @@ def run(work: Path, quick: bool, seed: int = 0) -> list[Figure]:
             "tiles/s",
             rates["raw_1"],
             "raw decode, 1 process",
-            0.5,
-            note=tile_note,
+            note="context: decoding alone, nothing encoded or saved; " + tile_note,
         ),
         Figure(
             "reading.predict_vs_openslide",

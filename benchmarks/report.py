@@ -105,6 +105,10 @@ def render_rich(document: dict[str, Any]) -> None:
         )
     console = Console(width=200)
     console.print(table)
+    for line in kernel_lines(document):
+        console.print(line)
+    for line in quiet_lines(document):
+        console.print(line)
     errors = {g: v["error"] for g, v in document["groups"].items() if v.get("error")}
     for g, err in errors.items():
         console.print(f"[bold red]group {g} failed:[/bold red] {err}")
@@ -117,9 +121,29 @@ def render_rich(document: dict[str, Any]) -> None:
     )
 
 
+def kernel_lines(document: dict[str, Any]) -> list[str]:
+    """What kernel calibration chose in this run, one line per backbone and placement."""
+    return [f"kernels: {row['backbone']} {row['placement']}: {row['choice']['attention']} attention, "
+            f"{row['choice']['weights']} weights (timed: "
+            + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in row.get("seconds", {}).items()) + ")"
+            for row in document.get("kernels", [])]
+
+
+def quiet_lines(document: dict[str, Any]) -> list[str]:
+    """The load before each group: the 1-minute load average and the cores other processes kept busy."""
+    return ["machine before each group: " + "; ".join(
+        f"{g} load {v.get('load_before', '?')}, others {v.get('others_busy_cores_before', '?')} cores"
+        for g, v in document["groups"].items())]
+
+
 def markdown(document: dict[str, Any]) -> str:
-    """The table as Markdown (judged figures and their context lines)."""
+    """The table as Markdown (judged figures and their context lines), then the CPU, kernels and load."""
+    hw = document["hardware"]
     lines = [
+        f"CPU: {hw.get('cpu')} ({hw.get('cores')} cores, AMX {'yes' if hw.get('amx') else 'no'}, "
+        f"AVX512-BF16 {'yes' if hw.get('avx512_bf16') else 'no'}), torch {hw.get('torch')}",
+        "",
+        "| figure | value | baseline (same run) | ratio | target | result |",
         "| figure | value | baseline (same run) | ratio | target | result |",
         "|---|---:|---:|---:|---|---|",
     ]
@@ -136,4 +160,5 @@ def markdown(document: dict[str, Any]) -> str:
             value = f"{value} <sub>({note})</sub>"
         cells = [name, value, baseline, _ratio(fig), _target(fig), result]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", *[f"- {line}" for line in kernel_lines(document) + quiet_lines(document)]]
     return "\n".join(lines) + "\n"

@@ -28,13 +28,16 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "startup.doctor_seconds", "startup.missing_weights_seconds",
     ),
     "reading": (
-        "reading.tile_vs_openslide",
-        "reading.tile_vs_raw",
+        "reading.tile_vs_openslide_save",
+        "reading.tile_vs_hs2p",
         "reading.predict_vs_openslide",
         "reading.predict_vs_raw",
-        "reading.tile_vs_openslide_save",
+        "reading.tile_vs_openslide",
+        "reading.tile_vs_raw",
         "reading.tile_vs_openslide_2",
         "reading.tile_vs_raw_2",
+        "reading.hs2p_tifffile",
+        "reading.hs2p_openslide",
         "reading.slide",
         "reading.grid",
         "reading.max_pixel_diff",
@@ -72,6 +75,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "predict": (
         "predict.vs_model_forward",
+        "predict.kernels_vs_fastest",
         "predict.rss_small_slide",
         "predict.rss_large_slide",
         "predict.rss_ratio",
@@ -130,6 +134,8 @@ def run_all(
     env.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="pathotune-bench-") as tmp:
         work_root = out / "work" if keep else Path(tmp)
+        # A cache of its own: every kernel choice is measured in this run, on this machine, and reported.
+        env["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
         for name in groups:
             result = Path(tmp) / f"{name}.json"
             cmd = [
@@ -146,7 +152,7 @@ def run_all(
                 str(seed),
             ] + (["--quick"] if quick else [])
             log(f"group {name}: start")
-            load = os.getloadavg()[0]
+            load, others = quiet_check(name, first=name == groups[0])
             t = time.perf_counter()
             done = subprocess.run(cmd, env=env)
             seconds = time.perf_counter() - t
@@ -170,6 +176,7 @@ def run_all(
                 "error": payload.get("error"),
                 "missing": missing,
                 "load_before": round(load, 2),
+                "others_busy_cores_before": round(others, 2),
                 "load_after": round(os.getloadavg()[0], 2),
             }
             document["figures"].update(figures)
@@ -177,9 +184,44 @@ def run_all(
                 f"group {name}: {seconds:.0f} s"
                 + (f", ERROR {payload['error']}" if payload.get("error") else "")
             )
+            document["kernels"] = kernel_choices(Path(env["XDG_CACHE_HOME"]))
             _write(document, json_out, started)
     _write(document, json_out, started)
     return document
+
+
+LOAD_WARNING = 0.5
+
+
+def quiet_check(group: str, first: bool) -> tuple[float, float]:
+    """(1-minute load average, cores other processes kept busy over the last second) before ``group``;
+    prints a warning when either says the machine is not quiet.
+
+    The load average still counts this run's previous group for minutes after it ended, so it is judged
+    before the first group only; the busy cores of other processes are judged before every group.
+    """
+    from benchmarks.core import others_busy_cores
+
+    load = os.getloadavg()[0]
+    others = others_busy_cores(1.0)
+    if (first and load > LOAD_WARNING) or others > LOAD_WARNING:
+        print(f"WARNING: the machine is not quiet before group {group}: load average {load:.2f}, other "
+              f"processes kept {others:.2f} cores busy; the ratios of this group may not mean much",
+              file=sys.stderr, flush=True)
+    return load, others
+
+
+def kernel_choices(cache: Path) -> list[dict[str, Any]]:
+    """What kernel calibration chose during the run (``backbones.kernels``), one row per placement."""
+    path = cache / "pathotune" / "kernels.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for key, entry in json.loads(path.read_text()).items():
+        parts = key.split("|")
+        rows.append({"backbone": parts[2] if len(parts) > 2 else key, "placement": " ".join(parts[3:6]),
+                     **entry})
+    return rows
 
 
 def _write(document: dict[str, Any], path: Path, started: float) -> None:

@@ -77,7 +77,7 @@ def choose(backbone: Any, placement: Any, pass_: str, pinned: KernelSpec | None 
         return KernelChoice(**found["choice"])
     print(f"pathotune: timing {len(options)} kernel choices for {backbone.preset.name} ({placement.device} "
           f"{placement.precision}, {pass_}) once on this machine; cached in {cache}", file=sys.stderr)
-    timings = {choice: measure(backbone, placement, pass_, choice, timer) for choice in options}
+    timings = measure_in_turn(backbone, placement, pass_, options, timer)
     best = min(timings, key=timings.get)
     seconds = {c.describe(): round(t, 5) for c, t in timings.items()}
     update_json_cache(cache, key, {"choice": asdict(best), "seconds": seconds,
@@ -85,27 +85,38 @@ def choose(backbone: Any, placement: Any, pass_: str, pinned: KernelSpec | None 
     return best
 
 
-def measure(backbone: Any, placement: Any, pass_: str, choice: KernelChoice,
-            timer: Callable[[], float] = time.perf_counter) -> float:
-    """Best of ``CALIBRATION_REPEATS`` timed passes (after one untimed) of a synthetic batch with ``choice``."""
+def measure_in_turn(backbone: Any, placement: Any, pass_: str, options: list[KernelChoice],
+                    timer: Callable[[], float] = time.perf_counter) -> dict[KernelChoice, float]:
+    """Each choice's best time of ``CALIBRATION_REPEATS`` passes, the choices taking turns pass by pass (A B A B,
+    after one untimed pass each), so a machine whose speed drifts meets every choice alike."""
     import torch
 
-    backbone.apply_kernels(choice, placement)
     size = backbone.input_size
     images = torch.rand(CALIBRATION_BATCH, 3, size, size, device=placement.device)
-    best = float("inf")
+    best = {choice: float("inf") for choice in options}
     for repeat in range(CALIBRATION_REPEATS + 1):
-        x = images.clone().requires_grad_(pass_ == "training")
-        start = timer()
-        with placement.autocast(), torch.set_grad_enabled(pass_ == "training"):
-            out = backbone(x)
-            if pass_ == "training":
-                out.float().sum().backward()
-        if placement.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if repeat:
-            best = min(best, timer() - start)
+        for choice in options:
+            backbone.apply_kernels(choice, placement)
+            seconds = one_pass(backbone, placement, pass_, images, timer)
+            if repeat:
+                best[choice] = min(best[choice], seconds)
     return best
+
+
+def one_pass(backbone: Any, placement: Any, pass_: str, images: Any,
+             timer: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of one forward (``inference``) or forward and input-gradient backward (``training``)."""
+    import torch
+
+    x = images.clone().requires_grad_(pass_ == "training")
+    start = timer()
+    with placement.autocast(), torch.set_grad_enabled(pass_ == "training"):
+        out = backbone(x)
+        if pass_ == "training":
+            out.float().sum().backward()
+    if placement.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return timer() - start
 
 
 def cache_key(backbone: Any, placement: Any, pass_: str, options: list[KernelChoice]) -> str:

@@ -1,0 +1,1 @@
+"""Peer tools the benchmarks compare against, each run in the interpreter that has it installed."""
