@@ -115,3 +115,21 @@ def test_a_fingerprint_is_computed_once_per_weight_file_and_survives_bf16_storag
     assert real(loaded.frozen_state()) == first  # the fp32 originals, not the bf16 copies
     os.utime(file, ns=(1, 1))
     assert fp.fingerprint_of(loaded) == first and len(calls) == 2  # a changed file is hashed again
+
+
+def test_weights_stored_in_bf16_still_run_in_full_precision_outside_autocast() -> None:
+    """Code that runs without autocast (explanations, the two-pass gradient's first pass) gets the fp32 layer."""
+    torch.manual_seed(0)
+    backbone = load_backbone(tiny_preset()).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = backbone(images)
+        backbone.apply_kernels(KernelChoice("fused", "bf16"), BF16)
+        assert backbone.vit.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+        assert torch.equal(backbone(images), reference)  # the fp32 originals, bit for bit
+        with BF16.autocast():
+            assert_close_to_scale(backbone(images).float(), reference, rel=0.05)
+        backbone.apply_kernels(KernelChoice("fused", "fp32"), FP32)
+        assert backbone.vit.blocks[0].attn.qkv.weight.dtype == torch.float32
+        assert "forward" not in backbone.vit.blocks[0].attn.qkv.__dict__
+        assert torch.equal(backbone(images), reference)

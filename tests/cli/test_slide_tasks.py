@@ -57,6 +57,7 @@ def test_tune_eval_predict_and_features_on_slides(tuned: Path, slides: list[Path
     doc = json.loads(result.stdout)
     auroc = doc["metrics"]["macro_auroc"]
     assert doc["level"] == "slide" and doc["n"] == 2 and set(auroc) == {"value", "ci_low", "ci_high"}
+    assert (tmp_path / "eval" / "reliability_diagram.png").is_file()
     assert (tmp_path / "eval" / "roc_curve.png").is_file() and (tmp_path / "eval" / "predictions.csv").is_file()
     result = _invoke("predict", tuned, slides[9], "--out", tmp_path / "P")
     assert result.exit_code == 0, result.output
@@ -67,6 +68,35 @@ def test_tune_eval_predict_and_features_on_slides(tuned: Path, slides: list[Path
         assert (tmp_path / "P" / f"{slides[9].stem}{suffix}").is_file(), suffix
     tile = json.loads((tmp_path / "P" / f"{slides[9].stem}.tiles.geojson").read_text())["features"][0]
     assert set(tile["properties"]["measurements"]) == {"attention", "attention_scaled"}
+    assert doc["calibration"]["probabilities"] == "calibrated" and doc["calibration"]["temperature"] > 0
+
+
+def test_slide_predictions_are_calibrated_and_explained(tuned: Path, slides: list[Path], tmp_path: Path) -> None:
+    from pathotune_cli.engine.promptfile import read_prompt_file
+
+    trust = read_prompt_file(tuned).header.trust
+    assert trust is not None and trust.calibration.validation_images == 2 and trust.ood is None
+    assert all(level.quantile is None for level in trust.conformal.levels)  # 2 validation slides: too few
+    runs = {}
+    for name, extra in (("calibrated", ["--explain-top", 2]), ("raw", ["--uncalibrated"])):
+        result = _invoke("predict", tuned, slides[9], "--out", tmp_path / name, "--json", *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(result.stdout)
+    assert runs["calibrated"]["probabilities"].startswith("calibrated probabilities (temperature")
+    assert runs["raw"]["probabilities"].startswith("raw softmax")
+    import numpy as np
+
+    raw = np.array([runs["raw"]["slides"][0][f"prob_{c}"] for c in ("normal", "tumor")])
+    calibrated = np.array([runs["calibrated"]["slides"][0][f"prob_{c}"] for c in ("normal", "tumor")])
+    logit_gap = np.log(raw[1] / raw[0])  # softmax(z / T): the log-odds shrink by T
+    assert abs(np.log(calibrated[1] / calibrated[0]) - logit_gap / trust.calibration.temperature) < 1e-3
+    folder = tmp_path / "calibrated" / f"{slides[9].stem}.explain"
+    with (folder / "explanations.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["rank"] for r in rows] == ["1", "2"] and all((folder / r["png"]).is_file() for r in rows)
+    assert float(rows[0]["attention"]) >= float(rows[1]["attention"])
+    refused = _invoke("predict", tuned, slides[9], "--out", tmp_path / "sets", "--alpha", 0.1)
+    assert refused.exit_code == 2 and "alpha" in refused.output and len(_lines(refused.output)) <= 3
     result = _invoke("features", slides[9], "--backbone", "tiny-random", "--out", tmp_path / "F", "--json")
     assert result.exit_code == 0, result.output
     import h5py

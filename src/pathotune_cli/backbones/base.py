@@ -7,6 +7,7 @@ it never needs to know whether the tokens came from timm, open_clip or a PathoDu
 from __future__ import annotations
 
 from abc import abstractmethod
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,15 +89,23 @@ class Backbone(nn.Module):
         self.set_attention(choice.attention)
         originals: dict[str, torch.Tensor] = self.__dict__.setdefault("_fp32_linear", {})
         for name, module in self.named_modules():
-            if not isinstance(module, nn.Linear):
+            if not isinstance(module, nn.Linear) or module.weight.requires_grad:  # method full trains them
                 continue
+            kept: dict[str, torch.Tensor | None] = {}
             for key in ("weight", "bias"):
                 param = getattr(module, key)
-                if param is None or param.requires_grad:  # a trained backbone (method full) stays as it is
+                if param is None:
+                    kept[key] = None
                     continue
                 originals.setdefault(f"{name}.{key}", param.data)
-                kept = originals[f"{name}.{key}"].to(param.device)
-                param.data = kept.to(torch.bfloat16) if choice.weights == "bf16" else kept
+                kept[key] = originals[f"{name}.{key}"].to(param.device)
+                param.data = kept[key].to(torch.bfloat16) if choice.weights == "bf16" else kept[key]
+            if choice.weights == "bf16":
+                module.__dict__["_fp32_params"] = (kept["weight"], kept["bias"])
+                module.forward = partial(_bf16_stored_linear, module)
+            else:  # the class's own forward again
+                module.__dict__.pop("forward", None)
+                module.__dict__.pop("_fp32_params", None)
 
     def block_head(self, index: int, tokens: torch.Tensor, rows: int) -> torch.Tensor:
         """Block ``index``'s output for the first ``rows`` tokens only, every token still a key and a value.
@@ -188,3 +197,24 @@ class Backbone(nn.Module):
         state = {k: v for k, v in self.state_dict().items() if k not in ("mean", "std")}
         state.update({k: v for k, v in self.__dict__.get("_fp32_linear", {}).items() if k in state})
         return state
+
+
+def linear_parameters(module: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (weight, bias) a frozen Linear computes ``x`` with: its stored ones under autocast, and the fp32
+    originals of weights ``apply_kernels`` stored in bf16 when autocast is off (for code that calls
+    ``F.linear`` with a module's weights itself)."""
+    fp32 = module.__dict__.get("_fp32_params")
+    if fp32 is not None and not torch.is_autocast_enabled(x.device.type):
+        return fp32
+    return module.weight, module.bias
+
+
+def _bf16_stored_linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A frozen Linear whose weights are stored in bf16: those under autocast, the fp32 originals otherwise.
+
+    Under autocast this is what autocast would compute anyway (its casts of the weights are already done); a
+    caller that runs without autocast (an explanation, the first pass of the two-pass gradient) still gets
+    the full-precision layer it asked for, never a dtype error.
+    """
+    weight, bias = linear_parameters(module, x)
+    return torch.nn.functional.linear(x, weight, bias)

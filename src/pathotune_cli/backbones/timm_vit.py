@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pathotune_cli.backbones.base import Backbone
+from pathotune_cli.backbones.base import Backbone, linear_parameters
 from pathotune_cli.backbones.convert import drop_listed, hf_dinov2_to_timm, hf_vit_to_timm
 from pathotune_cli.backbones.state_dict import load_strict, read_state_dict
 from pathotune_cli.backbones.weights import WeightSource
@@ -122,7 +122,7 @@ def head_rows_of_block(block: torch.nn.Module, tokens: torch.Tensor, rows: int) 
     x = block.norm1(tokens)
     b, n, _ = x.shape
     heads, head_dim, dim = attn.num_heads, attn.head_dim, attn.attn_dim
-    weight, bias = attn.qkv.weight, attn.qkv.bias
+    weight, bias = linear_parameters(attn.qkv, x)
     kv = F.linear(x, weight[dim:], None if bias is None else bias[dim:])
     k, v = kv.reshape(b, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     head = x[:, :rows]

@@ -65,7 +65,11 @@ def export(
         result = export_run(opts, report=progress)
     if json_out:
         emit_json(result.to_dict())
-        return
+    else:
+        _render(result)
+
+
+def _render(result: Any) -> None:
     inp, checked = result.input, result.check
     rows = {
         "file": f"{result.export} ({result.bytes / 1024**2:.1f} MiB)",

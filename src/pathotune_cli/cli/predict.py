@@ -129,6 +129,9 @@ def _share(value: object) -> str:
 def _top(row: dict, classes: list[str]) -> str:
     if row.get("status") != "ok" or not row.get("tiles"):
         return ""
+    if row.get("label"):  # a slide-level model: the slide's class and its probability
+        shown = f"{row['label']} (p {row.get('prob_' + row['label'], 0.0):.2f})"
+        return shown + (f", set {row['prediction_set'] or '(empty)'}" if "prediction_set" in row else "")
     fractions = {c: row.get(f"fraction_{c}", 0.0) or 0.0 for c in classes}
     best = max(fractions, key=fractions.get)
     return f"{best} ({fractions[best]:.0%})"

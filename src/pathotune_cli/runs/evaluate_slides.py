@@ -28,8 +28,10 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     from pathotune_cli.engine.slide_model import load_slide_model
     from pathotune_cli.files import write_json
     from pathotune_cli.hardware import place
+    from pathotune_cli.runs.eval_trust import save_reliability, trust_report
     from pathotune_cli.runs.evaluate import EvalResult
     from pathotune_cli.runs.records import provenance
+    from pathotune_cli.runs.trust import load_trust
     from pathotune_cli.training.slide_data import read_slide_table
 
     started = time.time()
@@ -43,20 +45,35 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     placement = place(opts.device, opts.precision)
     model.place(placement, "inference", kernel_spec(opts.kernels))
     note(report, f"evaluating {len(slides)} slides with {header.mil.aggregator if header.mil else '?'} on {task.name}")
-    probs = np.stack([slide_probability(model, item.path, header, placement, report)[0] for item in slides.items])
+    trust = load_trust(file, uncalibrated=opts.uncalibrated)
+    if trust.notice:
+        warn(report, trust.notice)
+    logits = np.stack([slide_logits_of(model, item.path, header, placement, report)[0] for item in slides.items])
+    probs = trust.probabilities(logits)
     scores = write_slide_report(out, slides, probs, task, seed=opts.seed, bootstrap=opts.bootstrap, title=task.name)
+    trusted = trust_report(logits, None, slides.labels, trust, opts.bootstrap, opts.seed)
     result = EvalResult(
         prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
-        backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, counts=slides.counts(),
-        out=out, level="slide",
+        backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, trust=trusted,
+        counts=slides.counts(), out=out, level="slide",
     )
     write_json(out / "metrics.json", {**result.to_dict(), "level": "slide", "provenance": provenance()})
+    save_reliability(trusted, out / "reliability_diagram.png", title=f"{task.name}: {len(slides)} slides")
     return EvalResult(**{**result.__dict__, "seconds": round(time.time() - started, 2)})
 
 
 def slide_probability(model: Any, path: Path | None, header: Any, placement: Any,
                       report: Reporter = ignore) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(class probabilities (C,), attention over the slide's tiles (N,), the planned slide) of one slide.
+    """(raw class probabilities (C,), attention over the slide's tiles (N,), the planned slide) of one slide."""
+    from pathotune_cli.training.calibration import softmax
+
+    logits, attention, slide, _ = slide_logits_of(model, path, header, placement, report)
+    return softmax(logits[None])[0], attention, slide
+
+
+def slide_logits_of(model: Any, path: Path | None, header: Any, placement: Any,
+                    report: Reporter = ignore) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    """(slide logits (C,), attention over the slide's tiles (N,), the planned slide, the tile features (N, d)).
 
     Raises:
         BadInput: no slide file, or the slide cannot be read.
@@ -72,7 +89,7 @@ def slide_probability(model: Any, path: Path | None, header: Any, placement: Any
     features = torch.from_numpy(slide_features(model, slide, placement, 64, report)).to(placement.device)
     with torch.no_grad():
         logits, attention = model(features)
-    return torch.softmax(logits.float(), -1).cpu().numpy(), attention.float().cpu().numpy(), slide
+    return logits.float().cpu().numpy(), attention.float().cpu().numpy(), slide, features
 
 
 def write_slide_report(out: Path, slides: Any, probs: np.ndarray, task: Any, seed: int = 0, bootstrap: int = 1000,

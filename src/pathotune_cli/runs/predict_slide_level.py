@@ -3,7 +3,11 @@
 Per slide: ``<stem>.predictions.csv`` (x, y, w, h, attention per tile), ``<stem>.tiles.geojson`` (the attention as
 a measurement QuPath can colour by), ``<stem>.attention.png`` (the attention over the thumbnail, scaled to the
 slide's most attended tile) and ``<stem>.top_tiles.png`` (the most attended tiles); ``summary.csv`` gains the
-slide's ``label`` and ``prob_<class>``. The same record, resume and failure rules as tile-level ``predict``.
+slide's ``label`` and ``prob_<class>`` (calibrated by the file's temperature unless ``--uncalibrated``) and, with
+``--alpha``, its ``prediction_set`` and ``set_size``. With ``--explain-top K``, ``<stem>.explain/`` holds a PNG of
+each of the K most attended tiles with its attribution map for the slide's class
+(``training.attribution.slide_gradient_x_input``) and ``explanations.csv``. The same record, resume and failure
+rules as tile-level ``predict``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     from pathotune_cli.runs.predict import PredictResult, collect_inputs
     from pathotune_cli.runs.records import write_run_record
     from pathotune_cli.runs.slides import read_slides_csv
+    from pathotune_cli.runs.trust import load_trust
 
     started = time.time()
     listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
@@ -42,6 +47,9 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     header = file.header
     if random_weights_warning(model.tiles):
         warn(report, str(random_weights_warning(model.tiles)))
+    trust = load_trust(file, uncalibrated=opts.uncalibrated, alpha=opts.alpha)
+    if trust.notice:
+        warn(report, trust.notice)
     placement = place(opts.device, opts.precision)
     model.place(placement, "inference", kernel_spec(opts.kernels))
     out = Path(opts.out)
@@ -52,14 +60,15 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     report(SlidesStarted(len(slides)))
     for index, slide in enumerate(slides):
         report(SlideStarted(index, len(slides), slide.name))
-        row = _one(model, header, slide, opts, placement, out, sha, report)
+        row = _one(model, header, trust, slide, opts, placement, out, sha, report)
         rows.append(row)
         done = row.get("resume") or f"{row.get('label')}, {row.get('tiles', 0)} tiles"
         detail = row["error"] if row["status"] != "ok" else done
         report(SlideDone(slide.name, row["status"], index + 1, len(slides), detail, seconds=row.get("seconds", 0.0)))
-    _write_summary(out / "summary.csv", rows, header.classes)
+    _write_summary(out / "summary.csv", rows, header.classes, with_sets=trust.quantile is not None)
     result = PredictResult(out=out, prompts=file.path, task=header.task.name, classes=list(header.classes),
                            tile=header.tile.model_dump(), precision=placement.precision, slides=rows,
+                           probabilities=trust.describe(),
                            seconds=round(time.time() - started, 2))
     settings = {"prompts": str(opts.prompts), "inputs": [str(p) for p in opts.inputs], "level": "slide"}
     write_run_record(out, settings, started, prompts_sha256=sha, kernels=model.tiles.kernel_choices(),
@@ -67,13 +76,14 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     return result
 
 
-def _one(model: Any, header: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
+def _one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
          report: Reporter) -> dict[str, Any]:
     from pathotune_cli.runs.resume import SlideKey, decide, input_identity, record_failure, write_record
 
     started = time.time()
-    finals = _outputs(out, slide.stem)
-    settings = {"version": SLIDE_ALGORITHM, "prompts_sha256": sha, "precision": placement.precision}
+    finals = _outputs(out, slide.stem, bool(opts.explain_top))
+    settings = {"version": SLIDE_ALGORITHM, "prompts_sha256": sha, "precision": placement.precision,
+                "calibrated": trust.calibrated, "alpha": opts.alpha, "explain_top": opts.explain_top}
     resume = ""
     try:
         key = SlideKey(input_identity(slide), settings)
@@ -83,7 +93,8 @@ def _one(model: Any, header: Any, slide: Path, opts: Any, placement: Any, out: P
                 note(report, f"{slide.name}: finished earlier with these settings, kept (--resume)")
                 return {**decision.row, "resume": "kept", "seconds": 0.0}
             resume = decision.resume
-        row = {**_predict(model, header, slide, placement, out, report), "status": "ok", "error": "",
+        row = {**_predict(model, header, trust, slide, opts.explain_top, placement, out, report),
+               "status": "ok", "error": "",
                "seconds": round(time.time() - started, 2)}
         write_record(out, slide.stem, COMMAND, key, row)
         return {**row, "resume": resume}
@@ -98,24 +109,31 @@ def _one(model: Any, header: Any, slide: Path, opts: Any, placement: Any, out: P
     return {**row, "resume": resume}
 
 
-def _outputs(out: Path, stem: str) -> dict[str, Path]:
-    return {"csv": out / f"{stem}.predictions.csv", "geojson": out / f"{stem}.tiles.geojson",
-            "attention": out / f"{stem}.attention.png", "top": out / f"{stem}.top_tiles.png"}
+def _outputs(out: Path, stem: str, explain: bool = False) -> dict[str, Path]:
+    paths = {"csv": out / f"{stem}.predictions.csv", "geojson": out / f"{stem}.tiles.geojson",
+             "attention": out / f"{stem}.attention.png", "top": out / f"{stem}.top_tiles.png"}
+    if explain:
+        paths["explain"] = out / f"{stem}.explain"
+    return paths
 
 
-def _predict(model: Any, header: Any, slide: Path, placement: Any, out: Path, report: Reporter) -> dict[str, Any]:
+def _predict(model: Any, header: Any, trust: Any, slide: Path, explain_top: int, placement: Any, out: Path,
+             report: Reporter) -> dict[str, Any]:
     from pathotune_cli.files import Staging, write_csv
-    from pathotune_cli.runs.evaluate_slides import slide_probability
+    from pathotune_cli.runs.evaluate_slides import slide_logits_of
     from pathotune_cli.runs.resume import record_path
+    from pathotune_cli.runs.trust import tile_columns
     from pathotune_cli.wsi import draw_heatmap, save_png
     from pathotune_cli.wsi.geojson import write_measured_tiles
 
-    probs, attention, planned = slide_probability(model, slide, header, placement, report)
+    logits, attention, planned, features = slide_logits_of(model, slide, header, placement, report)
+    columns = tile_columns(trust, logits[None], None, list(header.classes))
+    probs = columns["probs"][0]
     plan, coords = planned.plan, planned.coords
     footprint = plan.grid.patch_size_level0
     scaled = attention / attention.max() if len(attention) and attention.max() > 0 else attention
     label = header.classes[int(probs.argmax())]
-    finals = _outputs(out, slide.stem)
+    finals = _outputs(out, slide.stem, bool(explain_top))
     with Staging() as staged:
         rows = ([int(x), int(y), footprint, footprint, f"{a:.6g}"] for (x, y), a in zip(coords, attention, strict=True))
         write_csv(staged.temp(finals["csv"]), ["x", "y", "w", "h", "attention"], rows)
@@ -125,10 +143,15 @@ def _predict(model: Any, header: Any, slide: Path, placement: Any, out: Path, re
                                ["attention"], show="attention")
         save_png(staged.temp(finals["attention"]), picture)
         save_png(staged.temp(finals["top"]), _montage(planned, attention))
+        if explain_top:
+            _explain_top(model, trust, planned, features, attention, columns, list(header.classes), explain_top,
+                         staged.temp(finals["explain"]))
         record_path(out, slide.stem, COMMAND).unlink(missing_ok=True)
         staged.commit()
     return {"slide": slide.name, "tiles": int(len(coords)), "label": label,
             **{f"prob_{c}": round(float(p), 6) for c, p in zip(header.classes, probs, strict=True)},
+            **({"prediction_set": columns["prediction_set"][0], "set_size": int(columns["set_size"][0])}
+               if "prediction_set" in columns else {}),
             "mpp": round(plan.mpp, 5), "mpp_source": plan.mpp_source,
             "tissue_area_mm2": round(plan.tissue_area_mm2, 4)}
 
@@ -148,12 +171,54 @@ def _montage(planned: Any, attention: np.ndarray, k: int = TOP_TILES) -> np.ndar
     return strip
 
 
-def _write_summary(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
+def _explain_top(model: Any, trust: Any, planned: Any, features: Any, attention: np.ndarray, columns: dict[str, Any],
+                 classes: list[str], k: int, folder: Path) -> None:
+    """PNGs of the ``k`` most attended tiles, each with its map for the slide's class, and ``explanations.csv``.
+
+    Into ``folder`` (a temporary the caller stages), named ``<rank>_x<X>_y<Y>.png``; in full precision.
+    """
+    import torch
+
+    from pathotune_cli.files import write_csv
+    from pathotune_cli.runs.slide_tiles import read_tiles
+    from pathotune_cli.training.attribution import slide_gradient_x_input
+    from pathotune_cli.training.trust_plots import save_explanation
+
+    folder.mkdir(parents=True, exist_ok=True)
+    top = np.argsort(-attention, kind="stable")[:k]
+    probs, label = columns["probs"][0], int(columns["labels"][0])
+    ranked = np.argsort(-probs, kind="stable")[:3]
+    lines = [f"slide: {trust.describe()}"]
+    if "prediction_set" in columns:
+        lines.append(f"slide set at alpha {trust.alpha:g}: {columns['prediction_set'][0] or '(empty)'}")
+    device = features.device
+    rows = []
+    for start in range(0, len(top), 8):
+        part = top[start : start + 8]
+        tiles = read_tiles(planned, part)
+        maps, _ = slide_gradient_x_input(model, features.float(), tiles.float().div(255.0).to(device), part, label,
+                                         trust.temperature if trust.calibrated else 1.0)
+        with torch.no_grad():
+            pixels = tiles.permute(0, 2, 3, 1).numpy()
+        for j, i in enumerate(part):
+            rank = start + j + 1
+            x, y = (int(v) for v in planned.coords[i])
+            name = f"{rank}_x{x}_y{y}.png"
+            save_explanation(pixels[j], maps[j], [(classes[c], float(probs[c])) for c in ranked], folder / name,
+                             title=f"{planned.path.name}: attended tile {rank} of {len(attention)}",
+                             lines=[*lines, f"attention {attention[i]:.4g}; map: slide's {classes[label]}"])
+            rows.append([rank, x, y, f"{attention[i]:.6g}", name, classes[label], f"{probs[label]:.6f}"])
+    write_csv(folder / "explanations.csv", ["rank", "x", "y", "attention", "png", "slide_class", "slide_probability"],
+              rows)
+
+
+def _write_summary(path: Path, rows: list[dict[str, Any]], classes: list[str], with_sets: bool = False) -> None:
     from pathotune_cli.files import write_csv
     from pathotune_cli.runs.resume import folder_rows
 
     folder = {r["slide"]: r for r in folder_rows(path.parent, COMMAND)}
     folder.update({r["slide"]: r for r in rows})
-    header = ["slide", "status", "label", *[f"prob_{c}" for c in classes], "tiles", "mpp", "mpp_source",
+    sets = ["prediction_set", "set_size"] if with_sets else []
+    header = ["slide", "status", "label", *[f"prob_{c}" for c in classes], *sets, "tiles", "mpp", "mpp_source",
               "tissue_area_mm2", "seconds", "resume", "error"]
     write_csv(path, header, ([folder[s].get(k, "") for k in header] for s in sorted(folder)))

@@ -75,8 +75,8 @@ def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: A
                      checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config),
                      report=report, kernels=config.runtime.kernels)
     add_to_run_record(out / "run.json", kernels=fitted.kernels)
-    validation = _validation_report(out, encoder, val, val_bags, config, placement, fitted)
-    prompts = _save(out, config, encoder, train, val, fitted, validation)
+    validation, trust = _validation_report(out, encoder, val, val_bags, config, placement, fitted, report)
+    prompts = _save(out, config, encoder, train, val, fitted, validation, trust)
     model = encoder.model
     return TuneResult(
         run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size, task=config.task.name,
@@ -265,26 +265,36 @@ def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement
 
 
 def _validation_report(out: Path, encoder: _Encoder, val: Any, val_bags: Any, config: RunConfig, placement: Any,
-                       fitted: Any) -> dict[str, Any] | None:
-    """Slide-level metrics with intervals, per-slide predictions, confusion matrix, ROC and curves."""
+                       fitted: Any, report: Reporter) -> tuple[dict[str, Any] | None, Any]:
+    """Slide-level metrics, predictions, confusion matrix, ROC, curves, and the trust section of the validation slides.
+
+    The trust section holds the temperature and the conformal quantiles, not OOD statistics (those are per tile).
+    Returns (the metrics' values, the ``FittedTrust`` or None).
+    """
     from pathotune_cli.runs.evaluate_slides import write_slide_report
-    from pathotune_cli.training.mil_loop import slide_probabilities
+    from pathotune_cli.runs.trust_fit import fit_trust
+    from pathotune_cli.runs.tune_outputs import write_history
+    from pathotune_cli.training.calibration import softmax
+    from pathotune_cli.training.mil_loop import slide_logits
     from pathotune_cli.training.plots import save_history_curves
 
     if fitted.history:
         save_history_curves(fitted.history, out / "curves.png")
-    from pathotune_cli.runs.tune_outputs import write_history
-
     write_history(out / "history.csv", fitted.history)
     if val is None or not len(val):
-        return None
-    probs, _ = slide_probabilities(encoder.model, val_bags, config.mil, placement)
-    scores = write_slide_report(out, val, probs, config.task, seed=config.seed, prefix="val_", title="validation")
-    return {k: v["value"] for k, v in scores["metrics"].items()}
+        warn(report, "no validation slides: no temperature or prediction sets in the prompt file")
+        return None, None
+    logits, _ = slide_logits(encoder.model, val_bags, config.mil, placement)
+    scores = write_slide_report(out, val, softmax(logits), config.task, seed=config.seed, prefix="val_",
+                                title="validation")
+    trust = fit_trust(logits, val.labels, None, None, None, config.task.class_names, report)
+    add_to_run_record(out / "run.json", trust=trust.summary)
+    values = {k: v["value"] for k, v in scores["metrics"].items()}
+    return {**values, **{k: trust.summary[k] for k in ("temperature", "ece_before", "ece_after")}}, trust
 
 
 def _save(out: Path, config: RunConfig, encoder: _Encoder, train: Any, val: Any, fitted: Any,
-          validation: dict[str, Any] | None) -> Path:
+          validation: dict[str, Any] | None, trust: Any) -> Path:
     from pathotune_cli.engine import prompt_header, save_prompt_file
 
     mil = config.mil.model_copy(update={"aggregator": encoder.model.aggregator.kind})
@@ -297,5 +307,7 @@ def _save(out: Path, config: RunConfig, encoder: _Encoder, train: Any, val: Any,
         slide={"level": "slide", "mil": mil, "tile_source": encoder.source,
                "source_prompts": encoder.source_prompts,
                "trainable_parameters": encoder.model.trainable_parameters()},
+        trust=trust.stats if trust is not None else None,
     )
-    return save_prompt_file(out / PROMPTS_NAME, encoder.model.trained_state(), header)
+    tensors = {**encoder.model.trained_state(), **(trust.tensors if trust is not None else {})}
+    return save_prompt_file(out / PROMPTS_NAME, tensors, header)

@@ -68,3 +68,41 @@ def normalise_map(raw: np.ndarray) -> np.ndarray:
     totals = maps.sum(axis=(1, 2), keepdims=True)
     uniform = np.full_like(maps, 1.0 / (maps.shape[1] * maps.shape[2]))
     return np.where(totals > 0, maps / np.where(totals > 0, totals, 1.0), uniform)
+
+
+def slide_gradient_x_input(
+    model: Any, features: torch.Tensor, tiles: torch.Tensor, index: np.ndarray, target: int | None = None,
+    temperature: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Attribution maps over some tiles of a slide for the *slide's* class, and the slide's logits.
+
+    The same reading as ``gradient_x_input``, with ``z`` the slide-level model's logits: the tiles at ``index``
+    are encoded again with gradients and put in place of their features, every other tile's features stay as
+    computed (constants), and ``g = d log softmax(z / T)_c / dx`` over those tiles' pixels. So a map shows which
+    pixels of an attended tile moved the slide's probability, through the aggregator's attention and its
+    classifier alike.
+
+    Args:
+        model: A ``SlideModel`` in eval mode.
+        features: (N, d) features of every tile of the slide (as aggregated), on the model's device.
+        tiles: (K, 3, H, W) RGB floats in [0, 1] of the tiles at ``index``.
+        index: (K,) positions of those tiles among the N.
+        target: The slide class to explain; None takes the top class.
+        temperature: As in ``gradient_x_input``.
+
+    Returns:
+        ``(maps, logits)``: maps (K, H, W) float64, each summing to 1; the slide's logits (C,) float32.
+    """
+    model.eval()
+    x = tiles.detach().float().clone().requires_grad_(True)
+    positions = torch.as_tensor(np.asarray(index, np.int64), device=features.device)
+    with torch.enable_grad():
+        encoded = model.tile_features(x).to(features.dtype)
+        bag = features.detach().index_copy(0, positions, encoded)
+        logits, _ = model(bag)
+        logits = logits.float().reshape(-1)
+        chosen = int(logits.argmax()) if target is None else int(target)
+        picked = torch.log_softmax(logits / float(temperature), dim=0)[chosen]
+        (grad,) = torch.autograd.grad(picked, x)
+    raw = (grad * x).sum(dim=1).abs().detach().double().cpu().numpy()
+    return normalise_map(raw), logits.detach().cpu().numpy()

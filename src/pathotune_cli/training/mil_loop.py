@@ -128,15 +128,22 @@ def slide_probabilities(
     model: Any, bags: Bags, mil: MILSettings, placement: Placement
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Class probabilities (S, C) and per-slide attention over every tile, in eval mode."""
+    logits, attention = slide_logits(model, bags, mil, placement)
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy(), attention
+
+
+def slide_logits(model: Any, bags: Bags, mil: MILSettings, placement: Placement) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Slide logits (S, C) float32 and per-slide attention over every tile, in eval mode."""
     model.eval()
-    probs, attention = [], []
+    logits, attention = [], []
     with torch.no_grad():
         for i in range(len(bags)):
             features = _bag_features(model, bags, i, mil, placement)
-            logits, weights = model(features)
-            probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+            out, weights = model(features)
+            logits.append(out.float().cpu())
             attention.append(weights.float().cpu().numpy())
-    return (torch.stack(probs).numpy() if probs else np.zeros((0, model.aggregator.num_classes))), attention
+    empty = np.zeros((0, model.aggregator.num_classes), np.float32)
+    return (torch.stack(logits).numpy() if logits else empty), attention
 
 
 def tile_features_of(model: Any, tiles: torch.Tensor, chunk: int, placement: Placement) -> torch.Tensor:
