@@ -158,13 +158,22 @@ class TaskPreset(Strict):
     def _check(self) -> TaskPreset:
         if len(self.classes) < 2:
             raise ValueError(f"a task needs at least 2 classes, got {len(self.classes)}")
-        seen: dict[str, str] = {}
-        for spec in self.classes:
-            for key in [spec.name, *spec.aliases]:
+        seen: dict[str, int] = {}
+        for index, spec in enumerate(self.classes):
+            if not normalise_class_name(spec.name):
+                raise ValueError(f"class {index + 1} has the name {spec.name!r}, which has no letter or digit")
+            for key in dict.fromkeys([spec.name, *spec.aliases]):
                 norm = normalise_class_name(key)
-                if norm in seen and seen[norm] != spec.name:
-                    raise ValueError(f"class name or alias '{key}' is used by both '{seen[norm]}' and '{spec.name}'")
-                seen[norm] = spec.name
+                if not norm:
+                    continue
+                if norm in seen and seen[norm] != index:
+                    other = self.classes[seen[norm]].name
+                    what = "class name" if key == spec.name and norm == normalise_class_name(other) else "name or alias"
+                    raise ValueError(
+                        f"{what} '{key}' of class {index + 1} is taken by class {seen[norm] + 1} ('{other}'): "
+                        "class names and aliases must differ (case and separators aside)"
+                    )
+                seen[norm] = index
         return self
 
     @property

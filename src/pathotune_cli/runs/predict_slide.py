@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.errors import BadInput, PathotuneError, os_error
 from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, note, warn
 from pathotune_cli.files import Staging, write_csv
 from pathotune_cli.runs.resume import (
@@ -82,6 +82,9 @@ def predict_slide_safely(ctx: SlideContext, slide: Path, csv_mpp: float | None) 
     except PathotuneError as exc:
         error = exc.one_line()
         warn(ctx.report, error if slide.name in exc.problem else f"{slide.name}: {error}")
+    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
+        error = os_error(exc, ctx.out).one_line()
+        warn(ctx.report, f"{slide.name}: {error}")
     except Exception as exc:  # one broken slide must never stop the others
         error = f"{type(exc).__name__}: {exc}"
         warn(ctx.report, f"{slide.name}: unexpected {type(exc).__name__}: {exc}")

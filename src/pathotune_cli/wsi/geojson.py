@@ -147,18 +147,24 @@ def read_polygons(path: str | Path) -> list[Polygon]:
     except FileNotFoundError as exc:
         raise BadInput(f"{path}: no such GeoJSON file", "check the --tissue-geojson path") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path.name}: not valid JSON ({exc})") from exc
+        raise BadInput(f"{path}: not valid JSON ({exc})", "export the tissue GeoJSON from QuPath again") from exc
     polygons: list[Polygon] = []
     for geometry in _geometries(document):
         kind, coordinates = geometry.get("type"), geometry.get("coordinates") or []
         parts = [coordinates] if kind == "Polygon" else coordinates if kind == "MultiPolygon" else []
-        for part in parts:
-            rings = [np.asarray(ring, np.float64)[:, :2] for ring in part if len(ring) >= 3]
-            if rings:
-                polygons.append(rings)
+        try:
+            for part in parts:
+                rings = [np.asarray(ring, np.float64)[:, :2] for ring in part if len(ring) >= 3]
+                if rings:
+                    polygons.append(rings)
+        except (TypeError, ValueError, IndexError):
+            raise BadInput(
+                f"{path}: a {kind}'s coordinates are not rings of [x, y] numbers",
+                "export the tissue GeoJSON from QuPath again",
+            ) from None
     if not polygons:
         raise BadInput(
-            f"{path.name}: no Polygon or MultiPolygon in this GeoJSON",
+            f"{path}: no Polygon or MultiPolygon in this GeoJSON",
             "export the tissue annotations from QuPath as GeoJSON (File > Export objects)",
         )
     return polygons
