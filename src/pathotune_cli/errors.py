@@ -23,8 +23,10 @@ class PathotuneError(Exception):
         return (type(self), (self.problem, self.fix))
 
     def one_line(self) -> str:
-        """The message a user sees: the problem, then the fix."""
-        return f"{self.problem}; {self.fix}" if self.fix else self.problem
+        """The message a user sees: the problem, then the fix, on one line (a line break inside a name or a
+        value, which a user's file can hold, is shown as ``\\n``)."""
+        text = f"{self.problem}; {self.fix}" if self.fix else self.problem
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class BadInput(PathotuneError):

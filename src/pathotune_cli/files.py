@@ -73,10 +73,20 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Pat
     except BaseException as exc:
         remove(temp)
         found = os_error_of(exc)
-        if found is not None and found is not exc:
-            raise OSError(found.errno, found.strerror, os.fspath(final)) from exc
+        if found is not None and (found is not exc or TEMP_MARK in os.fsdecode(found.filename or "")):
+            raise OSError(found.errno, found.strerror, os.fspath(final_path(final))) from exc
         raise
     return final
+
+
+def final_path(path: str | os.PathLike[str]) -> Path:
+    """The final name a temporary stands for (``.a.csv.tmp-host-1-2.csv`` -> ``a.csv``, temporaries of
+    temporaries too), so a message names the file the user asked for; other paths are returned as they are."""
+    path = Path(path)
+    name = path.name
+    while name.startswith(".") and TEMP_MARK in name:
+        name = name[1:].rsplit(TEMP_MARK, 1)[0]
+    return path.with_name(name)
 
 
 def os_error_of(exc: BaseException) -> OSError | None:
@@ -123,7 +133,8 @@ def prepare_output_folder(
             found = BadInput(f"{named} cannot be created there ({exc.strerror})", found.fix.replace("check the path",
                              f"choose another {option or 'location'}"))
         given = Path(value) if value is not None else folder
-        prefix = f"{option} " if named == given else f"{option} {given}: "
+        starts = found.problem.startswith(str(named))
+        prefix = f"{option} " if named == given and starts else f"{option} {given}: "
         raise BadInput(prefix + found.problem if option else found.problem, found.fix) from None
     return folder
 

@@ -93,7 +93,7 @@ def read_rgb(path: str | Path) -> Decoded:
             try:
                 img.load()
                 oriented = ImageOps.exif_transpose(img)
-                return Decoded(to_rgb8(oriented, path.name), img.format or "", dict(img.info))
+                return Decoded(to_rgb8(oriented, str(path)), img.format or "", dict(img.info))
             except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or damaged pixel data
                 raise not_an_image(path, _first_line(exc)) from None
 

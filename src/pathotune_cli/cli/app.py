@@ -92,5 +92,5 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (messages say ``pathotune`` however it was started)."""
+    app(prog_name="pathotune")

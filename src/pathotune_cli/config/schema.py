@@ -156,6 +156,8 @@ class TaskPreset(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TaskPreset:
+        _check_template("template", self.template, ("classes",))
+        _check_template("class_template", self.class_template, ("name", "description"))
         if len(self.classes) < 2:
             raise ValueError(f"a task needs at least 2 classes, got {len(self.classes)}")
         seen: dict[str, int] = {}
@@ -186,6 +188,24 @@ class TaskPreset(Strict):
         labels = (c.label or c.name.replace("_", " ").lower() for c in self.classes)
         task_text = self.template.format(classes=", ".join(labels))
         return [task_text] + [self.class_template.format(name=c.name, description=c.description) for c in self.classes]
+
+
+def _check_template(key: str, template: str, fields: tuple[str, ...]) -> None:
+    """A text template may name only ``fields``, each as ``{field}``; ``{{`` and ``}}`` are literal braces."""
+    import string
+
+    allowed = " and ".join("{" + f + "}" for f in fields)
+    try:
+        named = [field for _, field, _spec, _conv in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"{key} {template!r} is not a text template ({exc}); write {{{{ for a literal brace") from None
+    wrong = [f for f in named if f not in fields]
+    if wrong:
+        raise ValueError(f"{key} {template!r} names {{{wrong[0]}}}; it may name only {allowed}")
+    try:
+        template.format(**{f: "text" for f in fields})
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise ValueError(f"{key} {template!r} does not format ({type(exc).__name__}); name only {allowed}") from None
 
 
 def normalise_class_name(name: str) -> str:

@@ -237,7 +237,8 @@ def _predict_slides(ctx: Any, slides: list[Path], csv_mpp: dict[str, float]) -> 
             ctx.report(SlideStarted(index, len(slides), slide.name))
             row = predict_slide_safely(ctx, slide, csv_mpp.get(slide.name))
             rows.append(row)
-            detail = row["error"] if row["status"] != "ok" else (row.get("resume") or f"{row.get('tiles', 0)} tiles")
+            error = row["error"] if slide.name in row["error"] else f"{slide.name}: {row['error']}"
+            detail = error if row["status"] != "ok" else (row.get("resume") or f"{row.get('tiles', 0)} tiles")
             ctx.report(SlideDone(slide.name, row["status"], index + 1, len(slides), detail,
                                  seconds=row.get("seconds", 0.0)))
     return rows

@@ -79,15 +79,12 @@ def predict_slide_safely(ctx: SlideContext, slide: Path, csv_mpp: float | None) 
         row["seconds"] = round(time.time() - started, 2)
         write_record(ctx.out, slide.stem, COMMAND, key, row)  # last: the slide is finished
         return {**row, "resume": resume}
-    except PathotuneError as exc:
+    except PathotuneError as exc:  # the caller reports the row's error (SlideDone)
         error = exc.one_line()
-        warn(ctx.report, error if slide.name in exc.problem else f"{slide.name}: {error}")
     except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
         error = os_error(exc, ctx.out).one_line()
-        warn(ctx.report, f"{slide.name}: {error}")
     except Exception as exc:  # one broken slide must never stop the others
-        error = f"{type(exc).__name__}: {exc}"
-        warn(ctx.report, f"{slide.name}: unexpected {type(exc).__name__}: {exc}")
+        error = f"internal error: {type(exc).__name__}: {exc}"
     row = {"slide": slide.name, "status": "failed", "error": error, "tiles": 0,
            "seconds": round(time.time() - started, 2)}
     outputs = output_paths(ctx.out, slide.stem, explain=True).values()

@@ -38,7 +38,8 @@ def _read_slides_csv(path: Path) -> list[tuple[Path, float | None]]:
             try:
                 mpp = float(text) if text else None
             except ValueError as exc:
-                raise BadInput(f"{path.name} line {line}: mpp {text!r} is not a number") from exc
+                raise BadInput(f"{path} line {line}: mpp {text!r} is not a number",
+                               "write the slide's microns per pixel (e.g. 0.25), or leave it empty") from exc
             slide = Path(name)
             if not slide.is_absolute() and (path.parent / slide).exists():
                 slide = path.parent / slide

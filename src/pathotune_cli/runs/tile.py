@@ -217,7 +217,9 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
         rows[index] = row
         result.rows = [rows[i] for i in sorted(rows)]
         write_manifest(result.manifest, [*others.values(), *result.rows])
-        detail = row.error if row.status == "failed" else (row.resume or f"{row.tiles} tiles")
+        name = Path(row.slide).name
+        error = row.error if name in row.error else f"{name}: {row.error}"
+        detail = error if row.status == "failed" else (row.resume or f"{row.tiles} tiles")
         report(SlideDone(Path(row.slide).name, row.status, len(rows), len(items), detail, row.notes, row.seconds))
 
     report(SlidesStarted(len(items)))

@@ -22,19 +22,23 @@ UNCERTAIN_COLOR = (128, 128, 128)
 
 
 def tissue_features(polygons: Sequence[Polygon], name: str = "Tissue") -> dict[str, Any]:
-    """A FeatureCollection of tissue annotations, one Polygon feature per connected piece."""
-    features = [
-        {
+    """A FeatureCollection of tissue annotations, one Polygon feature per connected piece.
+
+    Each feature's id (QuPath wants a UUID) is derived from its place and its coordinates, so the same slide and
+    settings give the same file, byte for byte (a resumed run, a rerun).
+    """
+    features = []
+    for index, polygon in enumerate(polygons):
+        geometry = {"type": "Polygon", "coordinates": [_ring(r) for r in polygon]}
+        features.append({
             "type": "Feature",
-            "id": str(uuid.uuid4()),
-            "geometry": {"type": "Polygon", "coordinates": [_ring(r) for r in polygon]},
+            "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"pathotune-tissue:{index}:{json.dumps(geometry)}")),
+            "geometry": geometry,
             "properties": {
                 "objectType": "annotation",
                 "classification": {"name": name, "color": list(TISSUE_COLOR)},
             },
-        }
-        for polygon in polygons
-    ]
+        })
     return {"type": "FeatureCollection", "features": features}
 
 
