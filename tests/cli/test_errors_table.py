@@ -245,6 +245,10 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "set-unknown-key": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.lrr=1"],
     "set-not-key-value": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.lr"],
     "set-value-out-of-range": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.val_fraction=1.5"],
+    "set-value-infinite": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.weight_decay=.inf"],
+    "task-template-unknown-field": lambda c: ["presets", "show", str(c.file("task.yaml", (
+        "template: 'a patch of {organ}'\nclasses:\n  - {name: a, description: x}\n  - {name: b, description: y}\n"
+    )))],
     "duplicate-class-name": lambda c: ["presets", "show", str(c.task_yaml(
         "  - {name: TUMOR, description: a}\n  - {name: stroma, description: b}\n  - {name: Tumor, description: c}\n"))],
     "duplicate-alias": lambda c: ["presets", "show", str(c.task_yaml(
@@ -265,6 +269,7 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
                                  "--out", str(c.tmp / "R")],
     "corrupt-tile": lambda c: _tune_on(c, (c.tile_copy("D"), c.file("D/tumor/broken.png", b"\x89PNG\r\n\x1a\nnot"))),
     "float-tile": lambda c: _tune_on(c, _float_tile(c.tile_copy("D") / "tumor")),
+    "broken-link-tile": lambda c: _tune_on(c, (c.tile_copy("D") / "tumor" / "gone.png").symlink_to(c.tmp / "gone")),
     "bomb-in-tune-data": lambda c: _tune_on(c, c.bomb(c.tile_copy("D") / "tumor")),
     "bomb-in-eval-data": lambda c: ["eval", str(c.prompts), "--data", str(c.bomb(c.tile_copy("D") / "stroma")
                                                                            .parents[1]), "--out", str(c.tmp / "E")],
@@ -302,6 +307,7 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "full-disk-export": _full_disk(lambda c: ["export", str(c.prompts), "--format", "torchscript", "--out",
                                               str(c.tmp / "full" / "m.ts")], "full"),
     "full-disk-predict": _full_disk_predict,
+    "training-diverged": lambda c: [*TUNE, "--data", str(c.tiles), "--lr", "1e30", "--out", str(c.tmp / "R")],
     # slides
     "slide-missing": lambda c: ["tile", str(c.tmp / "absent.svs"), "--out", str(c.tmp / "T")],
     "predict-input-missing": lambda c: ["predict", str(c.prompts), str(c.tmp / "absent.svs"), "--out",
@@ -314,6 +320,8 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
                                              "--out", str(c.tmp / "T")],
     "slides-csv-bad-mpp": lambda c: ["tile", "--slides-csv", str(c.file("s.csv", f"slide,mpp\n{c.slide},fine\n")),
                                      "--out", str(c.tmp / "T")],
+    "coords-not-hdf5": lambda c: ["predict", str(c.prompts), str(c.slide), "--coords", str(c.file("c.h5", "text")),
+                                  "--out", str(c.tmp / "P")],
     "heatmap-class-unknown": lambda c: ["predict", str(c.prompts), str(c.slide), "--heatmap-class", "necrosis",
                                         "--out", str(c.tmp / "P")],
     # run folders

@@ -24,8 +24,9 @@ LAYOUTS_OF_FAMILY: dict[str, tuple[str, ...]] = {
 """The checkpoint key layouts each family's loader converts from."""
 
 
-class Strict(BaseModel, frozen=True, extra="forbid"):
-    """Base for every config object: immutable, and an unknown key is an error, not a silent default."""
+class Strict(BaseModel, frozen=True, extra="forbid", allow_inf_nan=False):
+    """Base for every config object: immutable, an unknown key is an error, not a silent default, and a number
+    is finite (``--set train.lr=1e400`` is inf, refused here rather than training on it)."""
 
 
 class BackbonePreset(Strict):

@@ -175,6 +175,7 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
     slides, images = collect_inputs([*opts.inputs, *(p for p, _ in listed)])
     check_tissue_geojson(slides, opts.tissue_geojson)
+    _check_coords(opts.coords, slides)
     out = prepare_output_folder(opts.out, "--out")  # before the model loads: a bad --out fails at once
     remove_stale_temporaries(out)
     model, file = load_prompted_model(opts.prompts, opts.weights)
@@ -205,6 +206,18 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
                      backbone_fingerprint=file.header.backbone.fingerprint, kernels=model.kernel_choices(),
                      slides=len(rows), failed=result.failed)
     return result
+
+
+def _check_coords(coords: Path | None, slides: list[Path]) -> None:
+    """Read every slide's ``--coords`` file up front: a bad one is refused (exit 2) before the model loads."""
+    from pathotune_cli.runs.predict_slide import coords_file_for
+    from pathotune_cli.wsi import read_coords
+
+    if coords is None:
+        return
+    for path in dict.fromkeys(coords_file_for(coords, slide) for slide in slides):
+        if path is not None:
+            read_coords(path)
 
 
 def reading_workers(requested: int | None, device: str) -> int:

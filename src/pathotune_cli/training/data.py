@@ -161,6 +161,9 @@ def _from_folder(root: Path, task: TaskPreset, warn: Callable[[str], None] | Non
                 "rename the folder, or add it as an alias in your task preset",
             )
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        broken = next((p for p in folder.rglob("*") if p.is_symlink() and not p.exists()), None)
+        if broken is not None:
+            raise BadInput(f"{broken} is a link to a file that does not exist", "remove the link or restore its target")
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         skipped.extend(str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES)
         if not images:
