@@ -131,3 +131,19 @@ def test_export_whose_card_fails_leaves_no_export(
     result = _invoke("export", tiny_run / "prompts.safetensors", "--format", "torchscript", "--out", tmp_path / "m.ts")
     assert result.exit_code == 1 and "no space left on the device holding" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_an_output_folder_that_cannot_be_made_is_found_before_any_inference(
+    command: str, tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pathotune_cli.engine as engine
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loaded the model before finding that --out cannot be made")
+
+    monkeypatch.setattr(engine, "load_prompted_model", never)
+    (tmp_path / "afile").write_text("x")
+    inputs = ["--data", tiny_run.parent / "tiles"] if command == "eval" else [tiny_run.parent / "tiles" / "tumor"]
+    result = _invoke(command, tiny_run / "prompts.safetensors", *inputs, "--out", tmp_path / "afile" / "out")
+    assert result.exit_code == 2 and "a part of this path is a file, not a folder" in result.output

@@ -84,8 +84,7 @@ def tile(
     if not slides and slides_csv is None:
         raise BadInput("no slides given", "pass slide files or folders, or --slides-csv FILE")
     if overlap >= tile_size:
-        raise BadInput(f"--overlap {overlap} is out of range (allowed: 0 to {tile_size - 1}, below --tile-size)",
-                       "pass a smaller --overlap")
+        raise BadInput(f"--overlap {overlap} is out of range (allowed: 0 to {tile_size - 1}, below --tile-size)")
     config = TileConfig(
         slides=tuple(slides or ()),
         out=output_folder("tile", out),
