@@ -84,19 +84,18 @@ class FeaturesResult:
 
 def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesResult:
     """Write every slide's features file; a failing slide is recorded and the others go on."""
-    from pathotune_cli.files import remove_stale_temporaries
+    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.records import write_run_record
     from pathotune_cli.runs.tile import TileConfig, collect_slides
 
     started = time.time()
     items = collect_slides(TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out))
+    out = prepare_output_folder(opts.out, "--out")  # before the encoder loads: a bad --out fails at once
+    remove_stale_temporaries(out)
     encoder, identity = _encoder(opts, report)
     placement = place(opts.device, opts.precision)
     encoder.model.place(placement, "inference", kernel_spec(opts.kernels))
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     rows: list[dict[str, Any]] = []
     report(SlidesStarted(len(items)))
     for index, (path, csv_mpp) in enumerate(items):

@@ -181,18 +181,12 @@ def tune_run(
     from pathotune_cli.runs import run_folder
 
     resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
-    if config.task.level == "slide":  # its own run folder (folds); the output checks up front are the same
-        from pathotune_cli.runs.tune_slides import tune_slides
-
-        prepare_output_folder(config.out, "--out")
-        remove_stale_temporaries(Path(config.out))
-        if force:
-            run_folder.clear(Path(config.out))
-        return tune_slides(config, resume=resume, allow_download=allow_download, report=report)
     started = time.time()
     out = Path(config.out)
-    run_folder.claim(out, resume=resume, force=force)
-    if resume:
+    slides = config.task.level == "slide"  # its own run folder (folds); the checks up front are the same
+    if not slides:
+        run_folder.claim(out, resume=resume, force=force)
+    if resume and not slides:
         _require_same_settings(out, config)
     existed = out.exists()
     prepare_output_folder(out, "--out")
@@ -200,6 +194,10 @@ def tune_run(
     if force:
         run_folder.clear(out)
     try:
+        if slides:
+            from pathotune_cli.runs.tune_slides import tune_slides
+
+            return tune_slides(config, resume=resume, allow_download=allow_download, report=report)
         with run_folder.failure_recorded(out):
             result = _tune_in(out, config, resume, allow_download, report, started)
     except BaseException:
