@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.errors import BadInput, PathotuneError, os_error
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, warn
 from pathotune_cli.runs.options import coerce_paths, kernel_spec
 
@@ -182,6 +182,8 @@ def _one_slide(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp:
         return {**row, "resume": resume}
     except PathotuneError as exc:
         error = exc.one_line()
+    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
+        error = os_error(exc, out).one_line()
     except Exception as exc:  # one broken slide must not stop the run
         error = f"{type(exc).__name__}: {exc}"
     row = {"slide": str(path), "status": "failed", "tiles": 0, "seconds": round(time.time() - started, 2),
