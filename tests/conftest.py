@@ -77,3 +77,19 @@ def layouts() -> dict:
 def data_file():
     """Factory: ``data_file("slides/cmu-1-small-region.svs")`` -> path under ``../shared/data`` (required)."""
     return lambda relative: require_data(SHARED_DATA / relative)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tuning run folder (tiny-random at 64 px, one epoch on 16 demo tiles): its prompt file is
+    ``tiny_run / "prompts.safetensors"``, its training tiles ``tiny_run.parent / "tiles"``. Do not write into it."""
+    from pathotune_cli.demo_data import write_demo_tiles
+    from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    data = write_demo_tiles(root / "tiles", per_class=4, size=64, seed=0)
+    config = resolve_config(TuneOptions(
+        preset="demo", data=str(data), backbone="tiny-random", out=str(root / "run"), epochs=1, seed=0,
+        precision="fp32", sets=["train.batch_size=8", "backbone.input_size=64"],
+    ))
+    return tune_run(config).run

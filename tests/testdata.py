@@ -84,3 +84,17 @@ def assert_close_to_scale(actual, expected, rel: float = FP32_REL, what: str = "
     scale = max(float(a.abs().max()) if a.numel() else 0.0, float(e.abs().max()) if e.numel() else 0.0)
     diff = float((a - e).abs().max()) if a.numel() else 0.0
     assert diff <= rel * scale or diff == 0.0, f"{what}max |diff| {diff:.3e} exceeds {rel:g} of the scale {scale:.3e}"
+
+
+def forged_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header states ``width`` x ``height`` pixels and whose data is a few bytes (a bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path

@@ -5,6 +5,9 @@ Raised anywhere below ``cli/`` and caught once in ``cli/app.py``, which prints o
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class PathotuneError(Exception):
     """A failed run (exit code 1): the input was fine but the work could not be done."""
@@ -20,8 +23,10 @@ class PathotuneError(Exception):
         return (type(self), (self.problem, self.fix))
 
     def one_line(self) -> str:
-        """The message a user sees: the problem, then the fix."""
-        return f"{self.problem}; {self.fix}" if self.fix else self.problem
+        """The message a user sees: the problem, then the fix, on one line (a line break inside a name or a
+        value, which a user's file can hold, is shown as ``\\n``)."""
+        text = f"{self.problem}; {self.fix}" if self.fix else self.problem
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class BadInput(PathotuneError):
@@ -36,3 +41,42 @@ class MissingWeights(BadInput):
 
 class MissingDependency(BadInput):
     """An optional package is not installed; the fix names the ``pip install`` that adds it."""
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Errors of a run that failed midway (exit 1): the disk or the quota filled up while it wrote."""
+
+
+def os_error(exc: OSError, where: str | os.PathLike[str] | None = None, option: str = "") -> PathotuneError:
+    """One line, naming the path and the fix, for an ``OSError`` (exit 2 for the user's input or location, exit 1
+    for a run that failed midway: a full disk or quota).
+
+    Args:
+        exc: The error. Its ``filename`` names the path; ``where`` stands in for errors that carry none (a write
+            on a full disk says only ``No space left on device``).
+        where: The file or folder being written or read, when ``exc`` does not say.
+        option: The option that named the location (``--out``), for the fix.
+    """
+    path = exc.filename if exc.filename is not None else where
+    shown = os.fspath(path) if path is not None else "a file"
+    choose = f"choose another {option}" if option else "choose another location"
+    code = exc.errno
+    if code in _FULL:
+        what = "no space left" if code == errno.ENOSPC else f"{exc.strerror or 'no room'} (errno {code})"
+        return PathotuneError(f"{what} on the device holding {shown}",
+                              f"free some space or {choose}, then rerun (with --resume where the command has it)")
+    if code in (errno.EACCES, errno.EPERM):
+        problem, fix = f"{shown}: permission denied", f"{choose} you may write to, or ask for access"
+    elif code == errno.EROFS:
+        problem, fix = f"{shown} is on a read-only file system", f"{choose} on a writable disk"
+    elif code == errno.EEXIST:
+        problem, fix = f"{shown} exists and is not a folder", f"{choose}, or move the file away"
+    elif code == errno.ENOTDIR:
+        problem, fix = f"{shown}: a part of this path is a file, not a folder", f"{choose}, or move the file away"
+    elif code == errno.EISDIR:
+        problem, fix = f"{shown} is a folder, not a file", "pass a file name"
+    elif code == errno.ENOENT:
+        problem, fix = f"{shown} does not exist", "check the path"
+    else:
+        return PathotuneError(f"{shown}: {exc.strerror or type(exc).__name__}", f"check the path, or {choose}")
+    return BadInput(problem, fix)

@@ -14,15 +14,19 @@ sha256 of a file, and the one PNG compression level (``wsi.save_png`` writes eve
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from pathotune_cli.errors import BadInput, os_error
 
 TEMP_MARK = ".tmp-"
 """Part of every temporary's name: ``.<final name>.tmp-<host>-<pid>-<n><suffix>``."""
@@ -66,10 +70,73 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Pat
         if final.is_dir() and not final.is_symlink() and temp.is_dir():
             shutil.rmtree(final)
         os.replace(temp, final)
-    except BaseException:
+    except BaseException as exc:
         remove(temp)
+        found = os_error_of(exc)
+        if found is not None and (found is not exc or TEMP_MARK in os.fsdecode(found.filename or "")):
+            raise OSError(found.errno, found.strerror, os.fspath(final_path(final))) from exc
         raise
     return final
+
+
+def final_path(path: str | os.PathLike[str]) -> Path:
+    """The final name a temporary stands for (``.a.csv.tmp-host-1-2.csv`` -> ``a.csv``, temporaries of
+    temporaries too), so a message names the file the user asked for; other paths are returned as they are."""
+    path = Path(path)
+    name = path.name
+    while name.startswith(".") and TEMP_MARK in name:
+        name = name[1:].rsplit(TEMP_MARK, 1)[0]
+    return path.with_name(name)
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The operating system's error behind ``exc``, or None.
+
+    An ``OSError`` without a file name (a write on a full disk names none) comes back as a new ``OSError`` so
+    the caller can add the path; writers in other languages (safetensors) raise their own types whose text
+    says ``(os error 28)``, and come back as the ``OSError`` of that number.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc if exc.filename is not None else OSError(exc.errno, exc.strerror)
+    match = re.search(r"os error (\d+)", str(exc))
+    if match is None:
+        return None
+    number = int(match.group(1))
+    return OSError(number, os.strerror(number))
+
+
+def prepare_output_folder(
+    folder: str | os.PathLike[str], option: str = "--out", value: str | os.PathLike[str] | None = None
+) -> Path:
+    """Make ``folder`` (and its parents) and check that a file can be created in it, before any long work.
+
+    Args:
+        folder: The output folder.
+        option: The option that named it, for the message.
+        value: What the option said, when it named a file in ``folder`` (``export --out FILE``).
+
+    Raises:
+        BadInput: the folder cannot be made or written (a file in the way, a read-only disk, no permission,
+            no space), in one line naming ``option``, the path and the fix.
+    """
+    folder = Path(folder)
+    probe = temp_path(folder / "probe")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        named = Path(os.fsdecode(exc.filename)) if exc.filename is not None else folder
+        named = folder if named == probe else named
+        found = os_error(OSError(exc.errno, exc.strerror, os.fspath(named)), folder, option)
+        if exc.errno == errno.ENOENT:  # mkdir in a place that takes no folders (/proc, a vanished mount)
+            found = BadInput(f"{named} cannot be created there ({exc.strerror})", found.fix.replace("check the path",
+                             f"choose another {option or 'location'}"))
+        given = Path(value) if value is not None else folder
+        starts = found.problem.startswith(str(named))
+        prefix = f"{option} " if named == given and starts else f"{option} {given}: "
+        raise BadInput(prefix + found.problem if option else found.problem, found.fix) from None
+    return folder
 
 
 class Staging:
@@ -239,7 +306,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             continue
         stale = False
         if owner[0] == host:
-            stale = not _alive(int(owner[1]))
+            stale = not process_alive(int(owner[1]))
         else:
             with contextlib.suppress(OSError):
                 stale = time.time() - entry.lstat().st_mtime > 86_400
@@ -249,7 +316,8 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (this process counts as alive)."""
     if pid == os.getpid():
         return True
     try:

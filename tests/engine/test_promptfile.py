@@ -143,3 +143,18 @@ def test_prompt_file_with_unparseable_metadata_is_refused(tmp_path: Path, tiny_p
     bad = break_prompt_metadata(path, tmp_path / "bad.safetensors")
     with pytest.raises(BadInput, match="metadata does not parse"):
         read_prompt_file(bad)
+
+
+def test_prompt_files_get_the_umasks_mode_0644_by_default(
+    tmp_path: Path, tiny_preset, demo_task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.setattr("pathotune_cli.files._UMASK", None)  # read again under the umask set here
+    old = os.umask(0o022)
+    try:
+        path, _ = _save(tmp_path, demo_task, tiny_preset())
+    finally:
+        os.umask(old)
+        monkeypatch.setattr("pathotune_cli.files._UMASK", None)
+    assert path.stat().st_mode & 0o777 == 0o644  # safetensors itself creates 0600 files

@@ -59,7 +59,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(demo_tiles: Path, tmp_pat
     with pytest.raises(_Killed):
         tune_run(_config(demo_tiles, tmp_path / "run"), report=kill)
     other = _config(demo_tiles, tmp_path / "run", epochs=5)
-    with pytest.raises(BadInput, match="belongs to a run with other settings"):
+    with pytest.raises(BadInput, match=r"was started with other settings \(changed: train.epochs\)"):
         tune_run(other, resume=True)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pathotune_cli.errors import BadInput
+from pathotune_cli.errors import BadInput, os_error
 
 HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
 
@@ -27,8 +28,12 @@ def read_state_dict(path: Path, lazy: bool = False) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = _torch_load(path, lazy)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise os_error(exc, path) from None
+        raise _damaged(path, exc) from None
     except Exception as exc:  # every reader failure means the same thing to the user
-        raise BadInput(f"cannot read weight file {path}: {exc}", "check that the download finished") from None
+        raise _damaged(path, exc) from None
     for key in ("state_dict", "model", "teacher", "module"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -93,6 +98,20 @@ def _torch_load(path: Path, lazy: bool) -> object:
         except RuntimeError:
             pass  # an old-style (non-zip) pickle cannot be memory-mapped; read it whole
     return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _damaged(path: Path, exc: BaseException) -> BadInput:
+    """One line for a weight file that does not read: the readers' own words ("pop from empty list",
+    "failed finding central directory") say nothing a user can act on, so only its size is shown."""
+    try:
+        size = f"{path.stat().st_size:,} bytes"
+    except OSError:
+        size = "size unknown"
+    return BadInput(
+        f"weight file {path} is truncated, damaged or not a weight file ({size}; the reader raised "
+        f"{type(exc).__name__})",
+        "download it again and compare its size (and sha256, where the publisher shows one) with the original",
+    )
 
 
 def _few(keys: list[str], n: int = 4) -> str:

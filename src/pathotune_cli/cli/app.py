@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import importlib
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer bundles its own click
+from typer.core import TyperGroup
 
 from pathotune_cli import __version__
-from pathotune_cli.cli.render import CliState
+from pathotune_cli.cli.render import CliState, error_line, usage_line
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage error (an unknown option or command, a value out of range) is one line on
+    stderr and exit code 2, like every other error, instead of click's usage box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the command; with ``standalone_mode`` (the console script, ``CliRunner``) exit with its code."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # the help is already printed
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            error_line(usage_line(exc))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            error_line("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="pathotune",
     help="Prompt-tune frozen pathology foundation models on your tiles, then map them over whole slides.",
     no_args_is_help=True,
@@ -65,5 +92,5 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (messages say ``pathotune`` however it was started)."""
+    app(prog_name="pathotune")

@@ -10,6 +10,14 @@ import typer
 
 from pathotune_cli.errors import BadInput
 
+
+def above_zero(value: float | None) -> float | None:
+    """Option callback: a value that must be above 0 (a learning rate), refused in the one-line form."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value:g} is out of range (allowed: above 0)")
+    return value
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout; logs go to stderr.")]
 SetOpt = Annotated[
     list[str] | None,

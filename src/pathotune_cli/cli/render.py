@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pathotune_cli.errors import PathotuneError
+from pathotune_cli.errors import PathotuneError, os_error
 from pathotune_cli.files import dumps
 
 out = Console(highlight=False)
@@ -43,7 +45,12 @@ def debug_enabled() -> bool:
 
 
 def user_errors(fn: F) -> F:
-    """Turn a ``PathotuneError`` into one line on stderr and its exit code; never a traceback."""
+    """Turn a ``PathotuneError`` or an ``OSError`` into one line on stderr and its exit code; never a traceback.
+
+    An ``OSError`` names its path and the fix (``errors.os_error``): exit 2 for the user's input or location (a
+    file in the way, a read-only disk, no permission), exit 1 for a run that failed midway (a full disk). What is
+    left, "internal error", is a bug.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -54,6 +61,12 @@ def user_errors(fn: F) -> F:
                 raise
             error_line(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a file in the way, a read-only disk, no permission, a full disk
+            if debug_enabled():
+                raise
+            mapped = os_error(exc)
+            error_line(mapped.one_line())
+            raise typer.Exit(mapped.exit_code) from None
         except KeyboardInterrupt:
             error_line("interrupted; finished outputs are kept, rerun with --resume where the command has it")
             raise typer.Exit(130) from None
@@ -66,6 +79,52 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def usage_line(exc: Exception) -> str:
+    """One line for a usage error of the command line (click's ``UsageError`` family): the option, the value
+    and what is allowed, then where to look; never click's usage box."""
+    ctx = getattr(exc, "ctx", None)
+    see = f"see `{ctx.command_path} --help`" if ctx is not None else "see `pathotune --help`"
+    param = getattr(exc, "param", None)
+    message = " ".join(str(getattr(exc, "message", exc)).split()).rstrip(".")
+    unknown = re.search(r"No such command '([^']+)'", message)
+    if unknown and ctx is not None:
+        names = ctx.command.list_commands(ctx) if hasattr(ctx.command, "list_commands") else []
+        close = difflib.get_close_matches(unknown.group(1), names, n=2, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        return f"unknown command '{unknown.group(1)}'{hint}; {see} for the commands"
+    if param is None or not message:  # a missing argument's text is in format_message
+        message = message or " ".join(exc.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
+        return f"{message[:1].lower()}{message[1:]}; {see}"
+    name = "/".join(getattr(param, "opts", None) or [str(getattr(param, "name", "value")).upper()])
+    cause = exc.__cause__
+    errors = cause.errors() if hasattr(cause, "errors") else []
+    if not errors:
+        return f"{name} {message}; {see}"
+    value, kind = errors[0].get("input"), errors[0].get("type", "")
+    allowed = _allowed(param)
+    if kind.startswith(("greater_than", "less_than")) and allowed:
+        return f"{name} {value} is out of range ({allowed}); {see}"
+    if kind in ("int_parsing", "int_from_float"):
+        return f"{name} {value!r} is not a whole number{f' ({allowed})' if allowed else ''}; {see}"
+    if kind == "float_parsing":
+        return f"{name} {value!r} is not a number{f' ({allowed})' if allowed else ''}; {see}"
+    detail = str(errors[0].get("msg", message)).removeprefix("Value error, ").rstrip(".")
+    if detail.startswith(repr(value)):
+        return f"{name} {detail}; {see}"
+    return f"{name} {value!r}: {detail[:1].lower()}{detail[1:]}; {see}"
+
+
+def _allowed(param: Any) -> str:
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if low is not None and high is not None:
+        return f"allowed: {low} to {high}"
+    if low is not None:
+        return f"allowed: {low} or more"
+    if high is not None:
+        return f"allowed: up to {high}"
+    return ""
 
 
 def error_line(message: str) -> None:

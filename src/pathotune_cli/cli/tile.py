@@ -18,6 +18,7 @@ from pathotune_cli.cli.options import (
     TissueOpt,
 )
 from pathotune_cli.cli.render import emit_json, table, user_errors
+from pathotune_cli.errors import BadInput
 
 DEFAULT_MPP = 0.5
 
@@ -79,11 +80,11 @@ def tile(
     from pathotune_cli.runs.tile import TileConfig, tile_run
 
     if mpp is not None and mag is not None:
-        raise typer.BadParameter("--mpp and --mag exclude each other; give one")
+        raise BadInput(f"--mpp {mpp} and --mag {mag} exclude each other", "give one of them")
     if not slides and slides_csv is None:
-        raise typer.BadParameter("give slide files or folders, or --slides-csv FILE")
+        raise BadInput("no slides given", "pass slide files or folders, or --slides-csv FILE")
     if overlap >= tile_size:
-        raise typer.BadParameter(f"--overlap {overlap} must be smaller than --tile-size {tile_size}")
+        raise BadInput(f"--overlap {overlap} is out of range (allowed: 0 to {tile_size - 1}, below --tile-size)")
     config = TileConfig(
         slides=tuple(slides or ()),
         out=output_folder("tile", out),

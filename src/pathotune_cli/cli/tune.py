@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pathotune_cli.cli.options import JsonOpt, SetOpt, WeightsOpt
+from pathotune_cli.cli.options import JsonOpt, SetOpt, WeightsOpt, above_zero
 from pathotune_cli.cli.render import emit_json, key_values, user_errors
 
 BackboneOpt = Annotated[
@@ -39,7 +39,9 @@ def tune(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Images per step (default: 32).")
     ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", min=0, help="Peak learning rate (default: 1e-3).")] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", callback=above_zero, help="Peak learning rate (default: 1e-3).")
+    ] = None,
     shots: Annotated[int | None, typer.Option("--shots", min=1, help="Few-shot: images per class, seeded.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for split, sampling and init (default: 0).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = None,
@@ -59,6 +61,9 @@ def tune(
         "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them."
     )] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start again in a folder that holds a run (its files are replaced).")
+    ] = False,
     download: Annotated[bool, typer.Option("--download", help="Allow downloading missing weights.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -74,7 +79,7 @@ def tune(
     )
     cfg = resolve_config(opts)
     with ProgressDisplay() as progress:
-        result = tune_run(cfg, resume=resume, allow_download=download, report=progress)
+        result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress)
     if json_out:
         emit_json(result.to_dict())
         return

@@ -107,6 +107,7 @@ def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(p) for p in error["loc"]]
     key = ".".join(loc) or "(top level)"
+    key = key if key.isprintable() else repr(key)[1:-1]
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])

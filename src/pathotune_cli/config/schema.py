@@ -24,8 +24,9 @@ LAYOUTS_OF_FAMILY: dict[str, tuple[str, ...]] = {
 """The checkpoint key layouts each family's loader converts from."""
 
 
-class Strict(BaseModel, frozen=True, extra="forbid"):
-    """Base for every config object: immutable, and an unknown key is an error, not a silent default."""
+class Strict(BaseModel, frozen=True, extra="forbid", allow_inf_nan=False):
+    """Base for every config object: immutable, an unknown key is an error, not a silent default, and a number
+    is finite (``--set train.lr=1e400`` is inf, refused here rather than training on it)."""
 
 
 class BackbonePreset(Strict):
@@ -156,15 +157,26 @@ class TaskPreset(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TaskPreset:
+        _check_template("template", self.template, ("classes",))
+        _check_template("class_template", self.class_template, ("name", "description"))
         if len(self.classes) < 2:
             raise ValueError(f"a task needs at least 2 classes, got {len(self.classes)}")
-        seen: dict[str, str] = {}
-        for spec in self.classes:
-            for key in [spec.name, *spec.aliases]:
+        seen: dict[str, int] = {}
+        for index, spec in enumerate(self.classes):
+            if not normalise_class_name(spec.name):
+                raise ValueError(f"class {index + 1} has the name {spec.name!r}, which has no letter or digit")
+            for key in dict.fromkeys([spec.name, *spec.aliases]):
                 norm = normalise_class_name(key)
-                if norm in seen and seen[norm] != spec.name:
-                    raise ValueError(f"class name or alias '{key}' is used by both '{seen[norm]}' and '{spec.name}'")
-                seen[norm] = spec.name
+                if not norm:
+                    continue
+                if norm in seen and seen[norm] != index:
+                    other = self.classes[seen[norm]].name
+                    what = "class name" if key == spec.name and norm == normalise_class_name(other) else "name or alias"
+                    raise ValueError(
+                        f"{what} '{key}' of class {index + 1} is taken by class {seen[norm] + 1} ('{other}'): "
+                        "class names and aliases must differ (case and separators aside)"
+                    )
+                seen[norm] = index
         return self
 
     @property
@@ -177,6 +189,24 @@ class TaskPreset(Strict):
         labels = (c.label or c.name.replace("_", " ").lower() for c in self.classes)
         task_text = self.template.format(classes=", ".join(labels))
         return [task_text] + [self.class_template.format(name=c.name, description=c.description) for c in self.classes]
+
+
+def _check_template(key: str, template: str, fields: tuple[str, ...]) -> None:
+    """A text template may name only ``fields``, each as ``{field}``; ``{{`` and ``}}`` are literal braces."""
+    import string
+
+    allowed = " and ".join("{" + f + "}" for f in fields)
+    try:
+        named = [field for _, field, _spec, _conv in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"{key} {template!r} is not a text template ({exc}); write {{{{ for a literal brace") from None
+    wrong = [f for f in named if f not in fields]
+    if wrong:
+        raise ValueError(f"{key} {template!r} names {{{wrong[0]}}}; it may name only {allowed}")
+    try:
+        template.format(**{f: "text" for f in fields})
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise ValueError(f"{key} {template!r} does not format ({type(exc).__name__}); name only {allowed}") from None
 
 
 def normalise_class_name(name: str) -> str:

@@ -80,7 +80,10 @@ def export_onnx(
         folder.mkdir()
         try:
             with Staging() as staged:
-                program.save(str(folder / path.name), external_data=external)
+                try:
+                    program.save(str(folder / path.name), external_data=external)
+                except OSError as exc:  # a write on a full disk names no file
+                    raise OSError(exc.errno, exc.strerror, str(path)) from exc
                 onnx.checker.check_model(str(folder / path.name))
                 for name in sorted(p.name for p in folder.iterdir() if p.name != path.name) + [path.name]:
                     staged.add(folder / name, path.parent / name)

@@ -8,6 +8,7 @@ deprecated tracer, loaded with ``torch.export.load``. Its inputs have one dtype 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,10 @@ def export_torchscript(
                 "try --format onnx or --format pt2, or rerun with --debug",
             ) from exc
         extra = {} if header is None else {f"{HEADER_KEY}.json": json.dumps(header)}
-        atomic_write(path, lambda temp: torch.jit.save(scripted, str(temp), _extra_files=extra))
+        # saved to memory, then written by Python: torch's own writer on a full disk aborts the whole process
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer, _extra_files=extra)
+        atomic_write(path, buffer.getbuffer())
     return {"path": str(path), "exporter": "torch.jit.trace (model) + torch.jit.script (input contract)",
             "warnings": caught}
 
@@ -131,5 +135,7 @@ def export_pt2(module: ExportModule, path: str | Path, header: dict[str, Any] | 
                 "try --format torchscript, or rerun with --debug",
             ) from exc
         extra = {} if header is None else {f"{HEADER_KEY}.json": json.dumps(header)}
-        atomic_write(path, lambda temp: torch.export.save(program, str(temp), extra_files=extra))
+        buffer = io.BytesIO()  # as for TorchScript: a full disk is an OSError here, never an abort
+        torch.export.save(program, buffer, extra_files=extra)
+        atomic_write(path, buffer.getbuffer())
     return {"path": str(path), "exporter": "torch.export.export (strict=False)", "warnings": caught}

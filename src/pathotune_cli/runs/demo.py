@@ -58,7 +58,7 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
         preset="demo", data=data, backbone="tiny-random", method="pathotune", out=out / "run", epochs=epochs,
         seed=seed, sets=("train.lr=3e-3",),
     ))
-    tuned = tune_run(config, resume=(out / "run" / "prompts.safetensors").exists(), report=report)
+    tuned = tune_run(config, resume=True, report=report)  # a rerun continues or reuses the run it finds
     evaluated = eval_run(EvalOptions(prompts=tuned.prompts, data=test, out=out / "eval", seed=seed), report)
     slide_result = _slide_steps(out, slide, tuned.prompts, report)
     exports = export_all(tuned.prompts, check_data=test, report=report, out_dir=out / "export",

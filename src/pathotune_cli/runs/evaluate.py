@@ -84,7 +84,7 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     """
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
     from pathotune_cli.engine.promptfile import read_prompt_file
-    from pathotune_cli.files import write_csv, write_json
+    from pathotune_cli.files import Staging, prepare_output_folder, remove_stale_temporaries, write_csv, write_json
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.eval_trust import save_reliability, trust_report
     from pathotune_cli.runs.records import provenance
@@ -95,6 +95,8 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     from pathotune_cli.training.outputs import model_outputs
     from pathotune_cli.training.plots import save_confusion_matrix
 
+    out = prepare_output_folder(opts.out_folder, "--out")  # before any inference: a bad --out fails at once
+    remove_stale_temporaries(out)
     if read_prompt_file(opts.prompts).header.level == "slide":
         from pathotune_cli.runs.evaluate_slides import eval_slides
 
@@ -108,8 +110,9 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     if trust.notice:
         warn(report, trust.notice)
     data = discover(opts.data, task, lambda text: warn(report, text))
-    out = opts.out_folder
-    out.mkdir(parents=True, exist_ok=True)
+    overlap = training_overlap(file.path, data.paths)
+    if overlap:
+        warn(report, overlap)
     placement = place(opts.device, opts.precision)
     model.place(placement, "inference", kernel_spec(opts.kernels))
     note(report, f"evaluating {len(data)} tiles with {header.method} on {task.name}: {trust.describe()}")
@@ -122,11 +125,40 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     result = EvalResult(
         prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
         backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, trust=trusted,
-        counts=data.counts(), out=out,
+        counts=data.counts(), out=out, seconds=round(time.time() - started, 2),
     )
-    write_json(out / "metrics.json", {**result.to_dict(), "provenance": provenance()})
     rows = predictions_table(data.labels, probs, task.class_names, [str(p) for p in data.paths])
-    write_csv(out / "predictions.csv", list(rows[0]), (list(r.values()) for r in rows))
-    save_confusion_matrix(scores["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title=task.name)
-    save_reliability(trusted, out / "reliability_diagram.png", title=f"{task.name}: {len(data)} tiles")
-    return EvalResult(**{**result.__dict__, "seconds": round(time.time() - started, 2)})
+    with Staging() as staged:  # the files appear together or not at all
+        write_json(staged.temp(out / "metrics.json"), {**result.to_dict(), "provenance": provenance()})
+        write_csv(staged.temp(out / "predictions.csv"), list(rows[0]), (list(r.values()) for r in rows))
+        save_confusion_matrix(scores["confusion_matrix"], task.class_names, staged.temp(out / "confusion_matrix.png"),
+                              title=task.name)
+        save_reliability(trusted, staged.temp(out / "reliability_diagram.png"),
+                         title=f"{task.name}: {len(data)} tiles")
+        staged.commit()
+    return result
+
+
+def training_overlap(prompts: Path, paths: list[Path]) -> str | None:
+    """A warning when evaluation tiles are also in the prompt file's training or validation data.
+
+    ``tune`` writes every file it read, with its sha256, to ``data_manifest.csv`` beside the prompt file; tiles
+    are compared by content, so a copy under another name counts. None when there is no manifest or no overlap.
+    """
+    import csv
+
+    from pathotune_cli.files import sha256_file
+
+    manifest = Path(prompts).resolve().parent / "data_manifest.csv"
+    try:
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            seen = {row.get("sha256"): row.get("split") or "train" for row in csv.DictReader(handle)}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    splits = [seen[digest] for digest in (sha256_file(p) for p in paths) if digest in seen]
+    if not splits:
+        return None
+    counts = {s: splits.count(s) for s in ("train", "val") if splits.count(s)}
+    which = " and ".join(f"{n} in its {'training' if s == 'train' else 'validation'} data" for s, n in counts.items())
+    return (f"{len(splits)} of {len(paths)} evaluation tiles are also in the data this prompt file was tuned on "
+            f"({which}, by sha256 in {manifest}): these metrics overstate how it does on new tiles")

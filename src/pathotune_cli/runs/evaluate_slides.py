@@ -40,8 +40,7 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     if random_weights_warning(model.tiles):
         warn(report, str(random_weights_warning(model.tiles)))
     slides = read_slide_table(opts.data, task, None, lambda text: warn(report, text))
-    out = opts.out_folder
-    out.mkdir(parents=True, exist_ok=True)
+    out = opts.out_folder  # made and test-written by eval_run before anything loaded
     placement = place(opts.device, opts.precision)
     model.place(placement, "inference", kernel_spec(opts.kernels))
     note(report, f"evaluating {len(slides)} slides with {header.mil.aggregator if header.mil else '?'} on {task.name}")

@@ -138,13 +138,16 @@ def export_run(opts: ExportOptions, report: Reporter = ignore) -> ExportResult:
     """
     from pathotune_cli.engine.export import LOGITS_NAME, OUTPUT_NAME, prepare, require_packages
     from pathotune_cli.engine.load import load_prompted_model, random_weights_warning
-    from pathotune_cli.files import sha256_file
+    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries, sha256_file
     from pathotune_cli.runs.export_check import check_against_pytorch, real_tiles
     from pathotune_cli.runs.wsinfer_check import check_with_wsinfer, find_wsinfer
 
     started = time.time()
     require_packages(opts.format, opts.check)
     exe = find_wsinfer(opts.wsinfer) if opts.check_wsinfer is not None else None
+    out = opts.out_file
+    prepare_output_folder(out.parent, "--out", opts.out or out)  # an unwritable folder fails before the export
+    remove_stale_temporaries(out.parent)
     if opts.check_data is not None and not opts.check:
         warn(report, "--check-data is ignored with --no-check")
     if opts.wsinfer is not None and opts.check_wsinfer is None:
@@ -165,22 +168,21 @@ def export_run(opts: ExportOptions, report: Reporter = ignore) -> ExportResult:
         real = real_tiles(Path(opts.check_data), module.size, opts.check_tiles)
     contract = export_contract(module.size, header.classes, opts.format)
     prompts = {"path": str(file.path.resolve()), "sha256": sha256_file(file.path), "bytes": file.size_bytes}
-    out = opts.out_file
     note(report, f"exporting {header.method} on {header.backbone.preset.name} to {opts.format}: "
                  f"{opts.folder if wsinfer else out}")
     written = _write_export(module, out, opts.format, header, contract, prompts["sha256"])
-    try:
+    try:  # a failed check or card (or Ctrl-C) leaves no export behind: nothing half-written looks finished
         check = (check_against_pytorch(model, out, opts.format, module.size, real, opts.check_data, report,
                                        temperature) if opts.check else None)
         checked_wsinfer = None if exe is None else check_with_wsinfer(
             opts.folder, file.path.resolve(), Path(opts.check_wsinfer).resolve(), exe, list(header.classes),
             opts.weights, report)
-    except BaseException:  # a failed check (or Ctrl-C) leaves no export behind
+        extras = {"config": written.get("config"), "wsinfer_check": checked_wsinfer}
+        card_json, card_md = _write_card(file, out, opts, written, contract, prompts, check, random_note, report,
+                                         extras)
+    except BaseException:
         _remove_export(out, opts.format)
         raise
-    extras = {"config": written.get("config"), "wsinfer_check": checked_wsinfer}
-    card_json, card_md = _write_card(file, out, opts, written, contract, prompts, check, random_note, report,
-                                     extras)
     return ExportResult(
         export=out, format=opts.format, bytes=out.stat().st_size, sha256=sha256_file(out),
         exporter=written["exporter"], opset=written.get("opset"), input=contract["input"],

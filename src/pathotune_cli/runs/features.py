@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.errors import BadInput, PathotuneError, os_error
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, warn
 from pathotune_cli.runs.options import coerce_paths, kernel_spec
 
@@ -84,19 +84,18 @@ class FeaturesResult:
 
 def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesResult:
     """Write every slide's features file; a failing slide is recorded and the others go on."""
-    from pathotune_cli.files import remove_stale_temporaries
+    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.records import write_run_record
     from pathotune_cli.runs.tile import TileConfig, collect_slides
 
     started = time.time()
     items = collect_slides(TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out))
+    out = prepare_output_folder(opts.out, "--out")  # before the encoder loads: a bad --out fails at once
+    remove_stale_temporaries(out)
     encoder, identity = _encoder(opts, report)
     placement = place(opts.device, opts.precision)
     encoder.model.place(placement, "inference", kernel_spec(opts.kernels))
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     rows: list[dict[str, Any]] = []
     report(SlidesStarted(len(items)))
     for index, (path, csv_mpp) in enumerate(items):
@@ -183,6 +182,8 @@ def _one_slide(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp:
         return {**row, "resume": resume}
     except PathotuneError as exc:
         error = exc.one_line()
+    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
+        error = os_error(exc, out).one_line()
     except Exception as exc:  # one broken slide must not stop the run
         error = f"{type(exc).__name__}: {exc}"
     row = {"slide": str(path), "status": "failed", "tiles": 0, "seconds": round(time.time() - started, 2),

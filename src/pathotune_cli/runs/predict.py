@@ -159,20 +159,25 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     """
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
     from pathotune_cli.engine.promptfile import read_prompt_file
-    from pathotune_cli.files import remove_stale_temporaries, sha256_file
+    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries, sha256_file
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.predict_slide import SlideContext, write_summary
     from pathotune_cli.runs.records import write_run_record
-    from pathotune_cli.runs.slides import read_slides_csv
+    from pathotune_cli.runs.slides import check_tissue_geojson, read_slides_csv
     from pathotune_cli.runs.trust import load_trust
 
     if read_prompt_file(opts.prompts).header.level == "slide":
         from pathotune_cli.runs.predict_slide_level import predict_slides
 
+        prepare_output_folder(opts.out, "--out")  # before the model loads: a bad --out fails at once
         return predict_slides(opts, report)
     started = time.time()
     listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
     slides, images = collect_inputs([*opts.inputs, *(p for p, _ in listed)])
+    check_tissue_geojson(slides, opts.tissue_geojson)
+    _check_coords(opts.coords, slides)
+    out = prepare_output_folder(opts.out, "--out")  # before the model loads: a bad --out fails at once
+    remove_stale_temporaries(out)
     model, file = load_prompted_model(opts.prompts, opts.weights)
     task = file.header.task
     if random_weights_warning(model):
@@ -185,9 +190,6 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
                        f"use one of {', '.join(task.class_names)}")
     placement = place(opts.device, opts.precision)
     model.place(placement, "inference", kernel_spec(opts.kernels))
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     ctx = SlideContext(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report,
                        sha256_file(file.path), trust=trust)
     rows = _predict_slides(ctx, slides, {p.name: mpp for p, mpp in listed if mpp is not None})
@@ -204,6 +206,18 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
                      backbone_fingerprint=file.header.backbone.fingerprint, kernels=model.kernel_choices(),
                      slides=len(rows), failed=result.failed)
     return result
+
+
+def _check_coords(coords: Path | None, slides: list[Path]) -> None:
+    """Read every slide's ``--coords`` file up front: a bad one is refused (exit 2) before the model loads."""
+    from pathotune_cli.runs.predict_slide import coords_file_for
+    from pathotune_cli.wsi import read_coords
+
+    if coords is None:
+        return
+    for path in dict.fromkeys(coords_file_for(coords, slide) for slide in slides):
+        if path is not None:
+            read_coords(path)
 
 
 def reading_workers(requested: int | None, device: str) -> int:
@@ -236,7 +250,8 @@ def _predict_slides(ctx: Any, slides: list[Path], csv_mpp: dict[str, float]) -> 
             ctx.report(SlideStarted(index, len(slides), slide.name))
             row = predict_slide_safely(ctx, slide, csv_mpp.get(slide.name))
             rows.append(row)
-            detail = row["error"] if row["status"] != "ok" else (row.get("resume") or f"{row.get('tiles', 0)} tiles")
+            error = row["error"] if slide.name in row["error"] else f"{slide.name}: {row['error']}"
+            detail = error if row["status"] != "ok" else (row.get("resume") or f"{row.get('tiles', 0)} tiles")
             ctx.report(SlideDone(slide.name, row["status"], index + 1, len(slides), detail,
                                  seconds=row.get("seconds", 0.0)))
     return rows

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.errors import BadInput, PathotuneError, os_error
 from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, note, warn
 from pathotune_cli.files import Staging, write_csv
 from pathotune_cli.runs.resume import (
@@ -79,12 +79,12 @@ def predict_slide_safely(ctx: SlideContext, slide: Path, csv_mpp: float | None) 
         row["seconds"] = round(time.time() - started, 2)
         write_record(ctx.out, slide.stem, COMMAND, key, row)  # last: the slide is finished
         return {**row, "resume": resume}
-    except PathotuneError as exc:
+    except PathotuneError as exc:  # the caller reports the row's error (SlideDone)
         error = exc.one_line()
-        warn(ctx.report, error if slide.name in exc.problem else f"{slide.name}: {error}")
+    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
+        error = os_error(exc, ctx.out).one_line()
     except Exception as exc:  # one broken slide must never stop the others
-        error = f"{type(exc).__name__}: {exc}"
-        warn(ctx.report, f"{slide.name}: unexpected {type(exc).__name__}: {exc}")
+        error = f"internal error: {type(exc).__name__}: {exc}"
     row = {"slide": slide.name, "status": "failed", "error": error, "tiles": 0,
            "seconds": round(time.time() - started, 2)}
     outputs = output_paths(ctx.out, slide.stem, explain=True).values()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import PathotuneError
+from pathotune_cli.errors import PathotuneError, os_error
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, note, warn
 from pathotune_cli.runs.options import kernel_spec
 
@@ -100,6 +100,8 @@ def _one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement:
         return {**row, "resume": resume}
     except PathotuneError as exc:
         error = exc.one_line()
+    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
+        error = os_error(exc, out).one_line()
     except Exception as exc:  # one broken slide must never stop the others
         error = f"{type(exc).__name__}: {exc}"
     warn(report, error if slide.name in error else f"{slide.name}: {error}")

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.errors import BadInput, PathotuneError, os_error
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore
-from pathotune_cli.files import Staging, remove_stale_temporaries, write_csv
+from pathotune_cli.files import Staging, prepare_output_folder, remove_stale_temporaries, write_csv
 from pathotune_cli.formats import TILE_COMMAND_SUFFIXES as TILED_SUFFIXES
 from pathotune_cli.runs.options import coerce_paths
 from pathotune_cli.runs.records import write_run_record
@@ -34,7 +34,7 @@ from pathotune_cli.runs.resume import (
     record_path,
     write_record,
 )
-from pathotune_cli.runs.slides import geojson_for, read_slides_csv
+from pathotune_cli.runs.slides import check_tissue_geojson, geojson_for, read_slides_csv
 
 MANIFEST_COLUMNS = ("slide", "status", "tiles", "level", "mpp", "mpp_source", "seconds", "resume", "error")
 COMMAND = "tile"
@@ -206,8 +206,8 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
     """
     started = time.time()
     items = collect_slides(config)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_tissue_geojson([p for p, _ in items], config.tissue_geojson)
+    out = prepare_output_folder(config.out, "--out")
     remove_stale_temporaries(out)
     result = TileResult(out=out, manifest=out / "manifest.csv")
     others = {Path(r["slide"]).stem: SlideRow.from_record(r) for r in folder_rows(out, COMMAND)}
@@ -217,7 +217,9 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
         rows[index] = row
         result.rows = [rows[i] for i in sorted(rows)]
         write_manifest(result.manifest, [*others.values(), *result.rows])
-        detail = row.error if row.status == "failed" else (row.resume or f"{row.tiles} tiles")
+        name = Path(row.slide).name
+        error = row.error if name in row.error else f"{name}: {row.error}"
+        detail = error if row.status == "failed" else (row.resume or f"{row.tiles} tiles")
         report(SlideDone(Path(row.slide).name, row.status, len(rows), len(items), detail, row.notes, row.seconds))
 
     report(SlidesStarted(len(items)))
@@ -333,6 +335,8 @@ def tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str 
         return row
     except PathotuneError as exc:
         error = exc.one_line()
+    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
+        error = os_error(exc, out).one_line()
     except Exception as exc:  # one broken slide must not stop the run
         from pathotune_cli.wsi.reader import first_line
 

@@ -22,8 +22,7 @@ from pathotune_cli.errors import BadInput, MissingWeights
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths
 from pathotune_cli.runs.records import add_to_run_record
-
-PROMPTS_NAME = "prompts.safetensors"
+from pathotune_cli.runs.run_folder import PROMPTS_NAME
 
 
 @dataclass(frozen=True)
@@ -164,26 +163,57 @@ def config_digest(config: RunConfig) -> str:
 
 
 def tune_run(
-    config: RunConfig, *, resume: bool = False, allow_download: bool = False, report: Reporter = ignore
+    config: RunConfig, *, resume: bool = False, force: bool = False, allow_download: bool = False,
+    report: Reporter = ignore,
 ) -> TuneResult:
     """Tune prompts for ``config`` and write the run folder.
 
+    ``run.json`` says ``running`` while it works, then ``finished`` or ``failed`` (with the error); the prompt
+    file and the reports beside it are renamed into place together at the end, so a folder holds them only
+    when the run finished.
+
     Raises:
-        BadInput: missing weights, bad data, a finished run in the way, a checkpoint of other settings.
+        BadInput: missing weights, bad data, an output folder that cannot be written, a run in the way
+            (finished, unfinished without ``resume``/``force``, or still going), a checkpoint of other settings.
     """
     from pathotune_cli.backbones import resolve_weights
+    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
+    from pathotune_cli.runs import run_folder
+
+    resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
+    started = time.time()
+    out = Path(config.out)
+    slides = config.task.level == "slide"  # its own run folder (folds); the checks up front are the same
+    if not slides:
+        run_folder.claim(out, resume=resume, force=force)
+    if resume and not slides:
+        _require_same_settings(out, config)
+    existed = out.exists()
+    prepare_output_folder(out, "--out")
+    remove_stale_temporaries(out)
+    if force:
+        run_folder.clear(out)
+    try:
+        if slides:
+            from pathotune_cli.runs.tune_slides import tune_slides
+
+            return tune_slides(config, resume=resume, allow_download=allow_download, report=report)
+        with run_folder.failure_recorded(out):
+            result = _tune_in(out, config, resume, allow_download, report, started)
+    except BaseException:
+        if not existed and not any(out.iterdir()):  # refused before it wrote anything: leave no empty folder
+            out.rmdir()
+        raise
+    run_folder.mark_finished(out, result.seconds)
+    return result
+
+
+def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, report: Reporter,
+             started: float) -> TuneResult:
+    """Load, build, fit and finish in a claimed folder."""
     from pathotune_cli.hardware import place
     from pathotune_cli.training.loop import fit
 
-    resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
-    if config.task.level == "slide":
-        from pathotune_cli.runs.tune_slides import tune_slides
-
-        return tune_slides(config, resume=resume, allow_download=allow_download, report=report)
-    started = time.time()
-    out = Path(config.out)
-    if (out / PROMPTS_NAME).exists() and not resume:
-        raise BadInput(f"{out} already holds a finished run", "choose another --out, or pass --resume to continue it")
     train_set, val_set, splits = _load_splits(config, report)
     placement = place(config.device, config.precision if config.precision != "auto" else config.backbone.precision)
     built = _build(config, placement, allow_download, report)
@@ -208,6 +238,34 @@ def tune_run(
         seconds=round(time.time() - started, 2), instance_images_encoded=model.instance_images_encoded,
         validation=validation, history=fitted.history, kernels=fitted.kernels,
     )
+
+
+def _require_same_settings(out: Path, config: RunConfig) -> None:
+    """``--resume`` of a run started with other settings names what changed (from its ``config.yaml``)."""
+    from pathotune_cli.runs.run_folder import CHECKPOINT_NAME
+
+    if not (out / CHECKPOINT_NAME).is_file() or not (out / "config.yaml").is_file():
+        return
+    try:
+        before = _flat(read_yaml(out / "config.yaml"))
+    except BadInput:
+        return  # the checkpoint's own digest still guards the resume
+    now = _flat(config.model_dump(mode="json"))
+    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k) and k.split(".")[0] not in
+                     ("out", "device", "runtime"))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise BadInput(f"{out} was started with other settings (changed: {shown})",
+                       "resume with the same options, or pass --force to start again in it")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in flat.items()}
 
 
 def _base_config(opts: TuneOptions) -> tuple[dict[str, Any], str, str | None]:
@@ -257,9 +315,9 @@ def _load_splits(config: RunConfig, report: Reporter) -> tuple[Any, Any, tuple[A
 
     data = discover(config.data, config.task, warning)
     require_classes(data)
-    val_given = discover(config.val_data, config.task, warning) if config.val_data else None
+    val_given = discover(config.val_data, config.task, warning, "--val-data") if config.val_data else None
     train_set, val_set = split_train_val(data, config.train.val_fraction, config.seed, val_given)
-    train_set = sample_shots(train_set, config.train.shots, config.seed)
+    train_set = sample_shots(train_set, config.train.shots, config.seed, warning)
     require_classes(train_set)
     if val_set is None:
         warning("no validation split (train.val_fraction 0 and no --val-data or split column): "
@@ -297,11 +355,12 @@ def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, 
 
     from pathotune_cli.files import write_json, write_yaml
     from pathotune_cli.runs.records import provenance
+    from pathotune_cli.runs.run_folder import started_record
     from pathotune_cli.runs.tune_outputs import data_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", config.model_dump(mode="json"))
-    write_json(out / "run.json", provenance({
+    write_json(out / "run.json", provenance(started_record({
         "seed": config.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "backbone_fingerprint": built.backbone_fingerprint,
         "weight_source": built.model.backbone.weight_source.describe(),
@@ -310,40 +369,47 @@ def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, 
         "config_digest": config_digest(config),
         "early_stopping_on": monitor,
         "random_weights": built.model.backbone.weight_source.kind == "random",
-    }))
+    })))
     data_manifest(out / "data_manifest.csv", train_set, val_set)
 
 
 def _finish(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any,
             splits: tuple[Any, Any], fitted: Any, report: Reporter) -> tuple[Path, dict[str, Any] | None]:
-    """History, validation report, the trust section and the prompt file (written last: it means "finished")."""
+    """History, validation report, trust section and prompt file, renamed into place together, prompts last.
+
+    Each is written under a temporary name first, so a folder holds them only when the run finished.
+    """
     from pathotune_cli.engine import prompt_header, save_prompt_file
+    from pathotune_cli.files import Staging
     from pathotune_cli.runs.tune_outputs import validation_trust, write_history, write_validation_report
 
     task = config.task
-    write_history(out / "history.csv", fitted.history)
     batch = config.train.batch_size
     probs, trust = validation_trust(built.model, splits, batch, placement, config.seed, fitted, task.class_names,
                                     report)
     if trust is None:
         warn(report, "no validation split: no temperature, prediction sets or OOD flags in the prompt file")
-    metrics = write_validation_report(out, built.model, splits[1], val_set, task, batch, placement, config.seed,
-                                      fitted, probs=probs, trust=trust.summary if trust else None)
+    with Staging() as staged:
+        write_history(staged.temp(out / "history.csv"), fitted.history)
+        metrics = write_validation_report(lambda name: staged.temp(out / name), built.model, splits[1], val_set,
+                                          task, batch, placement, config.seed, fitted, probs=probs,
+                                          trust=trust.summary if trust else None)
+        counts = {"train": train_set.counts(), "val": val_set.counts() if val_set is not None else {}}
+        header = prompt_header(
+            built, task, config.backbone,
+            metrics={"split": "validation", **(metrics.get("summary") or {})},
+            training={"seed": config.seed, "epochs_run": len(fitted.history), "best_epoch": fitted.best_epoch,
+                      "class_counts": counts, "data": config.data, "config_digest": config_digest(config)},
+            trust=trust.stats if trust else None,
+        )
+        tensors = {**built.model.trained_state(), **(trust.tensors if trust else {})}
+        save_prompt_file(staged.temp(out / PROMPTS_NAME), tensors, header)
+        staged.commit()
     _record_trust(out / "run.json", trust.summary if trust else None)
-    counts = {"train": train_set.counts(), "val": val_set.counts() if val_set is not None else {}}
-    header = prompt_header(
-        built, task, config.backbone,
-        metrics={"split": "validation", **(metrics.get("summary") or {})},
-        training={"seed": config.seed, "epochs_run": len(fitted.history), "best_epoch": fitted.best_epoch,
-                  "class_counts": counts, "data": config.data, "config_digest": config_digest(config)},
-        trust=trust.stats if trust else None,
-    )
-    tensors = {**built.model.trained_state(), **(trust.tensors if trust else {})}
-    prompts = save_prompt_file(out / PROMPTS_NAME, tensors, header)
     summary = metrics.get("summary")
     if summary is not None and trust is not None:
         summary = {**summary, **{k: trust.summary[k] for k in ("temperature", "ece_before", "ece_after")}}
-    return prompts, summary
+    return out / PROMPTS_NAME, summary
 
 
 def _record_trust(path: Path, summary: dict[str, Any] | None) -> None:

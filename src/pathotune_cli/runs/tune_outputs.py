@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +68,13 @@ def validation_trust(
 
 
 def write_validation_report(
-    out: Path, model: Any, val_split: Split | None, val_set: LabelledSet | None, task: TaskPreset, batch_size: int,
-    placement: Placement, seed: int, result: FitResult, probs: np.ndarray | None = None,
-    trust: dict[str, Any] | None = None,
+    path_for: Callable[[str], Path], model: Any, val_split: Split | None, val_set: LabelledSet | None,
+    task: TaskPreset, batch_size: int, placement: Placement, seed: int, result: FitResult,
+    probs: np.ndarray | None = None, trust: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics with confidence intervals, predictions, confusion matrix and curves for the best epoch.
 
+    ``path_for(name)`` is where the file ``name`` goes (``tune`` passes temporaries it renames together).
     ``probs`` are the validation tiles' raw probabilities where already computed; ``trust`` the fitted trust
     section's summary, written into ``metrics.json`` under ``trust``.
     """
@@ -81,7 +83,7 @@ def write_validation_report(
     from pathotune_cli.training.plots import save_confusion_matrix, save_history_curves
 
     if result.history:
-        save_history_curves(result.history, out / "curves.png")
+        save_history_curves(result.history, path_for("curves.png"))
     if val_split is None:
         return {}
     if probs is None:
@@ -89,12 +91,12 @@ def write_validation_report(
     metrics = classification_metrics(val_split.labels, probs, task.class_names, ordinal=task.ordinal, seed=seed)
     if trust is not None:
         metrics["trust"] = trust
-    write_json(out / "metrics.json", metrics)
+    write_json(path_for("metrics.json"), metrics)
     rows = predictions_table(val_split.labels, probs, task.class_names, [str(p) for p in val_set.paths])
     if rows:
-        write_csv(out / "val_predictions.csv", list(rows[0]), (list(r.values()) for r in rows))
+        write_csv(path_for("val_predictions.csv"), list(rows[0]), (list(r.values()) for r in rows))
     save_confusion_matrix(
-        metrics["confusion_matrix"], task.class_names, out / "confusion_matrix.png", title="validation"
+        metrics["confusion_matrix"], task.class_names, path_for("confusion_matrix.png"), title="validation"
     )
     summary = {k: v["value"] for k, v in metrics["metrics"].items()}
     return {"summary": summary, "full": metrics}

@@ -59,16 +59,24 @@ def class_matcher(task: TaskPreset) -> Callable[[str], int | None]:
     return lambda name: table.get(normalise_class_name(name))
 
 
-def discover(data: str | Path, task: TaskPreset, warn: Callable[[str], None] | None = None) -> LabelledSet:
+def discover(
+    data: str | Path, task: TaskPreset, warn: Callable[[str], None] | None = None, option: str = "--data"
+) -> LabelledSet:
     """Find labelled images in an ImageFolder tree or a CSV (``path,label[,split]``).
+
+    Args:
+        data: The folder or CSV.
+        task: Its classes.
+        warn: Receives warnings (skipped files, folders merged into one class).
+        option: The option that named ``data`` (``--data``, ``--val-data``), for the messages.
 
     Raises:
         BadInput: the data is missing or empty, a class folder has no images, or a label is not a class.
     """
     path = Path(data).expanduser()
     if not path.exists():
-        raise BadInput(f"data {path} does not exist", "pass an ImageFolder tree or a CSV with path,label[,split]")
-    found = _from_csv(path, task) if path.is_file() else _from_folder(path, task)
+        raise BadInput(f"{option} {path} does not exist", "pass an ImageFolder tree or a CSV with path,label[,split]")
+    found = _from_csv(path, task) if path.is_file() else _from_folder(path, task, warn)
     if warn is not None and found.skipped:
         warn(f"skipped {len(found.skipped)} non-image file(s) in {path}, e.g. {found.skipped[0]}")
     return found
@@ -110,19 +118,30 @@ def split_train_val(
     return data.subset(train), (data.subset(val) if len(val) else None)
 
 
-def sample_shots(data: LabelledSet, shots: int | None, seed: int) -> LabelledSet:
-    """Few-shot: at most ``shots`` images per class, chosen with the seed."""
+def sample_shots(
+    data: LabelledSet, shots: int | None, seed: int, warn: Callable[[str], None] | None = None
+) -> LabelledSet:
+    """Few-shot: at most ``shots`` images per class, chosen with the seed.
+
+    A class with fewer training images than ``shots`` keeps all it has, and ``warn`` says which and how many.
+    """
     if shots is None:
         return data
     rng = np.random.default_rng(seed + 7919)
     keep: list[int] = []
+    short: list[str] = []
     for cls in np.unique(data.labels):
         members = np.flatnonzero(data.labels == cls)
+        if len(members) < shots:
+            short.append(f"'{data.class_names[int(cls)]}' has {len(members)}")
         keep.extend(rng.choice(members, size=min(shots, len(members)), replace=False).tolist())
+    if short and warn is not None:
+        warn(f"--shots {shots} is more than some classes have for training: {', '.join(short)}; "
+             "each of them uses all its images")
     return data.subset(np.array(sorted(keep), dtype=int))
 
 
-def _from_folder(root: Path, task: TaskPreset) -> LabelledSet:
+def _from_folder(root: Path, task: TaskPreset, warn: Callable[[str], None] | None = None) -> LabelledSet:
     match = class_matcher(task)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
@@ -130,8 +149,11 @@ def _from_folder(root: Path, task: TaskPreset) -> LabelledSet:
     paths: list[Path] = []
     labels: list[int] = []
     skipped: list[str] = []
+    by_class: dict[int, list[str]] = {}
     for folder in folders:
         index = match(folder.name)
+        if index is not None:
+            by_class.setdefault(index, []).append(folder.name)
         if index is None:
             raise BadInput(
                 f"class folder '{folder.name}' in {root} is not a class of task '{task.name}' "
@@ -139,6 +161,9 @@ def _from_folder(root: Path, task: TaskPreset) -> LabelledSet:
                 "rename the folder, or add it as an alias in your task preset",
             )
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        broken = next((p for p in folder.rglob("*") if p.is_symlink() and not p.exists()), None)
+        if broken is not None:
+            raise BadInput(f"{broken} is a link to a file that does not exist", "remove the link or restore its target")
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         skipped.extend(str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES)
         if not images:
@@ -148,6 +173,11 @@ def _from_folder(root: Path, task: TaskPreset) -> LabelledSet:
             )
         paths.extend(images)
         labels.extend([index] * len(images))
+    for index, names in by_class.items():
+        if len(names) > 1 and warn is not None:
+            shown, every = " and ".join(f"'{n}'" for n in names), "both" if len(names) == 2 else "all"
+            warn(f"folders {shown} in {root} {every} map to class '{task.class_names[index]}'; their images are "
+                 "merged into it (rename a folder if they are different classes)")
     return LabelledSet(
         paths, np.array(labels, dtype=np.int64), [None] * len(paths), task.class_names, str(root), skipped
     )
@@ -163,19 +193,31 @@ def _from_csv(path: Path, task: TaskPreset) -> LabelledSet:
             f"cannot read data CSV {path}: {exc}",
             "pass a UTF-8 CSV with columns path,label[,split]",
         ) from None
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise BadInput(f"data CSV {path} needs a header with columns path,label[,split]", "add the header row")
+    if not rows:
+        raise BadInput(f"data CSV {path} lists no images", "add a header row path,label[,split] and one row per image")
+    missing = [c for c in ("path", "label") if c not in rows[0]]
+    if missing:
+        columns = ", ".join(repr(c) for c in rows[0] if c is not None) or "none"
+        raise BadInput(
+            f"data CSV {path} has no {' or '.join(repr(c) for c in missing)} column (its header names {columns})",
+            "name the columns path,label[,split] in the first line",
+        )
     paths: list[Path] = []
     labels: list[int] = []
     splits: list[str | None] = []
     skipped: list[str] = []
     for line, row in enumerate(rows, start=2):
-        file = Path(row["path"]).expanduser()
+        if not any(isinstance(v, str) and v.strip() for v in row.values()):
+            continue  # a blank row (",,")
+        raw, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not raw:
+            raise BadInput(f"{path} line {line}: no image path", "fill in the path column, or remove the row")
+        file = Path(raw).expanduser()
         file = file if file.is_absolute() else path.parent / file
-        index = match(row["label"] or "")
+        index = match(label)
         if index is None:
             raise BadInput(
-                f"{path} line {line}: label '{row['label']}' is not a class of task '{task.name}' "
+                f"{path} line {line}: label '{label}' is not a class of task '{task.name}' "
                 f"(classes: {', '.join(task.class_names)})",
                 "fix the label, or add it as an alias in your task preset",
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pathotune_cli.errors import BadInput
+from pathotune_cli.imaging import read_rgb
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 
@@ -21,19 +21,18 @@ DEFAULT_MAX_BYTES = 4 * 1024**3
 def decode_image(path: Path, size: int) -> np.ndarray:
     """One RGB tile resized to ``size`` x ``size``, as uint8 (3, size, size).
 
-    Raises:
-        BadInput: the file does not decode as an image.
-    """
-    from PIL import Image, UnidentifiedImageError
+    Decoded by ``imaging.read_rgb``: 16-bit tiles scaled to 8 bits, palette, grayscale, CMYK converted,
+    transparency on white, EXIF orientation honoured, images above ``imaging.MAX_PIXELS`` refused unread.
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BICUBIC)
-            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BadInput(f"{path} is not a readable image ({type(exc).__name__})", "remove or replace the file") from None
+    Raises:
+        BadInput: the file does not decode as an image, or is refused; naming the file.
+    """
+    from PIL import Image
+
+    rgb = read_rgb(path).rgb
+    if rgb.shape[:2] != (size, size):
+        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
 class ImageStore:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pathotune_cli.config.run import KernelSpec, TrainSettings
-from pathotune_cli.errors import BadInput
+from pathotune_cli.errors import BadInput, PathotuneError
 from pathotune_cli.events import EpochDone, Reporter, StepDone, TrainingStarted, ignore, note
 from pathotune_cli.hardware import Placement
 from pathotune_cli.training.augment import augment
@@ -165,6 +165,7 @@ def fit(
     def one_epoch(epoch: int) -> dict[str, Any]:
         loss, lr = _train_epoch(model, optimizer, params, train, cache, weights, settings, placement, seed, epoch,
                                 steps_per_epoch, report)
+        _require_finite(loss, params, epoch, settings.lr)
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss, "lr": lr}
         _score_epoch(model, row, state, val, cache, weights, settings, placement)
         return row
@@ -256,6 +257,17 @@ def _train_epoch(model: Any, optimizer: torch.optim.Optimizer, params: list[torc
         losses.append(float(loss.detach()))
         report(StepDone(epoch, step + 1, losses[-1]))
     return float(np.mean(losses)), lr
+
+
+def _require_finite(loss: float, params: list[torch.nn.Parameter], epoch: int, lr: float) -> None:
+    """A run whose loss or weights went to NaN or inf stops with one line (exit 1), before it is scored."""
+    if np.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params):
+        return
+    raise PathotuneError(
+        f"training diverged in epoch {epoch}: the {'loss' if not np.isfinite(loss) else 'weights'} went to NaN "
+        f"or inf at learning rate {lr:g}",
+        "lower the learning rate (--lr), or keep train.grad_clip on",
+    )
 
 
 def _score_epoch(model: Any, row: dict[str, Any], state: TrainState, val: Split | None, cache: dict[str, torch.Tensor],

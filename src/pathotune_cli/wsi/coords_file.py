@@ -116,7 +116,8 @@ def read_coords(path: str | Path) -> CoordsFile:
             for key, value in h5.attrs.items():  # some writers keep attributes on the file instead
                 attrs.setdefault(key, plain_value(value))
     except OSError as exc:
-        raise BadInput(f"{path.name}: not a readable HDF5 file ({first_line(exc)})") from exc
+        raise BadInput(f"{path}: not a readable HDF5 file ({first_line(exc)})",
+                       "pass a coords .h5 from `pathotune tile`, CLAM or TRIDENT") from exc
     if coords.size == 0:
         coords = coords.reshape(0, 2)
     if coords.ndim != 2 or coords.shape[1] < 2:

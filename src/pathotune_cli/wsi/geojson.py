@@ -22,19 +22,23 @@ UNCERTAIN_COLOR = (128, 128, 128)
 
 
 def tissue_features(polygons: Sequence[Polygon], name: str = "Tissue") -> dict[str, Any]:
-    """A FeatureCollection of tissue annotations, one Polygon feature per connected piece."""
-    features = [
-        {
+    """A FeatureCollection of tissue annotations, one Polygon feature per connected piece.
+
+    Each feature's id (QuPath wants a UUID) is derived from its place and its coordinates, so the same slide and
+    settings give the same file, byte for byte (a resumed run, a rerun).
+    """
+    features = []
+    for index, polygon in enumerate(polygons):
+        geometry = {"type": "Polygon", "coordinates": [_ring(r) for r in polygon]}
+        features.append({
             "type": "Feature",
-            "id": str(uuid.uuid4()),
-            "geometry": {"type": "Polygon", "coordinates": [_ring(r) for r in polygon]},
+            "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"pathotune-tissue:{index}:{json.dumps(geometry)}")),
+            "geometry": geometry,
             "properties": {
                 "objectType": "annotation",
                 "classification": {"name": name, "color": list(TISSUE_COLOR)},
             },
-        }
-        for polygon in polygons
-    ]
+        })
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -147,18 +151,24 @@ def read_polygons(path: str | Path) -> list[Polygon]:
     except FileNotFoundError as exc:
         raise BadInput(f"{path}: no such GeoJSON file", "check the --tissue-geojson path") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path.name}: not valid JSON ({exc})") from exc
+        raise BadInput(f"{path}: not valid JSON ({exc})", "export the tissue GeoJSON from QuPath again") from exc
     polygons: list[Polygon] = []
     for geometry in _geometries(document):
         kind, coordinates = geometry.get("type"), geometry.get("coordinates") or []
         parts = [coordinates] if kind == "Polygon" else coordinates if kind == "MultiPolygon" else []
-        for part in parts:
-            rings = [np.asarray(ring, np.float64)[:, :2] for ring in part if len(ring) >= 3]
-            if rings:
-                polygons.append(rings)
+        try:
+            for part in parts:
+                rings = [np.asarray(ring, np.float64)[:, :2] for ring in part if len(ring) >= 3]
+                if rings:
+                    polygons.append(rings)
+        except (TypeError, ValueError, IndexError):
+            raise BadInput(
+                f"{path}: a {kind}'s coordinates are not rings of [x, y] numbers",
+                "export the tissue GeoJSON from QuPath again",
+            ) from None
     if not polygons:
         raise BadInput(
-            f"{path.name}: no Polygon or MultiPolygon in this GeoJSON",
+            f"{path}: no Polygon or MultiPolygon in this GeoJSON",
             "export the tissue annotations from QuPath as GeoJSON (File > Export objects)",
         )
     return polygons

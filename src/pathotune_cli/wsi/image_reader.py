@@ -1,7 +1,8 @@
 """Flat images (PNG, JPEG, strip TIFF) as a one-level slide, for files OpenSlide refuses.
 
-The image is decoded once into memory, so this reader is for images that fit in it; Pillow's
-decompression-bomb limit (about 179 megapixels) refuses larger ones with a line that says what to do.
+The image is decoded once into memory, so this reader is for images that fit in it; ``imaging.read_rgb``
+refuses larger ones (``imaging.MAX_PIXELS``, about 179 megapixels) before decoding, with a line that says what
+to do, and converts every mode to 8-bit RGB as ``tune`` and ``predict`` do for tiles.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput
+from pathotune_cli.imaging import read_rgb
 from pathotune_cli.wsi import mpp as mpp_meta
-from pathotune_cli.wsi.reader import SlideReader, first_line, rgba_to_rgb
-
-_TOO_LARGE_FIX = "convert it to a tiled pyramid TIFF first (vips tiffsave --tile --pyramid)"
+from pathotune_cli.wsi.reader import SlideReader
 
 
 class ImageReader(SlideReader):
@@ -23,24 +22,12 @@ class ImageReader(SlideReader):
     backend = "image"
 
     def __init__(self, path: str | Path) -> None:
-        """Decode ``path`` with Pillow; raises BadInput when Pillow cannot."""
-        from PIL import Image, UnidentifiedImageError
-
+        """Decode ``path`` (``imaging.read_rgb``); raises BadInput when it does not decode or is too large."""
         super().__init__(path)
-        try:
-            with Image.open(self.path) as img:
-                self._info = dict(img.info)
-                self._format = img.format or ""
-                rgb = np.asarray(
-                    img.convert("RGBA")
-                    if "A" in img.mode or "transparency" in img.info
-                    else img.convert("RGB")
-                )
-        except Image.DecompressionBombError as exc:
-            raise BadInput(f"{self.path.name}: a flat image too large to read whole", _TOO_LARGE_FIX) from exc
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise BadInput(f"{self.path.name}: not an image Pillow can read ({first_line(exc)})") from exc
-        self._rgb = np.ascontiguousarray(rgba_to_rgb(rgb))
+        decoded = read_rgb(self.path)
+        self._info = decoded.info
+        self._format = decoded.format
+        self._rgb = decoded.rgb
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from pathotune_cli.errors import BadInput, MissingDependency
+from pathotune_cli.imaging import NotAnImage
 from pathotune_cli.wsi.reader import DamagedSlide, SlideReader
 
 Backend = Literal["auto", "tifffile", "openslide", "image"]
@@ -69,10 +70,8 @@ def open_slide(path: str | Path, backend: Backend | str = "auto") -> SlideReader
         from pathotune_cli.wsi.image_reader import ImageReader
 
         return ImageReader(path)
-    except BadInput as exc:
-        if exc.fix:  # Pillow read it but refuses it (too large): that is the answer
-            raise
-        reasons.append("Pillow does not recognise it")
+    except NotAnImage as exc:  # anything else Pillow says (too large, 32-bit) is the answer itself
+        reasons.append("Pillow does not recognise it" if "format" in exc.why else f"Pillow: {exc.why}")
     if openslide_missing and (path.suffix.lower() in _OPENSLIDE_ONLY or _is_tiff(path)):
         from pathotune_cli.wsi.openslide_reader import INSTALL
 

@@ -15,6 +15,7 @@ from types import TracebackType
 import numpy as np
 
 from pathotune_cli.errors import BadInput
+from pathotune_cli.imaging import composite_on_white
 
 WHITE = 255
 # Rows of a level read at once when a thumbnail is built, so memory stays flat in slide size.
@@ -209,14 +210,7 @@ class SlideReader(ABC):
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     """Composite RGBA (not premultiplied, as openslide-python returns it) onto white; transparent -> white."""
-    if rgba.shape[-1] == 3:
-        return rgba
-    alpha = rgba[..., 3:4]
-    if alpha.min() == 255:
-        return np.ascontiguousarray(rgba[..., :3])
-    a = alpha.astype(np.uint16)
-    rgb = (rgba[..., :3].astype(np.uint16) * a + WHITE * (255 - a) + 127) // 255
-    return rgb.astype(np.uint8)
+    return composite_on_white(rgba)
 
 
 def first_line(exc: BaseException) -> str:
