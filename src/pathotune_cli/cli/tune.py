@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -82,7 +82,11 @@ def tune(
         result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress)
     if json_out:
         emit_json(result.to_dict())
-        return
+    else:
+        _render(result)
+
+
+def _render(result: Any) -> None:
     epochs_line = f"{result.epochs_run} (best {result.best_epoch}{', stopped early' if result.stopped_early else ''})"
     unit = "slides" if result.level == "slide" else "images"
     key_values(f"tuned {result.method} on {result.backbone} for {result.task}", {
