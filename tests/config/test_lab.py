@@ -50,3 +50,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_config_folder_follows_xdg_config_home_unless_pathotune_weights_names_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathotune_cli.backbones.weights import weight_map_path
+    from pathotune_cli.config.lab import lab_config_path
+
+    monkeypatch.delenv("PATHOTUNE_WEIGHTS", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert weight_map_path() == tmp_path / "xdg" / "pathotune" / "weights.yaml"
+    assert lab_config_path().parent == tmp_path / "xdg" / "pathotune"
+    monkeypatch.setenv("PATHOTUNE_WEIGHTS", str(tmp_path / "lab" / "map.yaml"))
+    assert lab_config_path().parent == tmp_path / "lab"

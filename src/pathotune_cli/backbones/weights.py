@@ -41,7 +41,8 @@ class WeightSource:
 
 
 def weight_map_path() -> Path:
-    """The weight map file: ``$PATHOTUNE_WEIGHTS`` if set, else ``~/.config/pathotune/weights.yaml``."""
+    """The weight map file: ``$PATHOTUNE_WEIGHTS`` if set, else ``$XDG_CONFIG_HOME/pathotune/weights.yaml``
+    (``~/.config/pathotune/weights.yaml`` when ``XDG_CONFIG_HOME`` is unset)."""
     env = os.environ.get("PATHOTUNE_WEIGHTS")
     return Path(env).expanduser() if env else config_dir() / "weights.yaml"
 

@@ -42,9 +42,12 @@ class LabDefaults(Strict):
 
 
 def config_dir() -> Path:
-    """The folder of the weight map and the lab defaults."""
+    """The folder of the weight map and the lab defaults: that of ``$PATHOTUNE_WEIGHTS``, else
+    ``$XDG_CONFIG_HOME/pathotune`` (``~/.config/pathotune`` when it is unset)."""
     env = os.environ.get("PATHOTUNE_WEIGHTS")
-    return Path(env).expanduser().parent if env else Path.home() / ".config" / "pathotune"
+    if env:
+        return Path(env).expanduser().parent
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser() / "pathotune"
 
 
 def lab_config_path() -> Path:
