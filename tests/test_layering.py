@@ -11,7 +11,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pathotune_cli"
 RANK = {"cli": 5, "runs": 4, "engine": 3, "training": 3, "wsi": 3, "backbones": 2, "config": 1}
-"""Layers by height; the top-level modules (errors, files, events, formats, hardware, imaging, demo_data) are 0."""
+"""Layers by height; the top-level modules (errors, files, events, formats, hardware, imaging, cluster, demo_data)
+are 0."""
 
 
 def _layer(module: str) -> str:
@@ -46,6 +47,6 @@ def test_no_import_runs_upward_and_side_layers_stay_apart() -> None:
 
 
 def test_the_base_modules_import_nothing_of_pathotune_but_each_other() -> None:
-    for name in ("errors", "files", "events", "formats", "hardware", "imaging", "demo_data"):
+    for name in ("errors", "files", "events", "formats", "hardware", "imaging", "cluster", "demo_data"):
         layers = {_layer(m) for m in _imports(PACKAGE / f"{name}.py")}
         assert layers <= {"base"}, (name, layers)

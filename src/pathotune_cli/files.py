@@ -192,6 +192,48 @@ class Staging:
         self._pairs.clear()
 
 
+def create_exclusive(path: str | os.PathLike[str], text: str) -> bool:
+    """Make ``path`` hold ``text`` only if no file has that name; True when this call made it (a lock).
+
+    The text goes to a temporary first and is hard-linked to ``path``: the link is atomic and refuses an existing
+    name (also on NFS, where ``O_EXCL`` once was not), and the file appears complete, never half-written.
+    """
+    final = Path(path)
+    temp = temp_path(final)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.link(temp, final)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        remove(temp)
+
+
+def claim_stale(path: str | os.PathLike[str], seen: str) -> bool:
+    """Remove ``path`` (a dead process's lock) if it still holds ``seen``; True when this call removed it.
+
+    The file is renamed to a private name first (of several processes claiming it, one rename wins), then read:
+    if it no longer holds ``seen`` (another process took it over meanwhile), it is linked back.
+    """
+    final = Path(path)
+    private = temp_path(final)
+    try:
+        os.replace(final, private)
+    except FileNotFoundError:
+        return False
+    try:
+        if private.read_text(encoding="utf-8") == seen:
+            return True
+        with contextlib.suppress(FileExistsError):
+            os.link(private, final)  # a live owner's lock, taken by mistake: give it back
+        return False
+    finally:
+        remove(private)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 text atomically."""
     return atomic_write(path, text)

@@ -10,11 +10,13 @@ import typer
 from pathotune_cli.cli.options import (
     DefaultMppOpt,
     DeviceOpt,
+    DevicesOpt,
     JsonOpt,
     KernelsOpt,
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
+    ShardOpt,
     SlidesCsvOpt,
     TissueChoice,
     TissueOpt,
@@ -47,21 +49,27 @@ def features(
     weights: WeightsOpt = None,
     kernels: KernelsOpt = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Keep slides finished earlier with these settings.")] = False,
+    shard: ShardOpt = None,
+    devices: DevicesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Extract tile features per slide: <slide>.h5 with features and coords, as TRIDENT and CLAM read them."""
     from pathotune_cli.cli.progress import ProgressDisplay
+    from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.features import FeaturesOptions, features_run
+    from pathotune_cli.runs.devices import parse_devices, run_slides
+    from pathotune_cli.runs.features import FeaturesOptions
 
+    if devices is not None and device != "auto":
+        raise typer.BadParameter("--devices starts one worker per device; leave out --device")
     opts = FeaturesOptions(
         slides=tuple(slides or ()), slides_csv=slides_csv, out=output_folder("features", out), prompts=prompts,
         backbone=backbone, weights=weights, mpp=mpp, tile_size=tile_size, batch_size=batch_size,
         min_tissue=min_tissue, tissue=tissue.value, default_mpp=default_mpp, precision=precision, device=device,
-        resume=resume, kernels=kernels,
+        resume=resume, kernels=kernels, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = features_run(opts, report=progress)
+        result = run_slides("features", opts, parse_devices(devices) if devices is not None else None, progress)
     if json_out:
         emit_json(result.to_dict())
     else:

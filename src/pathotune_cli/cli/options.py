@@ -36,6 +36,18 @@ KernelsOpt = Annotated[
     str,
     typer.Option("--kernels", help="auto (measured once per machine), or pinned: plain, attention=fused,weights=bf16."),
 ]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", metavar="I/N", show_default=False,
+                 help="Take every N-th slide from the I-th (slides sorted by path), e.g. 0/4. Default: the SLURM "
+                      "array task (SLURM_ARRAY_TASK_ID of _COUNT), or the torchrun/srun rank, else every slide."),
+]
+DevicesOpt = Annotated[
+    str | None,
+    typer.Option("--devices", show_default=False,
+                 help="One worker process per device, each a shard, in one progress bar: GPU indices (0,1), all, "
+                      "or cpu,cpu for CPU worker processes."),
+]
 UncalibratedOpt = Annotated[
     bool,
     typer.Option("--uncalibrated", help="Report the raw softmax instead of the temperature-calibrated probabilities."),

@@ -11,11 +11,13 @@ from pathotune_cli.cli.options import (
     AlphaOpt,
     DefaultMppOpt,
     DeviceOpt,
+    DevicesOpt,
     JsonOpt,
     KernelsOpt,
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
+    ShardOpt,
     SlidesCsvOpt,
     TissueChoice,
     TissueGeojsonOpt,
@@ -84,23 +86,29 @@ def predict(
     alpha: AlphaOpt = None,
     uncalibrated: UncalibratedOpt = False,
     explain_top: ExplainTopOpt = 0,
+    shard: ShardOpt = None,
+    devices: DevicesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
     from pathotune_cli.cli.progress import ProgressDisplay
+    from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.predict import PredictOptions, predict_run
+    from pathotune_cli.runs.devices import parse_devices, run_slides
+    from pathotune_cli.runs.predict import PredictOptions
 
+    if devices is not None and device != "auto":
+        raise typer.BadParameter("--devices starts one worker per device; leave out --device")
     prompts, rest = choose_prompts(prompts, list(inputs or []))
     opts = PredictOptions(
         prompts=prompts, inputs=tuple(rest), out=output_folder("predict", out), batch_size=batch_size,
         workers=workers, precision=precision, device=device, weights=weights, coords=coords, min_tissue=min_tissue,
         tissue=tissue.value, tissue_geojson=tissue_geojson, slides_csv=slides_csv, default_mpp=default_mpp,
         heatmap_class=heatmap_class, resume=resume, kernels=kernels, alpha=alpha, uncalibrated=uncalibrated,
-        explain_top=explain_top,
+        explain_top=explain_top, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = predict_run(opts, report=progress)
+        result = run_slides("predict", opts, parse_devices(devices) if devices is not None else None, progress)
     if json_out:
         emit_json(result.to_dict())
     else:
@@ -113,13 +121,19 @@ def _render(result: PredictResult) -> None:
     if result.slides:
         table(f"predictions in {result.out} ({result.seconds} s)",
               ["slide", "status", "tiles", "mpp", "top class", "OOD flagged"],
-              [(r["slide"], r["status"] + (f" ({r['resume']})" if r.get("resume") else ""), r.get("tiles", 0),
+              [(r["slide"], _status(r), r.get("tiles", 0),
                 r.get("mpp", ""), _top(r, result.classes), _share(r.get("ood_fraction"))) for r in result.slides])
         info(f"per-slide CSV, GeoJSON and heatmap, and summary.csv are in {result.out}")
     if result.images is not None:
         flagged = "" if result.images.flagged is None else f" ({result.images.flagged} flagged out of distribution)"
         info(f"{result.images.images} images -> {result.images.file}{flagged}")
     info(f"probabilities: {result.probabilities}")
+
+
+def _status(row: dict) -> str:
+    if row["status"] == "locked":
+        return "locked (another process is on it)"
+    return row["status"] + (f" ({row['resume']})" if row.get("resume") else "")
 
 
 def _share(value: object) -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pathotune_cli.cli.options import (
     DefaultMppOpt,
+    DevicesOpt,
     JsonOpt,
     MinTissueOpt,
+    ShardOpt,
     SlidesCsvOpt,
     TissueChoice,
     TissueGeojsonOpt,
@@ -19,6 +21,9 @@ from pathotune_cli.cli.options import (
 )
 from pathotune_cli.cli.render import emit_json, table, user_errors
 from pathotune_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    from pathotune_cli.runs.tile import TileResult
 
 DEFAULT_MPP = 0.5
 
@@ -72,12 +77,19 @@ def tile(
     save_tiles: SaveTilesOpt = None,
     workers: SlideWorkersOpt = 1,
     resume: ResumeOpt = False,
+    shard: ShardOpt = None,
+    devices: DevicesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv."""
+    """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv.
+
+    --devices N entries start N shard processes (tiling runs on CPUs whatever the entries say).
+    """
     from pathotune_cli.cli.progress import ProgressDisplay
+    from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.tile import TileConfig, tile_run
+    from pathotune_cli.runs.devices import parse_devices, run_slides
+    from pathotune_cli.runs.tile import TileConfig
 
     if mpp is not None and mag is not None:
         raise BadInput(f"--mpp {mpp} and --mag {mag} exclude each other", "give one of them")
@@ -100,31 +112,36 @@ def tile(
         save_tiles=save_tiles.value if save_tiles is not None else None,
         workers=workers,
         resume=resume,
+        shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = tile_run(config, report=progress)
+        result = run_slides("tile", config, parse_devices(devices) if devices is not None else None, progress)
     if json_out:
         emit_json(result.to_dict())
     else:
-        failed = f"; {result.failed} failed (errors above and in manifest.csv)" if result.failed else ""
-        table(
-            f"tiles in {result.out}{failed}",
-            ["slide", "status", "tiles", "level", "mpp", "mpp source", "seconds"],
-            [
-                (
-                    Path(r.slide).name,
-                    f"{r.status} ({r.resume})" if r.resume else r.status,
-                    r.tiles,
-                    _blank(r.level),
-                    _blank(r.mpp),
-                    r.mpp_source,
-                    f"{r.seconds:.1f}",
-                )
-                for r in result.rows
-            ],
-        )
+        _render(result)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _render(result: TileResult) -> None:
+    failed = f"; {result.failed} failed (errors above and in manifest.csv)" if result.failed else ""
+    table(
+        f"tiles in {result.out}{failed}",
+        ["slide", "status", "tiles", "level", "mpp", "mpp source", "seconds"],
+        [
+            (
+                Path(r.slide).name,
+                f"{r.status} ({r.resume})" if r.resume else r.status,
+                r.tiles,
+                _blank(r.level),
+                _blank(r.mpp),
+                r.mpp_source,
+                f"{r.seconds:.1f}",
+            )
+            for r in result.rows
+        ],
+    )
 
 
 def _blank(value: object) -> object:

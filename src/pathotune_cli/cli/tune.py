@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pathotune_cli.cli import render
 from pathotune_cli.cli.options import JsonOpt, SetOpt, WeightsOpt, above_zero
 from pathotune_cli.cli.render import emit_json, key_values, user_errors
 
@@ -67,10 +68,18 @@ def tune(
     download: Annotated[bool, typer.Option("--download", help="Allow downloading missing weights.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Tune prompts for a task on labelled tiles; writes RUN/prompts.safetensors and the run record."""
+    """Tune prompts for a task on labelled tiles; writes RUN/prompts.safetensors and the run record.
+
+    Under `torchrun --nproc-per-node N -m pathotune_cli tune ...` (or srun) the ranks train together; rank 0
+    alone writes and prints.
+    """
     from pathotune_cli.cli.progress import ProgressDisplay
+    from pathotune_cli.cluster import world_from_env
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
+    world = world_from_env()
+    if not world.main:  # rank 0 says everything, another rank's failure included
+        render.out.quiet = render.err.quiet = True
     opts = TuneOptions(
         preset=preset, data=data, backbone=backbone, method=method, out=out, config=config, sets=tuple(set_ or ()),
         epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed, precision=precision, device=device,
@@ -78,8 +87,10 @@ def tune(
         skip_bad_slides=skip_bad_slides, download=download,
     )
     cfg = resolve_config(opts)
-    with ProgressDisplay() as progress:
-        result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress)
+    with ProgressDisplay(quiet=not world.main) as progress:
+        result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress, world=world)
+    if not world.main:
+        return
     if json_out:
         emit_json(result.to_dict())
     else:
@@ -96,7 +107,8 @@ def _render(result: Any) -> None:
         "epochs": epochs_line,
         "early stopping on": result.early_stopping_on,
         **{f"val {k}": v for k, v in (result.validation or {}).items() if v is not None},
-        "precision": f"{result.precision} on {result.device}",
+        "precision": f"{result.precision} on {result.device}"
+                     + (f" x {result.world_size} ranks" if result.world_size > 1 else ""),
         "kernels": result.kernels.get("backbone", "") or "n/a",
         "seconds": result.seconds,
     })

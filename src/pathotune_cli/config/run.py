@@ -136,6 +136,9 @@ class MILSettings(Strict):
     """End to end: tiles per forward chunk; memory is bounded by one chunk's activations."""
     prompt_lr: float | None = Field(None, gt=0)
     """End to end: learning rate of the prompts (None: ``train.lr``)."""
+    slides_per_step: int = Field(1, ge=1, le=4096)
+    """Slides whose gradients are averaged into one optimiser step; under ``torchrun`` they are shared among the
+    ranks, so set it to the number of ranks (or a multiple) to keep every rank busy."""
 
 
 class KernelSpec(Strict):

@@ -4,7 +4,8 @@ Per slide ``<stem>.h5`` holds ``features`` (N x D float32) and ``coords`` (N x 2
 ``tile`` writes, plus the encoder, the backbone fingerprint and the prompt file's hash: the layout TRIDENT and
 CLAM users read, and what slide-level ``tune --features`` reuses. Slides are cut as ``tile`` cuts them, at the
 prompt file's tile mpp and size (or, for a bare backbone, ``--mpp`` and ``--tile-size``). One resume rule
-(``runs.resume``), one record per slide, ``manifest.csv`` over the folder, ``run.json``.
+(``runs.resume``), one record per slide, ``manifest.csv`` over the folder, ``run.json``; shards and per-slide
+locks as ``tile`` and ``predict`` (``runs.locks``, ``runs.merge``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pathotune_cli.cluster import WHOLE, Shard, parse_shard
 from pathotune_cli.errors import BadInput, PathotuneError, os_error
-from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, warn
+from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths, kernel_spec
 
 COMMAND = "features"
 FEATURES_ALGORITHM = 1
-MANIFEST_COLUMNS = ("slide", "status", "tiles", "dim", "mpp", "mpp_source", "seconds", "resume", "error")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,14 @@ class FeaturesOptions:
     kernels: str = "auto"
     """``--kernels``: auto (measured), or pinned (``attention=plain,weights=bf16``)."""
 
+    shard: Shard = WHOLE
+    """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""
+
     def __post_init__(self) -> None:
         """One encoder, some slides, usable numbers."""
         coerce_paths(self)
+        if isinstance(self.shard, str):
+            object.__setattr__(self, "shard", parse_shard(self.shard))
         kernel_spec(self.kernels)
         if (self.prompts is None) == (self.backbone is None):
             raise BadInput("give the encoder: --prompts FILE or --backbone NAME (one of them)",
@@ -74,8 +80,8 @@ class FeaturesResult:
 
     @property
     def failed(self) -> int:
-        """Slides that failed."""
-        return sum(r["status"] != "ok" for r in self.rows)
+        """Slides that failed (not those another process was on: ``locked``)."""
+        return sum(r["status"] == "failed" for r in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data."""
@@ -85,17 +91,24 @@ class FeaturesResult:
 def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesResult:
     """Write every slide's features file; a failing slide is recorded and the others go on."""
     from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
-    from pathotune_cli.hardware import place
-    from pathotune_cli.runs.records import write_run_record
+    from pathotune_cli.runs.devices import shard_placement
+    from pathotune_cli.runs.merge import rebuild_summary
+    from pathotune_cli.runs.records import write_slides_record
     from pathotune_cli.runs.tile import TileConfig, collect_slides
 
     started = time.time()
-    items = collect_slides(TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out))
+    everything = collect_slides(TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out))
+    items = opts.shard.take(everything, key=lambda item: str(item[0]))
     out = prepare_output_folder(opts.out, "--out")  # before the encoder loads: a bad --out fails at once
     remove_stale_temporaries(out)
+    if not opts.shard.whole:
+        note(report, f"shard {opts.shard.label} ({opts.shard.source}): {len(items)} of {len(everything)} slides")
     encoder, identity = _encoder(opts, report)
-    placement = place(opts.device, opts.precision)
+    placement = shard_placement(opts.device, opts.precision, opts.shard)
     encoder.model.place(placement, "inference", kernel_spec(opts.kernels))
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()
+                if k != "slides"} | {"slides": [str(p) for p in opts.slides]}
+    write_slides_record(out, COMMAND, opts.shard, [p for p, _ in everything], settings, started, "running")
     rows: list[dict[str, Any]] = []
     report(SlidesStarted(len(items)))
     for index, (path, csv_mpp) in enumerate(items):
@@ -103,10 +116,9 @@ def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesRe
         rows.append(row)
         detail = row["error"] if row["status"] != "ok" else (row.get("resume") or f"{row['tiles']} tiles")
         report(SlideDone(path.name, row["status"], index + 1, len(items), detail, seconds=row.get("seconds", 0.0)))
-    _write_manifest(out, rows)
-    write_run_record(out, {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()
-                           if k != "slides"} | {"slides": [str(p) for p in opts.slides]}, started,
-                     kernels=encoder.model.kernel_choices(), **identity)
+    rebuild_summary(out, COMMAND, rows, report=report)
+    write_slides_record(out, COMMAND, opts.shard, [p for p, _ in everything], settings, started, "finished",
+                        kernels=encoder.model.kernel_choices(), **identity)
     return FeaturesResult(out, identity["encoder"], encoder.model.feature_dim, rows, round(time.time() - started, 2))
 
 
@@ -151,6 +163,21 @@ def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[st
 
 def _one_slide(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp: float | None, opts: FeaturesOptions,
                placement: Any, out: Path, report: Reporter) -> dict[str, Any]:
+    """One slide under its lock (``locked`` when another live process is on it)."""
+    from pathotune_cli.runs.locks import slide_lock
+
+    with slide_lock(out, path.stem, COMMAND) as claim:
+        if not claim.held:
+            owner = claim.owner.describe() if claim.owner else "another process"
+            return {"slide": str(path), "status": "locked", "tiles": 0, "seconds": 0.0, "resume": "",
+                    "error": f"{path.name}: in progress in another process ({owner})"}
+        if claim.taken_over:
+            note(report, claim.taken_over)
+        return _features_one(encoder, identity, path, csv_mpp, opts, placement, out, report)
+
+
+def _features_one(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp: float | None,
+                  opts: FeaturesOptions, placement: Any, out: Path, report: Reporter) -> dict[str, Any]:
     from pathotune_cli.files import Staging
     from pathotune_cli.runs.resume import SlideKey, decide, input_identity, record_failure, record_path, write_record
     from pathotune_cli.runs.slide_tiles import plan_tiles, slide_features
@@ -190,13 +217,3 @@ def _one_slide(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp:
            "error": error if path.name in error else f"{path.name}: {error}"}
     record_failure(out, path.stem, COMMAND, [final], lambda: SlideKey(input_identity(path), settings), row)
     return {**row, "resume": resume}
-
-
-def _write_manifest(out: Path, rows: list[dict[str, Any]]) -> None:
-    from pathotune_cli.files import write_csv
-    from pathotune_cli.runs.resume import folder_rows
-
-    folder = {Path(r["slide"]).stem: r for r in folder_rows(out, COMMAND)}
-    folder.update({Path(r["slide"]).stem: r for r in rows})
-    write_csv(out / "manifest.csv", MANIFEST_COLUMNS,
-              ([folder[s].get(c, "") for c in MANIFEST_COLUMNS] for s in sorted(folder)))

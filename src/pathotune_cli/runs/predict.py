@@ -4,6 +4,8 @@ Slides are tiled on the fly at the mpp and tile size stored in the prompt file (
 would cut them), or at the coordinates of an HDF5 file from ``tile``, CLAM or TRIDENT; one slide at a time goes
 through ``runs.predict_slide``. Tile images are classified as they are, into ``predictions.csv``. A broken slide
 never stops the others: it is listed in the summary with its error, and the result says how many failed.
+With a shard (``--shard``, a SLURM array task, a ``--devices`` worker) only its share of the slides is predicted,
+each under its lock (``runs.locks``), and tile images only by shard 0 (they share one ``predictions.csv``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from pathotune_cli.cluster import WHOLE, Shard, parse_shard
 from pathotune_cli.errors import BadInput
-from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, warn
+from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, note, warn
 from pathotune_cli.formats import is_flat_image, is_slide
 from pathotune_cli.runs.explain import check_alpha
 from pathotune_cli.runs.options import coerce_paths, kernel_spec
@@ -58,9 +61,14 @@ class PredictOptions:
     explain_top: int = 0
     """Explain the this-many most confident tiles of each class per slide (0: none)."""
 
+    shard: Shard = WHOLE
+    """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""
+
     def __post_init__(self) -> None:
         """The rules the command line states for each option, for Python callers too."""
         coerce_paths(self)
+        if isinstance(self.shard, str):
+            object.__setattr__(self, "shard", parse_shard(self.shard))
         kernel_spec(self.kernels)
         if not self.inputs and self.slides_csv is None:
             raise BadInput("nothing to predict on", "pass slides, images or folders, or --slides-csv")
@@ -106,8 +114,8 @@ class PredictResult:
 
     @property
     def failed(self) -> int:
-        """Slides that failed."""
-        return sum(r["status"] != "ok" for r in self.slides)
+        """Slides that failed (not those another process was on: ``locked``)."""
+        return sum(r["status"] == "failed" for r in self.slides)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data."""
@@ -160,9 +168,10 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
     from pathotune_cli.engine.promptfile import read_prompt_file
     from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries, sha256_file
-    from pathotune_cli.hardware import place
-    from pathotune_cli.runs.predict_slide import SlideContext, write_summary
-    from pathotune_cli.runs.records import write_run_record
+    from pathotune_cli.runs.devices import shard_placement
+    from pathotune_cli.runs.merge import rebuild_summary
+    from pathotune_cli.runs.predict_slide import SlideContext
+    from pathotune_cli.runs.records import write_slides_record
     from pathotune_cli.runs.slides import check_tissue_geojson, read_slides_csv
     from pathotune_cli.runs.trust import load_trust
 
@@ -173,7 +182,7 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
         return predict_slides(opts, report)
     started = time.time()
     listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
-    slides, images = collect_inputs([*opts.inputs, *(p for p, _ in listed)])
+    everything, slides, images = shard_inputs(opts, [p for p, _ in listed], report)
     check_tissue_geojson(slides, opts.tissue_geojson)
     _check_coords(opts.coords, slides)
     out = prepare_output_folder(opts.out, "--out")  # before the model loads: a bad --out fails at once
@@ -188,23 +197,25 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     if opts.heatmap_class is not None and opts.heatmap_class not in task.class_names:
         raise BadInput(f"--heatmap-class '{opts.heatmap_class}' is not a class of this prompt file",
                        f"use one of {', '.join(task.class_names)}")
-    placement = place(opts.device, opts.precision)
+    placement = shard_placement(opts.device, opts.precision, opts.shard)
     model.place(placement, "inference", kernel_spec(opts.kernels))
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
+    write_slides_record(out, "predict", opts.shard, everything, settings, started, "running")
     ctx = SlideContext(model, placement, task.class_names, task.tile.mpp, task.tile.size, opts, out, report,
                        sha256_file(file.path), trust=trust)
     rows = _predict_slides(ctx, slides, {p.name: mpp for p, mpp in listed if mpp is not None})
-    if slides:
-        write_summary(out / "summary.csv", rows, task.class_names)
+    if everything:
+        rebuild_summary(out, "predict", rows, task.class_names, report)
     result = PredictResult(
         out=out, prompts=file.path, task=task.name, classes=task.class_names, tile=task.tile.model_dump(),
         precision=placement.precision, probabilities=trust.describe(), slides=rows,
         images=_predict_images(ctx, images) if images else None,
         seconds=round(time.time() - started, 2),
     )
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
-    write_run_record(out, settings, started, prompts_sha256=ctx.prompts_sha256, precision=placement.precision,
-                     backbone_fingerprint=file.header.backbone.fingerprint, kernels=model.kernel_choices(),
-                     slides=len(rows), failed=result.failed)
+    write_slides_record(out, "predict", opts.shard, everything, settings, started, "finished",
+                        prompts_sha256=ctx.prompts_sha256, precision=placement.precision,
+                        backbone_fingerprint=file.header.backbone.fingerprint, kernels=model.kernel_choices(),
+                        slides=len(rows), failed=result.failed)
     return result
 
 
@@ -218,6 +229,17 @@ def _check_coords(coords: Path | None, slides: list[Path]) -> None:
     for path in dict.fromkeys(coords_file_for(coords, slide) for slide in slides):
         if path is not None:
             read_coords(path)
+
+
+def shard_inputs(opts: PredictOptions, listed: list[Path], report: Reporter) -> tuple[list[Path], list[Path],
+                                                                                       list[Path]]:
+    """(every slide of the run, this shard's slides, the tile images this shard classifies: all for shard 0)."""
+    everything, images = collect_inputs([*opts.inputs, *listed])
+    slides = opts.shard.take(everything)
+    if not opts.shard.whole:
+        note(report, f"shard {opts.shard.label} ({opts.shard.source}): {len(slides)} of {len(everything)} slides"
+                     + (f"; the {len(images)} tile images go to shard 0" if images else ""))
+    return everything, slides, images if opts.shard.index == 0 else []
 
 
 def reading_workers(requested: int | None, device: str) -> int:

@@ -26,7 +26,6 @@ from pathotune_cli.runs.resume import (
     SlideKey,
     decide,
     file_digest,
-    folder_rows,
     input_identity,
     record_failure,
     record_path,
@@ -63,6 +62,25 @@ class SlideContext:
 
 
 def predict_slide_safely(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> dict[str, Any]:
+    """One slide's summary row under its lock: ``locked`` when another live process holds it."""
+    from pathotune_cli.runs.locks import slide_lock
+
+    with slide_lock(ctx.out, slide.stem, COMMAND) as claim:
+        if not claim.held:
+            return locked_row(slide, claim)
+        if claim.taken_over:
+            note(ctx.report, claim.taken_over)
+        return predict_slide(ctx, slide, csv_mpp)
+
+
+def locked_row(slide: Path, claim: Any) -> dict[str, Any]:
+    """The row of a slide another live process holds: skipped here, recorded by its owner."""
+    owner = claim.owner.describe() if claim.owner else "another process"
+    return {"slide": slide.name, "status": "locked", "tiles": 0, "seconds": 0.0, "resume": "",
+            "error": f"{slide.name}: in progress in another process ({owner})"}
+
+
+def predict_slide(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> dict[str, Any]:
     """One slide's summary row: kept (``--resume``), predicted, or failed with its one-line error."""
     started = time.time()
     resume = ""
@@ -128,20 +146,6 @@ def slide_key(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> SlideKey
             "explain_top": opts.explain_top,
         },
     )
-
-
-def write_summary(path: Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
-    """Write ``summary.csv``: every slide recorded in the folder (earlier runs' too), sorted by name.
-
-    This run's rows come with their resume word.
-    """
-    folder = {r["slide"]: r for r in folder_rows(path.parent, COMMAND)}
-    folder.update({r["slide"]: r for r in rows})
-    header = ["slide", "status", "tiles", "level", "mpp", "mpp_source", "tissue_area_mm2",
-              *[f"fraction_{c}" for c in classes], *[f"area_mm2_{c}" for c in classes], "ood_fraction", "mean_set_size",
-              "coords", "seconds",
-              "resume", "error"]
-    write_csv(path, header, ([folder[s].get(k, "") for k in header] for s in sorted(folder)))
 
 
 def coords_file_for(coords: Path | None, slide: Path) -> Path | None:

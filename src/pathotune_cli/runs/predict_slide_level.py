@@ -32,15 +32,16 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     from pathotune_cli.engine import random_weights_warning
     from pathotune_cli.engine.slide_model import load_slide_model
     from pathotune_cli.files import remove_stale_temporaries, sha256_file
-    from pathotune_cli.hardware import place
-    from pathotune_cli.runs.predict import PredictResult, collect_inputs
-    from pathotune_cli.runs.records import write_run_record
+    from pathotune_cli.runs.devices import shard_placement
+    from pathotune_cli.runs.merge import rebuild_summary
+    from pathotune_cli.runs.predict import PredictResult, shard_inputs
+    from pathotune_cli.runs.records import write_slides_record
     from pathotune_cli.runs.slides import read_slides_csv
     from pathotune_cli.runs.trust import load_trust
 
     started = time.time()
     listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
-    slides, images = collect_inputs([*opts.inputs, *(p for p, _ in listed)])
+    everything, slides, images = shard_inputs(opts, [p for p, _ in listed], report)
     if images:
         warn(report, f"{len(images)} tile images skipped: a slide-level model predicts whole slides")
     model, file = load_slide_model(opts.prompts, opts.weights)
@@ -50,12 +51,14 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     trust = load_trust(file, uncalibrated=opts.uncalibrated, alpha=opts.alpha)
     if trust.notice:
         warn(report, trust.notice)
-    placement = place(opts.device, opts.precision)
+    placement = shard_placement(opts.device, opts.precision, opts.shard)
     model.place(placement, "inference", kernel_spec(opts.kernels))
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     sha = sha256_file(file.path)
+    settings = {"prompts": str(opts.prompts), "inputs": [str(p) for p in opts.inputs], "level": "slide"}
+    write_slides_record(out, COMMAND, opts.shard, everything, settings, started, "running")
     rows = []
     report(SlidesStarted(len(slides)))
     for index, slide in enumerate(slides):
@@ -65,19 +68,32 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
         done = row.get("resume") or f"{row.get('label')}, {row.get('tiles', 0)} tiles"
         detail = row["error"] if row["status"] != "ok" else done
         report(SlideDone(slide.name, row["status"], index + 1, len(slides), detail, seconds=row.get("seconds", 0.0)))
-    _write_summary(out / "summary.csv", rows, header.classes, with_sets=trust.quantile is not None)
+    rebuild_summary(out, COMMAND, rows, list(header.classes), report)
     result = PredictResult(out=out, prompts=file.path, task=header.task.name, classes=list(header.classes),
                            tile=header.tile.model_dump(), precision=placement.precision, slides=rows,
                            probabilities=trust.describe(),
                            seconds=round(time.time() - started, 2))
-    settings = {"prompts": str(opts.prompts), "inputs": [str(p) for p in opts.inputs], "level": "slide"}
-    write_run_record(out, settings, started, prompts_sha256=sha, kernels=model.tiles.kernel_choices(),
-                     slides=len(rows), failed=result.failed)
+    write_slides_record(out, COMMAND, opts.shard, everything, settings, started, "finished", prompts_sha256=sha,
+                        kernels=model.tiles.kernel_choices(), slides=len(rows), failed=result.failed)
     return result
 
 
 def _one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
          report: Reporter) -> dict[str, Any]:
+    """One slide under its lock (``locked`` when another live process is on it)."""
+    from pathotune_cli.runs.locks import slide_lock
+    from pathotune_cli.runs.predict_slide import locked_row
+
+    with slide_lock(out, slide.stem, COMMAND) as claim:
+        if not claim.held:
+            return locked_row(slide, claim)
+        if claim.taken_over:
+            note(report, claim.taken_over)
+        return _predict_one(model, header, trust, slide, opts, placement, out, sha, report)
+
+
+def _predict_one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
+                 report: Reporter) -> dict[str, Any]:
     from pathotune_cli.runs.resume import SlideKey, decide, input_identity, record_failure, write_record
 
     started = time.time()
@@ -212,15 +228,3 @@ def _explain_top(model: Any, trust: Any, planned: Any, features: Any, attention:
             rows.append([rank, x, y, f"{attention[i]:.6g}", name, classes[label], f"{probs[label]:.6f}"])
     write_csv(folder / "explanations.csv", ["rank", "x", "y", "attention", "png", "slide_class", "slide_probability"],
               rows)
-
-
-def _write_summary(path: Path, rows: list[dict[str, Any]], classes: list[str], with_sets: bool = False) -> None:
-    from pathotune_cli.files import write_csv
-    from pathotune_cli.runs.resume import folder_rows
-
-    folder = {r["slide"]: r for r in folder_rows(path.parent, COMMAND)}
-    folder.update({r["slide"]: r for r in rows})
-    sets = ["prediction_set", "set_size"] if with_sets else []
-    header = ["slide", "status", "label", *[f"prob_{c}" for c in classes], *sets, "tiles", "mpp", "mpp_source",
-              "tissue_area_mm2", "seconds", "resume", "error"]
-    write_csv(path, header, ([folder[s].get(k, "") for k in header] for s in sorted(folder)))

@@ -18,7 +18,8 @@ from pathotune_cli.files import write_json
 
 RECORDED_ENV = (
     "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "PATHOTUNE_WEIGHTS", "CUDA_VISIBLE_DEVICES",
-    "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "RANK", "WORLD_SIZE",
+    "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+    "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "RANK", "WORLD_SIZE", "LOCAL_RANK", "OMP_NUM_THREADS",
 )
 
 
@@ -48,9 +49,13 @@ def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def write_run_record(out: Path, settings: dict[str, Any], started: float, **extra: Any) -> Path:
-    """``out/run.json`` for a per-slide command: provenance, the run's settings and its timings."""
-    return write_json(out / "run.json", provenance({
+def write_run_record(out: Path, settings: dict[str, Any], started: float, name: str = "run.json",
+                     **extra: Any) -> Path:
+    """``out/<name>`` for a per-slide command: provenance, the run's settings and its timings.
+
+    ``name`` is ``run.json``, or a shard's ``run-<I>-of-<N>.json``.
+    """
+    return write_json(out / name, provenance({
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": round(time.time() - started, 2),
         "settings": settings,
@@ -64,3 +69,17 @@ def add_to_run_record(path: Path, **extra: Any) -> None:
 
     record = json.loads(path.read_text()) if path.is_file() else {}
     write_json(path, {**record, **extra})
+
+
+def write_slides_record(out: Path, command: str, shard: Any, all_slides: list[Path], settings: dict[str, Any],
+                        started: float, status: str, **extra: Any) -> Path:
+    """The run record of a per-slide command, or of one shard of it (``Shard.run_record_name``).
+
+    Written when it starts (``status`` running) and when it ends: its shard, and every slide of the whole run by
+    name, so ``pathotune merge`` can tell which slides are still missing.
+    """
+    return write_run_record(
+        out, settings, started, shard.run_record_name(), command=command, status=status,
+        shard={"index": shard.index, "count": shard.count, "source": shard.source},
+        all_slides=[p.name for p in all_slides], **extra,
+    )

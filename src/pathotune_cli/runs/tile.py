@@ -3,7 +3,8 @@
 Per slide it writes ``<stem>.h5`` (coords + attributes), ``<stem>.tissue.geojson``, ``<stem>.thumb.png`` and,
 if asked, ``<stem>_tiles/``; each under a temporary name first, with the ``.h5`` renamed last, so a slide
 whose ``.h5`` exists is finished. ``manifest.csv`` lists every slide with its status and is rewritten after
-each one. A slide that fails gets its one-line error in the manifest and the others go on.
+each one (by a shard: when it ends, ``runs.merge``). A slide that fails gets its one-line error in the manifest
+and the others go on. A slide is worked on under its lock (``runs.locks``); one another process holds is skipped.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pathotune_cli.cluster import WHOLE, Shard, parse_shard
 from pathotune_cli.errors import BadInput, PathotuneError, os_error
-from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore
-from pathotune_cli.files import Staging, prepare_output_folder, remove_stale_temporaries, write_csv
+from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, note
+from pathotune_cli.files import Staging, prepare_output_folder, remove_stale_temporaries
 from pathotune_cli.formats import TILE_COMMAND_SUFFIXES as TILED_SUFFIXES
+from pathotune_cli.runs.locks import clear_stale, lock_path, slide_lock
+from pathotune_cli.runs.merge import rebuild_summary, write_summary_rows
 from pathotune_cli.runs.options import coerce_paths
-from pathotune_cli.runs.records import write_run_record
+from pathotune_cli.runs.records import write_slides_record
 from pathotune_cli.runs.resume import (
     Decision,
     SlideKey,
@@ -36,7 +40,6 @@ from pathotune_cli.runs.resume import (
 )
 from pathotune_cli.runs.slides import check_tissue_geojson, geojson_for, read_slides_csv
 
-MANIFEST_COLUMNS = ("slide", "status", "tiles", "level", "mpp", "mpp_source", "seconds", "resume", "error")
 COMMAND = "tile"
 """Names the per-slide records: ``<stem>.tile.json``."""
 TILE_ALGORITHM = 1
@@ -81,10 +84,14 @@ class TileConfig:
     """Keep slides finished earlier from the same file with the same settings (``runs.resume``)."""
     backend: str = "auto"
     """Slide reader (see ``wsi.open_slide``)."""
+    shard: Shard = WHOLE
+    """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""
 
     def __post_init__(self) -> None:
         """Check the rules that span fields."""
         coerce_paths(self)
+        if isinstance(self.shard, str):
+            object.__setattr__(self, "shard", parse_shard(self.shard))
         if (self.target_mpp is None) == (self.mag is None):
             raise BadInput("give either a target mpp or a magnification, not both", "use --mpp or --mag")
         if not 0 <= self.overlap < self.tile_size:
@@ -104,7 +111,7 @@ class SlideRow:
     """One line of ``manifest.csv``."""
 
     slide: str
-    status: str  # ok or failed
+    status: str  # ok, failed, or locked (another process is on it)
     tiles: int = 0
     level: int | None = None
     mpp: float | None = None
@@ -122,6 +129,10 @@ class SlideRow:
         values.pop("notes")
         values.pop("resume")
         return values
+
+    def to_summary(self) -> dict[str, Any]:
+        """The row as the manifest shows it: the record's values and this run's resume word."""
+        return {**self.to_record(), "resume": self.resume}
 
     @classmethod
     def from_record(cls, row: dict[str, Any], resume: str = "") -> SlideRow:
@@ -194,7 +205,7 @@ def collect_slides(config: TileConfig) -> list[tuple[Path, float | None]]:
 
 
 def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
-    """Tile every slide of ``config``; a failing slide is recorded and the others go on.
+    """Tile every slide of ``config`` (of its shard); a failing slide is recorded and the others go on.
 
     Args:
         config: The run's settings.
@@ -202,13 +213,19 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
 
     Returns:
         A ``TileResult`` with one row per slide of this run, in input order. ``manifest.csv`` lists every slide
-        recorded in the folder (earlier runs' too), sorted by path.
+        recorded in the folder (earlier runs' and other shards' too), sorted by path.
     """
     started = time.time()
-    items = collect_slides(config)
+    everything = collect_slides(config)
+    items = config.shard.take(everything, key=lambda item: str(item[0]))
     check_tissue_geojson([p for p, _ in items], config.tissue_geojson)
     out = prepare_output_folder(config.out, "--out")
     remove_stale_temporaries(out)
+    settings = {k: [str(p) for p in v] if k == "slides" else (str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(config).items()}
+    write_slides_record(out, COMMAND, config.shard, [p for p, _ in everything], settings, started, "running")
+    if not config.shard.whole:
+        note(report, f"shard {config.shard.label} ({config.shard.source}): {len(items)} of {len(everything)} slides")
     result = TileResult(out=out, manifest=out / "manifest.csv")
     others = {Path(r["slide"]).stem: SlideRow.from_record(r) for r in folder_rows(out, COMMAND)}
     rows: dict[int, SlideRow] = {}
@@ -216,10 +233,11 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
     def finish(index: int, row: SlideRow) -> None:
         rows[index] = row
         result.rows = [rows[i] for i in sorted(rows)]
-        write_manifest(result.manifest, [*others.values(), *result.rows])
+        if config.shard.whole:  # a shard rebuilds the folder's manifest when it ends, under its lock
+            write_manifest(result.manifest, [*others.values(), *result.rows])
         name = Path(row.slide).name
         error = row.error if name in row.error else f"{name}: {row.error}"
-        detail = error if row.status == "failed" else (row.resume or f"{row.tiles} tiles")
+        detail = error if row.status in ("failed", "locked") else (row.resume or f"{row.tiles} tiles")
         report(SlideDone(Path(row.slide).name, row.status, len(rows), len(items), detail, row.notes, row.seconds))
 
     report(SlidesStarted(len(items)))
@@ -246,17 +264,15 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
                     died = type(exc).__name__
                     error = f"{path.name}: its worker process died ({died}); rerun with --workers 1"
                     row = _record_failure(path, items[index][1], config, SlideRow(str(path), "failed", error=error))
+                    clear_stale(lock_path(out, path.stem, COMMAND))
                 finish(index, row)
     else:
         for index, path, csv_mpp, why in todo:
             finish(index, tile_one(path, csv_mpp, config, why))
     result.rows = [rows[i] for i in sorted(rows)]
-    folder = {Path(r["slide"]).stem: SlideRow.from_record(r) for r in folder_rows(out, COMMAND)}  # other shards'
-    folder.update({Path(r.slide).stem: r for r in result.rows})  # this run's, with their resume words
-    write_manifest(result.manifest, list(folder.values()))
-    settings = {k: [str(p) for p in v] if k == "slides" else (str(v) if isinstance(v, Path) else v)
-                for k, v in asdict(config).items()}
-    write_run_record(out, settings, started, slides=len(result.rows), failed=result.failed)
+    rebuild_summary(out, COMMAND, [r.to_summary() for r in result.rows], report=report)
+    write_slides_record(out, COMMAND, config.shard, [p for p, _ in everything], settings, started, "finished",
+                        slides=len(result.rows), failed=result.failed)
     return result
 
 
@@ -291,6 +307,19 @@ def decide_slide(path: Path, csv_mpp: float | None, config: TileConfig) -> Decis
 
 
 def tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str = "") -> SlideRow:
+    """One slide under its lock (``runs.locks``): tiled, or ``locked`` when another live process is on it."""
+    with slide_lock(Path(config.out), path.stem, COMMAND) as claim:
+        if not claim.held:
+            owner = claim.owner.describe() if claim.owner else "another process"
+            return SlideRow(str(path), "locked", error=f"{path.name}: in progress in another process ({owner})",
+                            resume=resume)
+        row = _tile_one(path, csv_mpp, config, resume)
+        if claim.taken_over:
+            row.notes = (claim.taken_over, *row.notes)
+        return row
+
+
+def _tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str = "") -> SlideRow:
     """Plan and write one slide's outputs, then its record; never raises for a bad slide (the row says why).
 
     The outputs are written under temporary names, the old record is removed, the outputs are renamed into
@@ -354,13 +383,7 @@ def _record_failure(path: Path, csv_mpp: float | None, config: TileConfig, row: 
 
 def write_manifest(path: Path, rows: Sequence[SlideRow]) -> None:
     """Write ``manifest.csv`` atomically, one line per slide, sorted by slide path."""
-    ordered = sorted(rows, key=lambda r: r.slide)
-
-    def values(row: SlideRow) -> list[Any]:
-        found = asdict(row)
-        return ["" if found[c] is None else found[c] for c in MANIFEST_COLUMNS]
-
-    write_csv(path, MANIFEST_COLUMNS, (values(r) for r in ordered))
+    write_summary_rows(path.parent, COMMAND, [r.to_summary() for r in rows])
 
 
 def output_paths(out: Path, stem: str) -> dict[str, Path]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pathotune_cli.cluster import World
 from pathotune_cli.config import RunConfig, TaskPreset, apply_overrides, load_backbone_preset, load_task_preset
 from pathotune_cli.config.lab import lab_config_path, output_folder, read_lab_defaults
 from pathotune_cli.config.loader import read_yaml, validate
@@ -98,6 +99,11 @@ class TuneResult:
     """``slide``: the image counts are slides, and the file holds an aggregator."""
     folds: list[dict[str, Any]] | None = None
     """With ``--folds``: each fold's prompt file and validation metrics."""
+    world_size: int = 1
+    """Processes that trained together (``torchrun``); the global batch was split over them."""
+    rank: int = 0
+    """This process's rank: only rank 0 writes the run folder, so another rank's result has no prompt file size
+    and no validation."""
 
     @property
     def trainable_share(self) -> float:
@@ -159,18 +165,30 @@ def config_digest(config: RunConfig) -> str:
     data = config.model_dump(mode="json")
     for key in ("out", "device", "runtime"):
         data.pop(key, None)
+    if data["mil"].get("slides_per_step") == 1:  # the default, as before the key existed: old checkpoints resume
+        data["mil"].pop("slides_per_step")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def tune_run(
     config: RunConfig, *, resume: bool = False, force: bool = False, allow_download: bool = False,
-    report: Reporter = ignore,
+    report: Reporter = ignore, world: World | None = None,
 ) -> TuneResult:
     """Tune prompts for ``config`` and write the run folder.
 
     ``run.json`` says ``running`` while it works, then ``finished`` or ``failed`` (with the error); the prompt
     file and the reports beside it are renamed into place together at the end, so a folder holds them only
     when the run finished.
+
+    Args:
+        config: The resolved run.
+        resume: Continue from the run folder's checkpoint.
+        force: Start again in a folder that holds another run (its run files are removed first).
+        allow_download: Fetch missing weights.
+        report: Receives progress events (on rank 0 only).
+        world: This process's rank under ``torchrun``/``srun`` (``cluster.world_from_env``; None: one process).
+            Every rank trains its slice of each global batch; rank 0 alone writes and reports. Every rank checks
+            the folder before any writes (rank 0 writes only after the ranks first meet).
 
     Raises:
         BadInput: missing weights, bad data, an output folder that cannot be written, a run in the way
@@ -180,6 +198,8 @@ def tune_run(
     from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
     from pathotune_cli.runs import run_folder
 
+    world = world or World()
+    report = report if world.main else ignore
     resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
     started = time.time()
     out = Path(config.out)
@@ -190,45 +210,61 @@ def tune_run(
         _require_same_settings(out, config)
     existed = out.exists()
     prepare_output_folder(out, "--out")
-    remove_stale_temporaries(out)
-    if force:
-        run_folder.clear(out)
+    if world.main:
+        remove_stale_temporaries(out)
+        if force:
+            run_folder.clear(out)
     try:
         if slides:
             from pathotune_cli.runs.tune_slides import tune_slides
 
-            return tune_slides(config, resume=resume, allow_download=allow_download, report=report)
+            return tune_slides(config, resume=resume, allow_download=allow_download, report=report, world=world)
         with run_folder.failure_recorded(out):
-            result = _tune_in(out, config, resume, allow_download, report, started)
+            result = _tune_in(out, config, resume, allow_download, report, started, world)
     except BaseException:
-        if not existed and not any(out.iterdir()):  # refused before it wrote anything: leave no empty folder
+        if world.main and not existed and not any(out.iterdir()):  # refused before it wrote anything: no empty folder
             out.rmdir()
         raise
-    run_folder.mark_finished(out, result.seconds)
+    if world.main:
+        run_folder.mark_finished(out, result.seconds)
     return result
 
 
 def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, report: Reporter,
-             started: float) -> TuneResult:
-    """Load, build, fit and finish in a claimed folder."""
-    from pathotune_cli.hardware import place
+             started: float, world: World) -> TuneResult:
+    """Join the other ranks (if any), then load, build, fit (every rank) and finish (rank 0) in a claimed folder."""
+    from pathotune_cli.runs.devices import rank_placement
+    from pathotune_cli.training.distributed import session
+
+    placement = rank_placement(config.device, config.precision, config.backbone.precision, world)
+    with session(world, placement.device) as dist:
+        return _tune_tiles(config, out, placement, resume, allow_download, report, dist, started)
+
+
+def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allow_download: bool, report: Reporter,
+                dist: Any, started: float) -> TuneResult:
+    """Load, build, fit (every rank), then the run folder's outputs (rank 0)."""
     from pathotune_cli.training.loop import fit
 
     train_set, val_set, splits = _load_splits(config, report)
-    placement = place(config.device, config.precision if config.precision != "auto" else config.backbone.precision)
     built = _build(config, placement, allow_download, report)
+    dist.agree("backbone (weights fingerprint)", built.backbone_fingerprint,
+               "give every rank the same backbone weights (--weights on a file system all nodes see)")
     monitor = f"validation {config.train.monitor}" if val_set is not None else "training loss"
-    _start_run_folder(out, config, built, placement, train_set, val_set, monitor, started)
+    if dist.main:
+        _start_run_folder(out, config, built, placement, train_set, val_set, monitor, started, dist)
     fitted = fit(
         built.model, splits[0], splits[1], config.train, placement, config.seed,
         checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config), report=report,
-        kernels=config.runtime.kernels,
+        kernels=config.runtime.kernels, dist=dist,
     )
-    add_to_run_record(out / "run.json", kernels=fitted.kernels)
-    prompts, validation = _finish(out, config, built, placement, train_set, val_set, splits, fitted, report)
+    prompts, validation = out / PROMPTS_NAME, None
+    if dist.main:
+        add_to_run_record(out / "run.json", kernels=fitted.kernels)
+        prompts, validation = _finish(out, config, built, placement, train_set, val_set, splits, fitted, report)
     model = built.model
     return TuneResult(
-        run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size, task=config.task.name,
+        run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size if dist.main else 0, task=config.task.name,
         backbone=config.backbone.name, method=config.prompt.method,
         trainable_parameters=model.trainable_parameters(), backbone_parameters=model.backbone_parameters(),
         precision=placement.precision, device=placement.device, train_images=len(train_set),
@@ -236,7 +272,8 @@ def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, r
         best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early, early_stopping_on=monitor,
         random_weights=model.backbone.weight_source.kind == "random", resumed_from=fitted.resumed_from,
         seconds=round(time.time() - started, 2), instance_images_encoded=model.instance_images_encoded,
-        validation=validation, history=fitted.history, kernels=fitted.kernels,
+        validation=validation, history=fitted.history, kernels=fitted.kernels, world_size=dist.size,
+        rank=dist.rank,
     )
 
 
@@ -349,7 +386,7 @@ def _build(config: RunConfig, placement: Any, allow_download: bool, report: Repo
 
 
 def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any,
-                      monitor: str, started: float) -> None:
+                      monitor: str, started: float, dist: Any) -> None:
     """The resolved config, the run record and the data manifest, before training starts."""
     import torch
 
@@ -369,6 +406,7 @@ def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, 
         "config_digest": config_digest(config),
         "early_stopping_on": monitor,
         "random_weights": built.model.backbone.weight_source.kind == "random",
+        **dist.describe(config.train.batch_size),
     })))
     data_manifest(out / "data_manifest.csv", train_set, val_set)
 

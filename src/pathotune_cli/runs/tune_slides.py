@@ -8,6 +8,10 @@
 
 The run folder is the tile-level one's (config, run record, history, metrics, curves, checkpoint), and the
 prompt file holds the tile encoder's tensors and the aggregator, ``level: slide`` in its header.
+
+Under ``torchrun`` end-to-end tuning shares every step's slides (``mil.slides_per_step``) among the ranks;
+aggregator-only tuning (``linear``, two-stage) runs on rank 0 alone: it reads cached features and takes seconds
+per epoch, so more processes would only add start-up time.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from pathotune_cli.cluster import World
 from pathotune_cli.config import RunConfig
 from pathotune_cli.errors import BadInput, PathotuneError
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.records import add_to_run_record
 from pathotune_cli.runs.tune import PROMPTS_NAME, TuneResult, config_digest
+from pathotune_cli.training.distributed import SINGLE
 
 
 @dataclass
@@ -37,49 +43,81 @@ class _Encoder:
 
 
 def tune_slides(config: RunConfig, *, resume: bool = False, allow_download: bool = False,
-                report: Reporter = ignore) -> TuneResult:
+                report: Reporter = ignore, world: World | None = None) -> TuneResult:
     """Tune a slide-level model and write the run folder (or one per fold with ``folds``).
+
+    ``world``: the ranks under ``torchrun`` (end to end only; aggregator-only tuning runs on rank 0 and the other
+    ranks return at once with ``epochs_run`` 0).
 
     Raises:
         BadInput: bad slides CSV rows, features of another backbone, unreadable slides without
             ``skip_bad_slides``.
     """
-    from pathotune_cli.hardware import place
+    from pathotune_cli.runs.devices import rank_placement
+    from pathotune_cli.training.distributed import session
     from pathotune_cli.training.slide_data import read_slide_table, split_slides
 
     started = time.time()
+    world = world or World()
     out = Path(config.out)
     if (out / PROMPTS_NAME).exists() and not resume:
         raise BadInput(f"{out} already holds a finished run", "choose another --out, or pass --resume to continue it")
+    aggregator_only = bool(config.tile_prompts) or config.prompt.method == "linear"
+    if world.distributed and aggregator_only:
+        if not world.main:
+            return _idle_rank(config, world)
+        note(report, f"aggregator-only tuning runs on rank 0 alone (the other {world.size - 1} rank(s) stop): "
+                     "it reads cached features and takes seconds per epoch")
+        world = World()
     slides = read_slide_table(config.data, config.task, config.features, lambda text: warn(report, text))
-    placement = place(config.device, config.precision if config.precision != "auto" else config.backbone.precision)
-    if config.folds:
-        return _cross_validate(config, slides, placement, resume, allow_download, report, started)
-    train, val, _ = split_slides(slides, config.train.val_fraction, config.seed)
-    return _tune_split(config, out, train, val, placement, resume, allow_download, report, started)
+    placement = rank_placement(config.device, config.precision, config.backbone.precision, world)
+    with session(world, placement.device) as dist:
+        if dist.size > config.mil.slides_per_step:
+            warn(report, f"mil.slides_per_step {config.mil.slides_per_step} < {dist.size} ranks: some ranks idle "
+                         f"every step; --set mil.slides_per_step={dist.size} averages {dist.size} slides per step")
+        if config.folds:
+            return _cross_validate(config, slides, placement, resume, allow_download, report, started, dist)
+        train, val, _ = split_slides(slides, config.train.val_fraction, config.seed)
+        return _tune_split(config, out, train, val, placement, resume, allow_download, report, started, dist)
+
+
+def _idle_rank(config: RunConfig, world: World) -> TuneResult:
+    """What a rank other than 0 returns when rank 0 tunes alone."""
+    return TuneResult(
+        run=Path(config.out), prompts=Path(config.out) / PROMPTS_NAME, prompts_bytes=0, task=config.task.name,
+        backbone=config.backbone.name, method=config.prompt.method, trainable_parameters=0, backbone_parameters=0,
+        precision="", device="", train_images=0, val_images=0, epochs_run=0, best_epoch=0, stopped_early=False,
+        early_stopping_on="", random_weights=False, resumed_from=None, seconds=0.0, instance_images_encoded=0,
+        level="slide", world_size=world.size, rank=world.rank,
+    )
 
 
 def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: Any, resume: bool,
-                allow_download: bool, report: Reporter, started: float) -> TuneResult:
-    """One model on one split: encoder, bags, fit, prompt file."""
+                allow_download: bool, report: Reporter, started: float, dist: Any = SINGLE) -> TuneResult:
+    """One model on one split: encoder, bags, fit (every rank), prompt file (rank 0)."""
     from pathotune_cli.training.mil_loop import fit_mil
 
     encoder = _slide_encoder(config, allow_download, report)
-    out.mkdir(parents=True, exist_ok=True)
-    _start_run_folder(out, config, encoder, placement, train, val, started)
+    dist.agree("backbone (weights fingerprint)", encoder.built.backbone_fingerprint,
+               "give every rank the same backbone weights (--weights on a file system all nodes see)")
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        _start_run_folder(out, config, encoder, placement, train, val, started, dist)
     train, train_bags = _bags(encoder, train, config, out, placement, report)
     val_bags = None
     if val is not None:
         val, val_bags = _bags(encoder, val, config, out, placement, report)
     fitted = fit_mil(encoder.model, train_bags, val_bags, config.train, config.mil, placement, config.seed,
                      checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config),
-                     report=report, kernels=config.runtime.kernels)
-    add_to_run_record(out / "run.json", kernels=fitted.kernels)
-    validation, trust = _validation_report(out, encoder, val, val_bags, config, placement, fitted, report)
-    prompts = _save(out, config, encoder, train, val, fitted, validation, trust)
+                     report=report, kernels=config.runtime.kernels, dist=dist)
+    validation, prompts = None, out / PROMPTS_NAME
+    if dist.main:
+        add_to_run_record(out / "run.json", kernels=fitted.kernels)
+        validation, trust = _validation_report(out, encoder, val, val_bags, config, placement, fitted, report)
+        prompts = _save(out, config, encoder, train, val, fitted, validation, trust)
     model = encoder.model
     return TuneResult(
-        run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size, task=config.task.name,
+        run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size if dist.main else 0, task=config.task.name,
         backbone=config.backbone.name if encoder.source_prompts is None else model.tiles.backbone.preset.name,
         method=f"{model.aggregator.kind} on {encoder.source} features",
         trainable_parameters=model.trainable_parameters(), backbone_parameters=model.tiles.backbone_parameters(),
@@ -90,11 +128,12 @@ def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: A
         random_weights=model.tiles.backbone.weight_source.kind == "random", resumed_from=fitted.resumed_from,
         seconds=round(time.time() - started, 2), instance_images_encoded=model.tiles.instance_images_encoded,
         validation=validation, history=fitted.history, level="slide", kernels=fitted.kernels,
+        world_size=dist.size, rank=dist.rank,
     )
 
 
 def _cross_validate(config: RunConfig, slides: Any, placement: Any, resume: bool, allow_download: bool,
-                    report: Reporter, started: float) -> TuneResult:
+                    report: Reporter, started: float, dist: Any = SINGLE) -> TuneResult:
     """Patient-grouped stratified K-fold: one model per fold in ``RUN/fold-K``, metrics per fold and mean ± sd."""
     from pathotune_cli.files import write_json
     from pathotune_cli.training.slide_data import patient_folds
@@ -107,9 +146,10 @@ def _cross_validate(config: RunConfig, slides: Any, placement: Any, resume: bool
         train_index = sorted(set(range(len(pool))) - set(val_index))
         out = Path(config.out) / f"fold-{k}"
         results.append(_tune_split(config, out, pool.subset(train_index), pool.subset(val_index), placement,
-                                   resume, allow_download, report, time.time()))
+                                   resume, allow_download, report, time.time(), dist))
     summary = _fold_summary(results)
-    write_json(Path(config.out) / "cv_metrics.json", summary)
+    if dist.main:
+        write_json(Path(config.out) / "cv_metrics.json", summary)
     best = results[0]
     return TuneResult(**{**best.__dict__, "run": Path(config.out), "validation": summary["mean"],
                          "seconds": round(time.time() - started, 2), "folds": summary["folds"]})
@@ -246,7 +286,7 @@ def _checked(found: Any, encoder: _Encoder, path: Path) -> Any:
 
 
 def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement: Any, train: Any, val: Any,
-                      started: float) -> None:
+                      started: float, dist: Any = SINGLE) -> None:
     from pathotune_cli.files import write_csv, write_json, write_yaml
     from pathotune_cli.runs.records import provenance
 
@@ -258,6 +298,7 @@ def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement
         "placement": {"device": placement.device, "precision": placement.precision, "reason": placement.reason},
         "config_digest": config_digest(config),
         "random_weights": encoder.model.tiles.backbone.weight_source.kind == "random",
+        **dist.describe(config.mil.slides_per_step),
     }))
     rows = [(item.slide_id, str(item.path or ""), item.patient, train.class_names[item.label], split)
             for split, data in (("train", train), ("val", val)) if data is not None for item in data.items]

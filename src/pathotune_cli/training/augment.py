@@ -10,11 +10,24 @@ import torch
 
 from pathotune_cli.config.run import AugmentSettings
 
+DRAWS = 7
+"""Random numbers per image: flip, rotation, four colour factors, one spare."""
 
-def augment(images: torch.Tensor, settings: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
-    """Random dihedral transform and mild colour jitter per image; float (B, 3, H, W) in [0, 1] in and out."""
+
+def augment_draws(count: int, generator: torch.Generator) -> torch.Tensor:
+    """The random numbers of ``count`` images, (count, DRAWS), drawn for a whole batch in its order: a rank that
+    augments a slice of the batch takes the slice's rows and transforms each image as one process would."""
+    return torch.rand(count, DRAWS, generator=generator)
+
+
+def augment(images: torch.Tensor, settings: AugmentSettings, generator: torch.Generator | None = None,
+            draws: torch.Tensor | None = None) -> torch.Tensor:
+    """Random dihedral transform and mild colour jitter per image; float (B, 3, H, W) in [0, 1] in and out.
+
+    The randomness comes from ``draws`` (``augment_draws``, one row per image) or else from ``generator``.
+    """
     b = images.shape[0]
-    rand = torch.rand(b, 7, generator=generator)
+    rand = draws if draws is not None else augment_draws(b, generator)  # type: ignore[arg-type]
     out = images
     if settings.flips:
         flip = rand[:, 0] < 0.5

@@ -2,7 +2,10 @@
 
 Every random draw of epoch ``e`` comes from generators seeded with ``(seed, e)``, and the learning rate is a
 function of the step, so a run killed after any epoch and resumed ends with the same weights as one that
-never stopped.
+never stopped. Under ``torchrun`` (``training.distributed``) every rank walks the same global order and draws
+the same augmentation numbers for the whole batch, takes its contiguous slice of it, and the summed gradients
+are those of the global batch: a 2-rank run makes the 1-rank model up to float rounding. Validation and the
+instance features are computed in slices and gathered, so every rank scores the same epochs alike.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathotune_cli.config.run import KernelSpec, TrainSettings
 from pathotune_cli.errors import BadInput, PathotuneError
 from pathotune_cli.events import EpochDone, Reporter, StepDone, TrainingStarted, ignore, note
 from pathotune_cli.hardware import Placement
-from pathotune_cli.training.augment import augment
+from pathotune_cli.training.augment import augment, augment_draws
 from pathotune_cli.training.checkpoint import load_checkpoint, save_checkpoint
+from pathotune_cli.training.distributed import SINGLE, Dist, sharded, state_digest
 from pathotune_cli.training.images import ImageStore, to_float
 from pathotune_cli.training.schedule import lr_at
 
@@ -60,31 +64,41 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def encode_instances(model: Any, store: ImageStore, batch_size: int, placement: Placement) -> torch.Tensor:
-    """Instance features of every tile, once (on the un-augmented tile)."""
-    feats = []
-    for start in range(0, len(store), batch_size):
-        images = to_float(store.batch(np.arange(start, min(start + batch_size, len(store))))).to(placement.device)
-        with placement.autocast():
-            feats.append(model.instance_features(images).float().cpu())
-    return torch.cat(feats) if feats else torch.empty(0)
+def encode_instances(model: Any, store: ImageStore, batch_size: int, placement: Placement,
+                     dist: Dist = SINGLE) -> torch.Tensor:
+    """Instance features of every tile, once (on the un-augmented tile); each rank encodes its slice."""
+
+    def encode(lo: int, hi: int) -> torch.Tensor:
+        feats = []
+        for start in range(lo, hi, batch_size):
+            images = to_float(store.batch(np.arange(start, min(start + batch_size, hi)))).to(placement.device)
+            with placement.autocast():
+                feats.append(model.instance_features(images).float().cpu())
+        return torch.cat(feats) if feats else torch.empty(0)
+
+    return sharded(dist, len(store), encode)
 
 
 def predict_probs(
-    model: Any, store: ImageStore, batch_size: int, placement: Placement, instance: torch.Tensor | None = None
+    model: Any, store: ImageStore, batch_size: int, placement: Placement, instance: torch.Tensor | None = None,
+    dist: Dist = SINGLE,
 ) -> np.ndarray:
-    """Class probabilities (N, C) for every tile in ``store``, in eval mode."""
+    """Class probabilities (N, C) for every tile in ``store``, in eval mode; each rank predicts its slice."""
     model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(store), batch_size):
-            idx = np.arange(start, min(start + batch_size, len(store)))
-            images = to_float(store.batch(idx)).to(placement.device)
-            feats = instance[idx].to(placement.device) if instance is not None else None
-            with placement.autocast():
-                logits = model(images, feats)
-            out.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(out).numpy()
+
+    def probs(lo: int, hi: int) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for start in range(lo, hi, batch_size):
+                idx = np.arange(start, min(start + batch_size, hi))
+                images = to_float(store.batch(idx)).to(placement.device)
+                feats = instance[idx].to(placement.device) if instance is not None else None
+                with placement.autocast():
+                    logits = model(images, feats)
+                out.append(torch.softmax(logits.float(), dim=-1).cpu())
+        return torch.cat(out)
+
+    return sharded(dist, len(store), probs).numpy()
 
 
 @dataclass
@@ -133,6 +147,7 @@ def fit(
     config_digest: str = "",
     report: Reporter = ignore,
     kernels: KernelSpec | None = None,
+    dist: Dist = SINGLE,
 ) -> FitResult:
     """Train a prompted model's trainable tensors; leaves the best epoch's tensors loaded.
 
@@ -147,6 +162,8 @@ def fit(
         resume: Continue from ``checkpoint`` if it exists.
         config_digest: Must match the checkpoint's, or resuming is refused.
         report: Receives the loop's events.
+        dist: The ranks under ``torchrun`` (``training.distributed``); the global batch stays
+            ``settings.batch_size``, split over them. Only rank 0 writes the checkpoint.
     """
     started = time.perf_counter()
     model.place(placement, "training", kernels)
@@ -155,22 +172,21 @@ def fit(
     weights = (
         class_weights(train.labels, model.head.out_features).to(placement.device) if settings.class_weights else None
     )
-    cache = _instance_cache(model, train, val, settings.batch_size, placement, report)
-    state = TrainState(history=[], best_state={k: v.clone() for k, v in model.trained_state().items()})
-    if resume and checkpoint is not None and checkpoint.is_file():
-        state = restore_checkpoint(model, optimizer, checkpoint, config_digest, report)
+    cache = _instance_cache(model, train, val, settings.batch_size, placement, report, dist)
+    state = start_state(model, optimizer, checkpoint if resume else None, config_digest, report, dist)
     steps_per_epoch = max(1, -(-len(train.labels) // settings.batch_size))
     report(TrainingStarted(settings.epochs, steps_per_epoch, state.next_epoch))
 
     def one_epoch(epoch: int) -> dict[str, Any]:
         loss, lr = _train_epoch(model, optimizer, params, train, cache, weights, settings, placement, seed, epoch,
-                                steps_per_epoch, report)
+                                steps_per_epoch, report, dist)
         _require_finite(loss, params, epoch, settings.lr)
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss, "lr": lr}
-        _score_epoch(model, row, state, val, cache, weights, settings, placement)
+        _score_epoch(model, row, state, val, cache, weights, settings, placement, dist)
         return row
 
-    run_epochs(model, optimizer, state, settings, one_epoch, checkpoint, config_digest, seed, report)
+    run_epochs(model, optimizer, state, settings, one_epoch, checkpoint if dist.main else None, config_digest, seed,
+               report)
     return FitResult(state.history, state.best_epoch, state.best_value, state.stopped_early, state.resumed_from,
                      time.perf_counter() - started, cache, model.kernel_choices())
 
@@ -195,17 +211,35 @@ def run_epochs(model: Any, optimizer: torch.optim.Optimizer, state: TrainState, 
 
 
 def _instance_cache(
-    model: Any, train: Split, val: Split | None, batch_size: int, placement: Placement, report: Reporter
+    model: Any, train: Split, val: Split | None, batch_size: int, placement: Placement, report: Reporter,
+    dist: Dist = SINGLE,
 ) -> dict[str, torch.Tensor]:
     """Instance features of every tile, once per run (on the un-augmented tile), where the method uses them."""
     cache: dict[str, torch.Tensor] = {}
     if model.needs_instance_features and model.settings.ivp.cache:
         count = len(train.labels) + (len(val.labels) if val else 0)
         note(report, f"encoding instance features once for {count} tiles")
-        cache["train"] = encode_instances(model, train.store, batch_size, placement)
+        cache["train"] = encode_instances(model, train.store, batch_size, placement, dist)
         if val is not None:
-            cache["val"] = encode_instances(model, val.store, batch_size, placement)
+            cache["val"] = encode_instances(model, val.store, batch_size, placement, dist)
     return cache
+
+
+def start_state(model: Any, optimizer: torch.optim.Optimizer, checkpoint: Path | None, config_digest: str,
+                report: Reporter, dist: Dist = SINGLE) -> TrainState:
+    """A fresh loop state, or the one ``checkpoint`` holds (when it exists); every rank must start alike.
+
+    Raises:
+        BadInput: The ranks start from different epochs (a checkpoint only some of them can see) or tensors.
+    """
+    state = TrainState(history=[], best_state={k: v.clone() for k, v in model.trained_state().items()})
+    if checkpoint is not None and checkpoint.is_file():
+        state = restore_checkpoint(model, optimizer, checkpoint, config_digest, report)
+    dist.agree("checkpoint (or none)", str(state.next_epoch),
+               "put --out on a file system every node sees: ranks read the checkpoint rank 0 wrote")
+    dist.agree("set of trainable tensors", state_digest(model.trained_state()),
+               "every rank must build the same model: the same seed, settings and weights")
+    return state
 
 
 def restore_checkpoint(model: Any, optimizer: torch.optim.Optimizer, checkpoint: Path, config_digest: str,
@@ -230,7 +264,7 @@ def restore_checkpoint(model: Any, optimizer: torch.optim.Optimizer, checkpoint:
 def _train_epoch(model: Any, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], train: Split,
                  cache: dict[str, torch.Tensor], weights: torch.Tensor | None, settings: TrainSettings,
                  placement: Placement, seed: int, epoch: int, steps_per_epoch: int,
-                 report: Reporter) -> tuple[float, float]:
+                 report: Reporter, dist: Dist = SINGLE) -> tuple[float, float]:
     """One epoch of steps in a seeded order with seeded augmentation; returns (mean loss, last learning rate)."""
     model.train()
     order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -239,22 +273,32 @@ def _train_epoch(model: Any, optimizer: torch.optim.Optimizer, params: list[torc
     warmup = int(round(settings.warmup_epochs * steps_per_epoch))
     losses, lr = [], settings.lr
     for step in range(steps_per_epoch):
-        idx = order[step * settings.batch_size : (step + 1) * settings.batch_size].numpy()
+        batch = order[step * settings.batch_size : (step + 1) * settings.batch_size].numpy()
+        draws = augment_draws(len(batch), aug_gen)  # the whole batch's numbers, on every rank alike
+        lo, hi = dist.bounds(len(batch))
         lr = lr_at((epoch - 1) * steps_per_epoch + step, total_steps, warmup, settings.lr, settings.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = augment(to_float(train.store.batch(idx)), settings.augment, aug_gen).to(placement.device)
-        labels = torch.as_tensor(train.labels[idx]).to(placement.device)
-        feats = cache["train"][idx].to(placement.device) if "train" in cache else None
-        with placement.autocast():
-            logits = model(images, feats)
-        loss = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=settings.label_smoothing)
+        # the global batch's mean loss is the sum over ranks of each slice's summed loss over one denominator
+        labels = torch.as_tensor(train.labels[batch])
+        denominator = float(weights.cpu()[labels].sum()) if weights is not None else float(len(batch))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        local = 0.0
+        if hi > lo:
+            idx = batch[lo:hi]
+            images = augment(to_float(train.store.batch(idx)), settings.augment, draws=draws[lo:hi])
+            feats = cache["train"][idx].to(placement.device) if "train" in cache else None
+            with placement.autocast():
+                logits = model(images.to(placement.device), feats)
+            loss = F.cross_entropy(logits.float(), labels[lo:hi].to(placement.device), weight=weights,
+                                   label_smoothing=settings.label_smoothing, reduction="sum")
+            (loss / denominator).backward()
+            local = float(loss.detach())
+        (total,) = dist.sum_gradients(params, [local])
         if settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(total / denominator)
         report(StepDone(epoch, step + 1, losses[-1]))
     return float(np.mean(losses)), lr
 
@@ -271,10 +315,12 @@ def _require_finite(loss: float, params: list[torch.nn.Parameter], epoch: int, l
 
 
 def _score_epoch(model: Any, row: dict[str, Any], state: TrainState, val: Split | None, cache: dict[str, torch.Tensor],
-                 weights: torch.Tensor | None, settings: TrainSettings, placement: Placement) -> None:
-    """Validation scores into ``row``; the monitored value decides the best epoch and the patience count."""
+                 weights: torch.Tensor | None, settings: TrainSettings, placement: Placement,
+                 dist: Dist = SINGLE) -> None:
+    """Validation scores into ``row`` (every rank's slice gathered first, so all ranks score alike); the monitored
+    value decides the best epoch and the patience count."""
     if val is not None:
-        probs = predict_probs(model, val.store, settings.batch_size, placement, cache.get("val"))
+        probs = predict_probs(model, val.store, settings.batch_size, placement, cache.get("val"), dist)
         row.update(val_row(probs, val.labels, weights))
     state.record(row, settings.monitor, model)
 

@@ -1,0 +1,258 @@
+"""Several devices on one node: one worker process per device, each a shard of the slides, in one progress bar.
+
+``--devices 0,1`` (GPUs by index), ``--devices all`` (every GPU visible) or ``--devices cpu,cpu`` (CPU worker
+processes, which share the CPUs this process may use) start one spawned process per entry. Worker ``j`` of ``k``
+takes shard ``j/k`` of this process's own shard (``cluster.Shard.split``), so ``--devices`` composes with
+``--shard`` and SLURM arrays. Workers write into the one output folder under the per-slide locks and rebuild its
+summary as they end (``runs.locks``, ``runs.merge``); this process relays their events (one slide bar for all)
+and joins their results. A worker that fails or dies leaves the others running; the run then fails, naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue as queues
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pathotune_cli.cluster import Shard
+from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.events import Message, Reporter, SlideDone, SlidesStarted, ignore
+from pathotune_cli.hardware import Placement
+
+COMMANDS = ("tile", "predict", "features")
+POLL_S = 0.5
+
+
+def parse_devices(text: str) -> list[str]:
+    """``0,1`` -> ``["cuda:0", "cuda:1"]``; ``all`` -> every visible GPU; ``cpu,cpu`` -> two CPU workers.
+
+    Raises:
+        BadInput: An entry is neither ``cpu`` nor a GPU index (or ``cuda:N``), or names a GPU that is not here.
+    """
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if items == ["all"]:
+        count = _gpu_count()
+        if count == 0:
+            raise BadInput("--devices all: no GPU is visible here",
+                           "use --devices cpu,cpu for CPU worker processes, or leave out --devices")
+        return [f"cuda:{i}" for i in range(count)]
+    devices = []
+    for item in items:
+        index = item.removeprefix("cuda:")
+        if item == "cpu":
+            devices.append("cpu")
+        elif index.isdigit():
+            devices.append(f"cuda:{int(index)}")
+        else:
+            raise BadInput(f"--devices {text!r}: {item!r} is not a device",
+                           "give GPU indices (0,1), all, or cpu entries (cpu,cpu)")
+    if not devices:
+        raise BadInput("--devices is empty", "give GPU indices (0,1), all, or cpu entries (cpu,cpu)")
+    gpus = [int(d.split(":")[1]) for d in devices if d != "cpu"]
+    if gpus and max(gpus) >= _gpu_count():
+        raise BadInput(f"--devices {text}: this machine shows {_gpu_count()} GPU(s)",
+                       "give indices below that (see `nvidia-smi`), or cpu entries")
+    return devices
+
+
+def shard_placement(device: str, precision: str, shard: Shard) -> Placement:
+    """``hardware.place``, except that a torchrun/srun rank asking for ``auto`` or ``cuda`` gets its node's GPU."""
+    from pathotune_cli.hardware import place
+
+    placement = place(device, precision)
+    if shard.local_rank is not None and device in ("auto", "cuda") and placement.device == "cuda":
+        placement = dataclasses.replace(placement, device=f"cuda:{shard.local_rank}")
+    return placement
+
+
+def rank_placement(device: str, precision: str, preset_precision: str, world: Any) -> Placement:
+    """``tune``'s device and precision; under several ranks, ``cuda`` means this node's GPU for this rank."""
+    from pathotune_cli.hardware import place
+
+    placement = place(device, precision if precision != "auto" else preset_precision)
+    if world.distributed and placement.device == "cuda":
+        placement = dataclasses.replace(placement, device=f"cuda:{world.local_rank}")
+    return placement
+
+
+def run_slides(command: str, opts: Any, devices: list[str] | None, report: Reporter = ignore) -> Any:
+    """``command``'s run in this process, or (``devices``) one worker process per device."""
+    if devices:
+        return run_on_devices(command, opts, devices, report)
+    return _run_function(command)(opts, report)
+
+
+def run_on_devices(command: str, opts: Any, devices: list[str], report: Reporter = ignore) -> Any:
+    """Run ``command`` (``tile``, ``predict``, ``features``) with one worker process per device; their joined result.
+
+    Args:
+        command: Which run.
+        opts: Its options (``TileConfig``, ``PredictOptions``, ``FeaturesOptions``), whose ``shard`` is split.
+        devices: From ``parse_devices``.
+        report: Receives one ``SlidesStarted`` for all workers, every worker's notes and ``SlideDone`` events.
+
+    Raises:
+        PathotuneError: A worker failed or died (the others finished first); the line names it.
+    """
+    import multiprocessing
+
+    from pathotune_cli.hardware import usable_cpus
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+    events = context.Queue()
+    cpu_workers = devices.count("cpu")
+    threads = max(1, usable_cpus() // cpu_workers) if cpu_workers else 0
+    parts = [_worker_options(command, opts, opts.shard.split(j, len(devices)), d) for j, d in enumerate(devices)]
+    workers = [context.Process(target=_work, args=(command, part, events, j, threads if d == "cpu" else 0),
+                               name=f"pathotune-{command}-{d}") for j, (part, d) in enumerate(zip(parts, devices,
+                                                                                                  strict=True))]
+    total = _count_slides(command, opts)
+    report(SlidesStarted(total))
+    names = [f"{d} (shard {p.shard.label})" for p, d in zip(parts, devices, strict=True)]
+    try:
+        for worker in workers:
+            worker.start()
+        results, errors = _relay(workers, events, report, names, total)
+    except BaseException:  # Ctrl-C here: no worker outlives this process
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        raise
+    finally:
+        for worker in workers:
+            if worker.pid is not None:
+                worker.join()
+    if errors:
+        codes = {code for code, _ in errors.values()}
+        lines = sorted({line for _, line in errors.values()})
+        cls = BadInput if codes == {2} else PathotuneError
+        raise cls(f"{len(errors)} of {len(workers)} device workers failed: {lines[0]}"
+                  + (f" (and {len(lines) - 1} other errors)" if len(lines) > 1 else ""),
+                  "the other workers' slides are recorded; rerun with --resume for the rest")
+    joined = _join(command, [results[j] for j in range(len(workers))])
+    _final_summary(command, joined, report)
+    return joined
+
+
+def _relay(workers: list[Any], events: Any, report: Reporter, names: list[str],
+           total: int) -> tuple[dict[int, Any], dict[int, tuple[int, str]]]:
+    """Forward the workers' events until each has sent its result or error, or died."""
+    results: dict[int, Any] = {}
+    errors: dict[int, tuple[int, str]] = {}
+    done, dead_since = 0, {}
+    while len(results) + len(errors) < len(workers):
+        try:
+            kind, slot, payload = events.get(timeout=POLL_S)
+        except queues.Empty:
+            for j, worker in enumerate(workers):
+                if j in results or j in errors or worker.exitcode is None:
+                    continue
+                dead_since.setdefault(j, time.monotonic())  # its last messages may still be in the queue
+                if time.monotonic() - dead_since[j] > 4 * POLL_S:
+                    errors[j] = (1, f"the worker on {names[j]} died (exit code {worker.exitcode})")
+            continue
+        if kind == "event":
+            done = _forward(payload, report, done, total)
+        elif kind == "result":
+            results[slot] = payload
+        else:
+            errors[slot] = (payload[0], f"{names[slot]}: {payload[1]}")
+    return results, errors
+
+
+def _forward(event: Any, report: Reporter, done: int, total: int) -> int:
+    """Relay one worker event: slide counts become counts over all workers; per-worker bars are dropped."""
+    if isinstance(event, SlideDone):
+        done += 1
+        report(dataclasses.replace(event, done=done, total=total))
+    elif isinstance(event, Message):
+        report(event)
+    return done
+
+
+def _work(command: str, opts: Any, events: Any, slot: int, threads: int) -> None:
+    """A worker process: run its shard, sending every event and then its result (or its error) to the parent."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = getattr(opts, "device", "cpu")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(device.split(":")[1]))
+    try:
+        result = _run_function(command)(opts, lambda event: events.put(("event", slot, event)))
+        events.put(("result", slot, result))
+    except PathotuneError as exc:
+        events.put(("error", slot, (exc.exit_code, exc.one_line())))
+    except BaseException as exc:  # a worker reports whatever stopped it, then ends
+        events.put(("error", slot, (1, f"internal error: {type(exc).__name__}: {exc}")))
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _final_summary(command: str, joined: Any, report: Reporter) -> None:
+    """The folder's summary once more, with every worker's rows and their resume words."""
+    from pathotune_cli.runs.merge import rebuild_summary
+
+    if command == "tile":
+        rebuild_summary(joined.out, command, [r.to_summary() for r in joined.rows], report=report)
+    elif command == "predict":
+        if joined.slides:
+            rebuild_summary(joined.out, command, joined.slides, joined.classes, report)
+    else:
+        rebuild_summary(joined.out, command, joined.rows, report=report)
+
+
+def _run_function(command: str) -> Callable[[Any, Reporter], Any]:
+    if command == "tile":
+        from pathotune_cli.runs.tile import tile_run
+
+        return tile_run
+    if command == "predict":
+        from pathotune_cli.runs.predict import predict_run
+
+        return predict_run
+    from pathotune_cli.runs.features import features_run
+
+    return features_run
+
+
+def _worker_options(command: str, opts: Any, shard: Shard, device: str) -> Any:
+    """A worker's options: its shard and (predict, features) its device; tile runs on CPUs whatever the entry."""
+    if command == "tile":
+        return dataclasses.replace(opts, shard=shard)
+    return dataclasses.replace(opts, shard=shard, device=device)
+
+
+def _count_slides(command: str, opts: Any) -> int:
+    """The slides of this process's shard, listed as the run lists them (without loading a model)."""
+    from pathotune_cli.runs.tile import TileConfig, collect_slides
+
+    if command == "predict":
+        from pathotune_cli.runs.predict import collect_inputs
+        from pathotune_cli.runs.slides import read_slides_csv
+
+        listed = [p for p, _ in read_slides_csv(opts.slides_csv)] if opts.slides_csv else []
+        return len(opts.shard.take(collect_inputs([*opts.inputs, *listed])[0]))
+    config = opts if command == "tile" else TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out)
+    return len(opts.shard.take(collect_slides(config), key=lambda item: str(item[0])))
+
+
+def _join(command: str, results: list[Any]) -> Any:
+    """One result from the workers': their rows together, sorted by slide."""
+    first = results[0]
+    if command == "tile":
+        rows = sorted((r for res in results for r in res.rows), key=lambda r: r.slide)
+        return dataclasses.replace(first, rows=rows)
+    if command == "predict":
+        rows = sorted((r for res in results for r in res.slides), key=lambda r: str(r["slide"]))
+        images = next((res.images for res in results if res.images is not None), None)
+        return dataclasses.replace(first, slides=rows, images=images, seconds=max(r.seconds for r in results))
+    rows = sorted((r for res in results for r in res.rows), key=lambda r: str(r["slide"]))
+    return dataclasses.replace(first, rows=rows, seconds=max(r.seconds for r in results))
