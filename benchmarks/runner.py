@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.core import Figure, hardware, log
 
-GROUPS = ("startup", "reading", "tuning", "precision", "predict")
+GROUPS = ("startup", "reading", "tuning", "precision", "predict", "cluster")
 
 # Every figure each group reports, quick or full (the keys of results.json's "figures"). Judged ones first.
 EXPECTED: dict[str, tuple[str, ...]] = {
@@ -83,6 +83,15 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "predict.run",
         "predict.model_forward",
         "predict.backbone_forward",
+    ),
+    "cluster": (
+        "cluster.ranks_vs_one",
+        "cluster.shards_vs_one",
+        "cluster.one_process_step",
+        "cluster.two_ranks_step",
+        "cluster.predict_one",
+        "cluster.predict_two_shards",
+        "cluster.predict_devices",
     ),
 }
 

@@ -77,9 +77,10 @@ class ForwardCandidates:
 
 
 def step_rates(size: str, method: str, batch: int, steps: int, placement: Any, images: Any, labels: Any,
-               between: Any = None) -> tuple[list[float], dict]:
+               between: Any = None, dist: Any = None) -> tuple[list[float], dict]:
     """Rates of ``fit``'s timed steps for ``method`` (one warm-up step, then ``steps``); ``between()`` runs after
-    each timed step with the clock stopped (the interleaved baseline)."""
+    each timed step with the clock stopped (the interleaved baseline). ``dist``: the ranks sharing each global
+    batch of ``batch`` (``training.distributed``; None: this process alone)."""
     import numpy as np
     import torch
 
@@ -112,7 +113,7 @@ def step_rates(size: str, method: str, batch: int, steps: int, placement: Any, i
             clock["cache_start"] = now
 
     start = time.perf_counter()
-    fit(model, train, None, settings, placement, seed=0, report=report)
+    fit(model, train, None, settings, placement, seed=0, report=report, **({"dist": dist} if dist else {}))
     detail = {
         "step_seconds": [round(d, 3) for d in durations],
         "warmup_seconds": round(durations[0], 3),
