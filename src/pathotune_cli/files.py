@@ -359,7 +359,11 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (this process counts as alive)."""
+    """Whether process ``pid`` runs on this host (this process counts as alive).
+
+    A process that was killed but not yet reaped (a zombie: its parent died too, and a container's first
+    process may never reap it) answers ``kill(pid, 0)``, yet it is gone: ``/proc`` says so.
+    """
     if pid == os.getpid():
         return True
     try:
@@ -368,7 +372,11 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS), or it ended just now
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] not in (["Z"], ["X"])
 
 
 def _widen_to_umask(path: Path) -> None:

@@ -79,3 +79,19 @@ def test_exclusive_create_and_stale_claim_are_all_or_nothing(tmp_path: Path) -> 
     assert claim_stale(path, "first") and not path.exists()
     assert not claim_stale(path, "first")
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_an_owner_killed_but_not_yet_reaped_is_gone(tmp_path: Path) -> None:
+    from pathotune_cli.files import process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    while stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z":  # until it is a zombie
+        time.sleep(0.01)
+    try:
+        assert not process_alive(child.pid)
+        path = tmp_path / "s.predict.lock"
+        _write(path, Owner(me().host, child.pid, time.time()))
+        assert acquire(path).held
+    finally:
+        child.wait()

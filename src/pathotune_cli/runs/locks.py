@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pathotune_cli.events import Reporter, ignore, warn
-from pathotune_cli.files import claim_stale, create_exclusive
+from pathotune_cli.files import claim_stale, create_exclusive, process_alive
 
 FOREIGN_STALE_S = 12 * 3600
 """A lock from another host older than this is taken over: no slide takes 12 hours."""
@@ -144,7 +144,7 @@ def stale_reason(owner: Owner | None, path: Path) -> str | None:
         return None
     if owner.boot and _boot_id() and owner.boot != _boot_id():
         return "it was taken before this host restarted"
-    if not _alive(owner.pid):
+    if not process_alive(owner.pid):
         return f"its process (pid {owner.pid}) is gone"
     if owner.process and _process_start(owner.pid) not in ("", owner.process):
         return f"pid {owner.pid} now belongs to another process"
@@ -188,24 +188,6 @@ def _mtime(path: Path, default: float) -> float:
         return path.stat().st_mtime
     except FileNotFoundError:
         return default
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return _state(pid) not in ("Z", "X")  # a killed process its parent has not reaped yet is gone too
-
-
-def _state(pid: int) -> str:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return text.rsplit(")", 1)[-1].split()[0] if ")" in text else ""
 
 
 def _process_start(pid: int) -> str:
