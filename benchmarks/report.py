@@ -144,7 +144,6 @@ def markdown(document: dict[str, Any]) -> str:
         f"AVX512-BF16 {'yes' if hw.get('avx512_bf16') else 'no'}), torch {hw.get('torch')}",
         "",
         "| figure | value | baseline (same run) | ratio | target | result |",
-        "| figure | value | baseline (same run) | ratio | target | result |",
         "|---|---:|---:|---:|---|---|",
     ]
     for fig in rows(document):
