@@ -246,6 +246,7 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "set-not-key-value": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.lr"],
     "set-value-out-of-range": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.val_fraction=1.5"],
     "set-value-infinite": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.weight_decay=.inf"],
+    "kernels-weights-other-precision": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "runtime.kernels=bf16"],
     "task-template-unknown-field": lambda c: ["presets", "show", str(c.file("task.yaml", (
         "template: 'a patch of {organ}'\nclasses:\n  - {name: a, description: x}\n  - {name: b, description: y}\n"
     )))],
@@ -357,6 +358,7 @@ def test_each_bad_input_gets_its_line_and_exit_code(
         pytest.skip("needs Linux's /proc")
     ctx = Ctx(tmp_path, tiny_run, data_file("slides/fixtures/small.svs"), monkeypatch)
     args = CASES[case](ctx)
+    monkeypatch.chdir(tmp_path)  # a run that gets as far as its default --out (runs/tune) writes here, not in the repo
     result = CliRunner().invoke(app, args)
     output = result.output
     assert "Traceback" not in output and "internal error" not in output and "╭" not in output, output

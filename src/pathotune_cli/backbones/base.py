@@ -18,6 +18,9 @@ from pathotune_cli.backbones.state_dict import HEAD_PREFIXES, check_matches, rea
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.hardware import Placement
 
+STORED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""Frozen-weight storage dtypes ``apply_kernels`` offers besides fp32 (``KernelChoice.weights``)."""
+
 if TYPE_CHECKING:
     from pathotune_cli.backbones.kernels import KernelChoice
     from pathotune_cli.config.run import KernelSpec
@@ -81,28 +84,32 @@ class Backbone(nn.Module):
         """Run attention ``fused`` or ``plain``; families with the choice override this."""
 
     def apply_kernels(self, choice: KernelChoice, placement: Placement) -> None:
-        """Run with ``choice``: its attention, and frozen Linear weights stored in fp32 or bf16.
+        """Run with ``choice``: its attention, and frozen Linear weights stored in fp32, bf16 or fp16.
 
-        bf16 storage holds the values autocast would cast each Linear's weight and bias to, so outputs are the
-        same up to summation order. The fp32 originals are kept, so the backbone can be placed again in fp32.
+        Low-precision storage holds the values autocast would cast each Linear's weight and bias to, so outputs
+        are the same up to summation order, and the device holds only that copy (half the memory of fp32). The
+        fp32 originals stay in host memory, so the backbone can be placed again in fp32, its fingerprint is of
+        the originals, and on the CPU code outside autocast still gets the fp32 layer bit for bit.
         """
         self.set_attention(choice.attention)
         originals: dict[str, torch.Tensor] = self.__dict__.setdefault("_fp32_linear", {})
+        stored = STORED_DTYPES.get(choice.weights)
         for name, module in self.named_modules():
             if not isinstance(module, nn.Linear) or module.weight.requires_grad:  # method full trains them
                 continue
-            kept: dict[str, torch.Tensor | None] = {}
+            fp32: dict[str, torch.Tensor | None] = {"weight": None, "bias": None}
             for key in ("weight", "bias"):
                 param = getattr(module, key)
                 if param is None:
-                    kept[key] = None
                     continue
-                originals.setdefault(f"{name}.{key}", param.data)
-                kept[key] = originals[f"{name}.{key}"].to(param.device)
-                param.data = kept[key].to(torch.bfloat16) if choice.weights == "bf16" else kept[key]
-            if choice.weights == "bf16":
-                module.__dict__["_fp32_params"] = (kept["weight"], kept["bias"])
-                module.forward = partial(_bf16_stored_linear, module)
+                if stored is None and f"{name}.{key}" not in originals:  # fp32 as loaded: nothing to undo
+                    continue
+                original = originals.setdefault(f"{name}.{key}", _on_host(param.data))
+                param.data = original.to(param.device, stored or original.dtype)
+                fp32[key] = original if _keeps_fp32(param.device) else None
+            if stored is not None:
+                module.__dict__["_fp32_params"] = (fp32["weight"], fp32["bias"])
+                module.forward = partial(_low_precision_stored_linear, module)
             else:  # the class's own forward again
                 module.__dict__.pop("forward", None)
                 module.__dict__.pop("_fp32_params", None)
@@ -200,21 +207,35 @@ class Backbone(nn.Module):
 
 
 def linear_parameters(module: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (weight, bias) a frozen Linear computes ``x`` with: its stored ones under autocast, and the fp32
-    originals of weights ``apply_kernels`` stored in bf16 when autocast is off (for code that calls
-    ``F.linear`` with a module's weights itself)."""
+    """The (weight, bias) a frozen Linear computes ``x`` with: its stored ones under autocast; outside autocast,
+    for weights ``apply_kernels`` stored in bf16 or fp16, the fp32 originals on the CPU, and the stored values
+    in ``x``'s dtype on other devices (which hold no fp32 copy). For code that calls ``F.linear`` itself."""
     fp32 = module.__dict__.get("_fp32_params")
-    if fp32 is not None and not torch.is_autocast_enabled(x.device.type):
+    if fp32 is None or torch.is_autocast_enabled(x.device.type):
+        return module.weight, module.bias
+    if fp32[0] is not None and fp32[0].device == x.device:
         return fp32
-    return module.weight, module.bias
+    bias = module.bias.to(x.dtype) if module.bias is not None else None
+    return module.weight.to(x.dtype), bias
 
 
-def _bf16_stored_linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A frozen Linear whose weights are stored in bf16: those under autocast, the fp32 originals otherwise.
+def _low_precision_stored_linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A frozen Linear whose weights are stored in bf16 or fp16: those under autocast, fp32 otherwise.
 
     Under autocast this is what autocast would compute anyway (its casts of the weights are already done); a
     caller that runs without autocast (an explanation, the first pass of the two-pass gradient) still gets
-    the full-precision layer it asked for, never a dtype error.
+    a full-precision layer, never a dtype error.
     """
     weight, bias = linear_parameters(module, x)
     return torch.nn.functional.linear(x, weight, bias)
+
+
+def _keeps_fp32(device: torch.device) -> bool:
+    """Whether the fp32 originals already live on ``device``: the CPU, where they cost no extra memory. A GPU
+    holds only the low-precision copy."""
+    return device.type == "cpu"
+
+
+def _on_host(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself on the CPU; a host copy of a device tensor (the fp32 original a GPU does not keep)."""
+    return tensor if tensor.device.type == "cpu" else tensor.detach().to("cpu")

@@ -7,8 +7,9 @@ training step on one and little on the other. So for each (backbone shape, devic
 times the candidates once, on a small synthetic batch, and keeps the fastest:
 
 - ``attention``: ``fused`` (``scaled_dot_product_attention``) or ``plain``;
-- ``weights``: ``fp32`` (autocast casts per op) or ``bf16`` (frozen Linear weights and biases stored in bf16;
-  the values are those autocast would use, so results are the same up to summation order).
+- ``weights``: ``fp32`` (autocast casts per op) or the autocast dtype, ``bf16`` or ``fp16`` (frozen Linear
+  weights and biases stored in it, half their memory on the device; the values are those autocast would use,
+  so results are the same up to summation order).
 
 The choice is cached per machine (CPU model or GPU name), torch version and backbone shape in
 ``$XDG_CACHE_HOME/pathotune/kernels.json`` (else ``~/.cache/pathotune``), so it is measured once; ``doctor``
@@ -28,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from pathotune_cli.config.run import KernelSpec
+from pathotune_cli.errors import BadInput
 from pathotune_cli.files import cache_dir, read_json_cache, update_json_cache
 
 ATTENTION = ("fused", "plain")
-WEIGHTS = ("fp32", "bf16")
+WEIGHTS = ("fp32", "bf16", "fp16")
 PASSES = ("inference", "training")
 CALIBRATION_BATCH = 4
 CALIBRATION_REPEATS = 2
@@ -56,12 +58,25 @@ def candidates(backbone: Any, precision: str, device: str, pinned: KernelSpec | 
     pinned = pinned or KernelSpec()
     timm = backbone.attention_choices()  # the families whose modules pathotune knows (timm ViTs, PathoDuet)
     attention = ATTENTION if timm else ("fused",)
-    weights = WEIGHTS if precision == "bf16" and timm else ("fp32",)
+    weights = ("fp32", precision) if precision in ("bf16", "fp16") and timm else ("fp32",)  # autocast's own dtype
     if pinned.attention != "auto":
         attention = (pinned.attention,) if pinned.attention in attention else attention[:1]
+    check_pinned_weights(pinned, precision)
     if pinned.weights != "auto":
-        weights = (pinned.weights,) if pinned.weights in weights else ("fp32",)
+        weights = (pinned.weights,) if pinned.weights in weights else ("fp32",)  # families without choices
     return [KernelChoice(a, w) for a, w in itertools.product(attention, weights)]
+
+
+def check_pinned_weights(pinned: KernelSpec, precision: str) -> None:
+    """Refuse frozen weights pinned to a dtype this run's autocast does not compute in (never fp32 instead).
+
+    Raises:
+        BadInput: e.g. ``weights=bf16`` under fp32, naming the fix.
+    """
+    if pinned.weights not in ("auto", "fp32") and pinned.weights != precision:
+        raise BadInput(f"kernels weights={pinned.weights} store the frozen weights for {pinned.weights} autocast, "
+                       f"and this run's precision is {precision}",
+                       f"add --precision {pinned.weights}, or pin weights=fp32 or auto")
 
 
 def choose(backbone: Any, placement: Any, pass_: str, pinned: KernelSpec | None = None,

@@ -145,12 +145,13 @@ class KernelSpec(Strict):
     """Kernels a frozen backbone runs with; ``auto``: measured on this machine (``backbones.kernels``)."""
 
     attention: Literal["auto", "fused", "plain"] = "auto"
-    weights: Literal["auto", "fp32", "bf16"] = "auto"
-    """``bf16``: frozen Linear weights stored in bf16 (only under bf16 precision)."""
+    weights: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``bf16`` / ``fp16``: frozen Linear weights stored in that dtype (only under the same autocast precision;
+    under another precision the pin is refused)."""
 
     @classmethod
     def parse(cls, spec: str | None) -> KernelSpec:
-        """``auto``, ``plain``, ``fused``, ``bf16``, ``fp32``, or ``attention=plain,weights=bf16``.
+        """``auto``, ``plain``, ``fused``, ``bf16``, ``fp16``, ``fp32``, or ``attention=plain,weights=bf16``.
 
         Raises:
             ValueError: an unknown name or value, naming the allowed ones.
@@ -159,13 +160,13 @@ class KernelSpec(Strict):
         for part in [p.strip() for p in (spec or "auto").split(",") if p.strip()]:
             key, _, value = part.partition("=")
             if not value:  # a bare value names its key
-                key, value = ("attention" if key in ("fused", "plain") else "weights" if key in ("fp32", "bf16")
+                key, value = ("attention" if key in ("fused", "plain") else "weights" if key in ("fp32", "bf16", "fp16")
                               else key), key
             if value == "auto" or key == "auto":
                 continue
-            allowed = {"attention": ("fused", "plain"), "weights": ("fp32", "bf16")}.get(key, ())
+            allowed = {"attention": ("fused", "plain"), "weights": ("fp32", "bf16", "fp16")}.get(key, ())
             if value not in allowed:
-                raise ValueError(f"kernels '{part}': use attention=fused|plain and weights=fp32|bf16 (or auto)")
+                raise ValueError(f"kernels '{part}': use attention=fused|plain and weights=fp32|bf16|fp16 (or auto)")
             values[key] = value
         return cls(**values)
 
@@ -209,6 +210,17 @@ class RunConfig(Strict):
     """Slide-level tasks: patient-grouped stratified K-fold cross-validation (one model per fold)."""
     skip_bad_slides: bool = False
     """Slide-level tasks: list unreadable slides and go on without them (else they stop the run)."""
+
+    @model_validator(mode="after")
+    def _stored_weights_match_precision(self) -> RunConfig:
+        """A pin of stored bf16/fp16 weights under another explicit precision is refused before the run starts
+        (under ``auto`` it is checked once the precision is known, ``backbones.kernels.candidates``)."""
+        stored = self.runtime.kernels.weights
+        precision = self.precision if self.precision != "auto" else self.backbone.precision
+        if stored in ("bf16", "fp16") and precision not in ("auto", stored):
+            raise ValueError(f"kernels weights={stored} store the frozen weights for {stored} autocast, and this "
+                             f"run's precision is {precision}; add --precision {stored}, or pin weights=fp32 or auto")
+        return self
 
     @model_validator(mode="after")
     def _slide_only(self) -> RunConfig:

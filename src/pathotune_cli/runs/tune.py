@@ -201,6 +201,7 @@ def tune_run(
     world = world or World()
     report = report if world.main else ignore
     resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
+    _check_kernel_pin(config)
     started = time.time()
     out = Path(config.out)
     slides = config.task.level == "slide"  # its own run folder (folds); the checks up front are the same
@@ -228,6 +229,16 @@ def tune_run(
     if world.main:
         run_folder.mark_finished(out, result.seconds)
     return result
+
+
+def _check_kernel_pin(config: RunConfig) -> None:
+    """Stored weights pinned under a precision ``auto`` resolves to another dtype: refused before the folder."""
+    if config.runtime.kernels.weights in ("bf16", "fp16"):
+        from pathotune_cli.backbones.kernels import check_pinned_weights
+        from pathotune_cli.runs.devices import rank_placement
+
+        placement = rank_placement(config.device, config.precision, config.backbone.precision, World())
+        check_pinned_weights(config.runtime.kernels, placement.precision)
 
 
 def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, report: Reporter,
