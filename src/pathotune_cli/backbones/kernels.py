@@ -1,6 +1,6 @@
 """Which kernels a frozen backbone runs with, chosen by measurement on the machine it runs on, not by a rule.
 
-The same code lost 2x on one CPU kind with choices made on another: PyTorch's fused CPU attention is 1.6x slower
+The same code lost 2x on one CPU kind with choices made on another: PyTorch's fused CPU attention is 1.2-1.6x slower
 than plain ``q @ k^T, softmax, @ v`` in bf16 on an AMD Zen 4 and 1.7-2.4x faster on an Intel Xeon with AMX, and
 storing the frozen Linear weights in bf16 (instead of casting them on every autocast op) is worth 40% of a bf16
 training step on one and little on the other. So for each (backbone shape, device, precision, pass) pathotune

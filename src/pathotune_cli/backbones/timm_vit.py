@@ -74,7 +74,7 @@ class TimmViT(Backbone):
     def set_attention(self, kind: str) -> None:
         """``plain`` (q @ k^T, softmax, @ v) or ``fused`` (timm's default, ``scaled_dot_product_attention``).
 
-        Which is faster depends on the machine: in bf16 on an AMD Zen 4 plain runs a ViT-S forward 1.6x and its
+        Which is faster depends on the machine: in bf16 on an AMD Zen 4 plain runs a ViT-S forward 1.2-1.6x and its
         backward 2.8x faster, on an Intel Xeon with AMX fused runs the forward 1.7-2.4x faster; so
         ``backbones.kernels`` measures.
         """
