@@ -46,7 +46,11 @@ def test_the_shard_comes_from_the_flag_then_a_slurm_array_then_a_rank() -> None:
 def test_an_array_of_uneven_ids_asks_for_shard() -> None:
     with pytest.raises(BadInput, match="is not the n-th of 3 evenly spaced ids") as caught:
         shard_from_env({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1"})
-    assert "pass --shard I/N" in caught.value.fix
+    assert "pin the shard in the script (--shard $SLURM_ARRAY_TASK_ID/N)" in caught.value.fix
+    resubmitted = {"SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "7", "SLURM_ARRAY_TASK_MAX": "30"}
+    for task in ("7", "19", "30"):  # --array=7,19,30 of a 0-49 job: every task refuses, none takes a wrong share
+        with pytest.raises(BadInput, match=f"task {task} is not the n-th of 3 evenly spaced ids from 7"):
+            shard_from_env({**resubmitted, "SLURM_ARRAY_TASK_ID": task})
 
 
 def test_the_world_comes_from_torchrun_or_an_srun_step_never_from_a_batch_script() -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pathotune_cli.files import TEMP_MARK, Staging, atomic_write, remove_stale_temporaries, temp_path
+from pathotune_cli.files import TEMP_MARK, Staging, atomic_write, host_token, remove_stale_temporaries, temp_path
 
 
 def _umask() -> int:
@@ -55,8 +54,7 @@ def test_staged_outputs_appear_together_or_not_at_all(tmp_path: Path) -> None:
 
 def test_a_dead_writers_temporaries_go_and_a_live_ones_stay(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname().split(".")[0].replace("-", "_")
-    stale = tmp_path / f".a.csv{TEMP_MARK}{host}-{int(dead.stdout)}-0.csv"
+    stale = tmp_path / f".a.csv{TEMP_MARK}{host_token()}-{int(dead.stdout)}-0.csv"
     stale.write_text("left by a killed run")
     live = temp_path(tmp_path / "b.csv")  # this process's
     live.write_text("being written")

@@ -66,7 +66,20 @@ class Shard:
         return f"{self.index}/{self.count}"
 
     def take(self, items: Sequence[T], key: Callable[[T], Any] = str) -> list[T]:
-        """This shard's items: all sorted by ``key`` (the path), then every ``count``-th from ``index``."""
+        """This shard's items: all sorted by ``key`` (the path), then every ``count``-th from ``index``.
+
+        Raises:
+            BadInput: The shard came from the environment (a SLURM array, torchrun or srun) and there are fewer
+                slides than shards: the script most likely hands each task its own slides already
+                (``predict M ${SLIDES[$SLURM_ARRAY_TASK_ID]}``), and sharding those would leave tasks with
+                nothing to do and exit 0. An explicit ``--shard`` is taken as asked.
+        """
+        if self.source in ENVIRONMENT_SOURCES and self.count > len(items):
+            raise BadInput(
+                f"{self.source} makes this process shard {self.label} (one slide in {self.count}, sorted by path), "
+                f"and {len(items)} slide{'s were' if len(items) != 1 else ' was'} given: some shards would have none",
+                "to run the slides given here in this task, pass --shard 0/1; to share a folder among the tasks, "
+                "give every task the whole folder and at most as many tasks as slides")
         ordered = sorted(items, key=key)
         return ordered[self.index :: self.count]
 
@@ -84,6 +97,9 @@ class Shard:
 
 
 WHOLE = Shard()
+
+ENVIRONMENT_SOURCES = ("SLURM_ARRAY_TASK_ID", "RANK", "SLURM_PROCID")
+"""Shards the process was given by its launcher, not by ``--shard``."""
 
 
 def parse_shard(text: str) -> Shard:
@@ -142,10 +158,14 @@ def shard_from_env(environ: Mapping[str, str] | None = None) -> Shard:
                        {"SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "1"})
         offset = values["SLURM_ARRAY_TASK_ID"] - values["SLURM_ARRAY_TASK_MIN"]
         step, count = max(1, values["SLURM_ARRAY_TASK_STEP"]), values["SLURM_ARRAY_TASK_COUNT"]
-        if offset % step or not 0 <= offset // step < count:
+        span = _int_or(env, "SLURM_ARRAY_TASK_MAX", values["SLURM_ARRAY_TASK_MIN"] + step * (count - 1))
+        uneven = span - values["SLURM_ARRAY_TASK_MIN"] != step * (count - 1)  # --array=7,19 of a 0-49 job
+        if uneven or offset % step or not 0 <= offset // step < count:
             raise BadInput(
                 f"SLURM array task {values['SLURM_ARRAY_TASK_ID']} is not the n-th of {count} evenly spaced ids "
-                f"from {values['SLURM_ARRAY_TASK_MIN']}", "use --array=0-N (or A-B:S), or pass --shard I/N")
+                f"from {values['SLURM_ARRAY_TASK_MIN']}",
+                "pin the shard in the script (--shard $SLURM_ARRAY_TASK_ID/N) to resubmit some tasks with "
+                "--array=7,19, or use --array=0-N (or A-B:S)")
         return Shard(offset // step, count, "SLURM_ARRAY_TASK_ID")
     world = world_from_env(env)
     if world.distributed:

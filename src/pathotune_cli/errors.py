@@ -9,6 +9,21 @@ import errno
 import os
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a SLURM time limit, ``kill``, a container stopping), raised in the main thread like Ctrl-C, so
+    every ``finally`` runs: locks are released, temporaries removed and the run folder marked failed."""
+
+    exit_code = 143
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM"
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler (``cli.app.main`` installs it)."""
+    raise Terminated()
+
+
 class PathotuneError(Exception):
     """A failed run (exit code 1): the input was fine but the work could not be done."""
 

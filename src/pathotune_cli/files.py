@@ -39,8 +39,26 @@ _UMASK: int | None = None
 def temp_path(path: Path) -> Path:
     """A fresh temporary name beside ``path``, with the same suffix (writers such as Pillow pick the format from
     it) and the host and pid, so ``remove_stale_temporaries`` can tell a dead writer's leftovers from a live one's."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{host_token()}-{os.getpid()}-{next(_counter)}{path.suffix}")
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (the inode of ``/proc/self/ns/pid``; empty where there is none).
+
+    Two containers on one host with host networking share the hostname but not their pids: a pid is only
+    meaningful with its namespace.
+    """
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def host_token() -> str:
+    """The host (and pid namespace) a temporary's pid belongs to, as it appears in its name."""
     host = socket.gethostname().split(".")[0].replace("-", "_") or "host"
-    return path.with_name(f".{path.name}{TEMP_MARK}{host}-{os.getpid()}-{next(_counter)}{path.suffix}")
+    namespace = pid_namespace()
+    return f"{host}_ns{namespace}" if namespace else host
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Path], Any]) -> Path:
@@ -204,12 +222,33 @@ def create_exclusive(path: str | os.PathLike[str], text: str) -> bool:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.link(temp, final)
+        try:
+            os.link(temp, final)
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            return _create_exclusive_in_place(final, text)
         return True
     except FileExistsError:
         return False
     finally:
         remove(temp)
+
+
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EMLINK}
+"""What ``link`` answers on file systems without hard links (gcsfuse, s3fs, blobfuse, some SMB mounts)."""
+
+
+def _create_exclusive_in_place(final: Path, text: str) -> bool:
+    """``create_exclusive`` where hard links are refused: ``O_EXCL`` on the final name. For the microseconds
+    until the text is written a reader sees an empty file, which locks read as unparsable and leave alone."""
+    try:
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return True
 
 
 def claim_stale(path: str | os.PathLike[str], seen: str) -> bool:
@@ -227,8 +266,14 @@ def claim_stale(path: str | os.PathLike[str], seen: str) -> bool:
     try:
         if private.read_text(encoding="utf-8") == seen:
             return True
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(private, final)  # a live owner's lock, taken by mistake: give it back
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            _create_exclusive_in_place(final, seen)
         return False
     finally:
         remove(private)
@@ -328,16 +373,17 @@ def remove(path: Path) -> None:
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporaries a killed run left in ``folder`` (not recursive); returns what was removed.
 
-    A temporary is stale when it was made on this host by a process that no longer runs. Temporaries of live
-    processes (another shard writing into the same folder) and of other hosts (a shared file system, where a pid
-    means nothing here) are left alone; the latter are removed once they are a day old.
+    A temporary is stale when it was made on this host (and pid namespace) by a process that no longer runs.
+    Temporaries of live processes (another shard writing into the same folder) and of other hosts or containers
+    (a shared file system, where a pid means nothing here) are left alone; the latter are removed once they are
+    a day old.
     """
     import time
 
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    host = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+    host = host_token()
     removed = []
     for entry in folder.iterdir():
         name = entry.name

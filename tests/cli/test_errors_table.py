@@ -310,6 +310,9 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "full-disk-predict": _full_disk_predict,
     "training-diverged": lambda c: [*TUNE, "--data", str(c.tiles), "--lr", "1e30", "--out", str(c.tmp / "R")],
     # slides
+    "array-more-tasks-than-slides": lambda c: (
+        c.monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3"), c.monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "10"),
+        ["tile", str(c.slide), "--out", str(c.tmp / "T")])[-1],
     "slide-missing": lambda c: ["tile", str(c.tmp / "absent.svs"), "--out", str(c.tmp / "T")],
     "predict-input-missing": lambda c: ["predict", str(c.prompts), str(c.tmp / "absent.svs"), "--out",
                                         str(c.tmp / "P")],

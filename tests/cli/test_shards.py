@@ -97,6 +97,28 @@ def test_a_slurm_array_task_takes_only_its_share(prompts: Path, slides: Path, tm
     assert count["missing"] == ["s00", "s02", "s04"]  # the other task's share, listed by this task's run record
 
 
+def test_sigterm_releases_the_slide_lock_and_leaves_no_temporaries(prompts: Path, slides: Path,
+                                                                   tmp_path: Path) -> None:
+    """A SLURM time limit sends SIGTERM: the slide being worked on is given back at once, not after a timeout."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    write_demo_slide(folder / "s99.tiff")
+    out = tmp_path / "P"
+    lock = out / "s99.predict.lock"
+    proc = subprocess.Popen(_predict(prompts, str(folder), "--out", str(out)), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not lock.exists() and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the slide finished before SIGTERM arrived")
+    assert proc.returncode == 143, err
+    assert "error: stopped by SIGTERM (a job's time limit?); finished outputs are kept" in err
+    assert not lock.exists() and _leftovers(out) == []
+    assert not (out / "s99.predict.json").exists()
+
+
 @pytest.mark.slow
 def test_a_killed_lock_holder_does_not_block_the_rerun_which_redoes_only_its_slide(
     prompts: Path, slides: Path, tmp_path: Path

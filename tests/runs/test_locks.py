@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from pathotune_cli.files import claim_stale, create_exclusive
 from pathotune_cli.runs.locks import FOREIGN_STALE_S, Owner, acquire, clear_stale, live_owner, me, release
 
@@ -44,13 +46,32 @@ def test_a_lock_whose_process_is_gone_is_taken_over_and_said(tmp_path: Path) -> 
     assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
-def test_a_lock_of_another_host_is_taken_over_only_when_very_old(tmp_path: Path) -> None:
+def test_a_lock_of_another_host_is_taken_over_only_when_its_heartbeat_stopped(tmp_path: Path) -> None:
     path = tmp_path / "s.features.lock"
     _write(path, Owner("node-elsewhere", 1, time.time() - 60))
     assert not acquire(path).held
-    _write(path, Owner("node-elsewhere", 1, time.time() - FOREIGN_STALE_S - 60))
+    long_ago = time.time() - FOREIGN_STALE_S - 60
+    _write(path, Owner("node-elsewhere", 1, long_ago))  # started long ago, but touched just now: alive
+    assert not acquire(path).held
+    os.utime(path, (long_ago, long_ago))  # and then its node stopped touching it
     claim = acquire(path)
-    assert claim.held and "host node-elsewhere" in claim.taken_over and "h limit for other hosts" in claim.taken_over
+    assert claim.held and "host node-elsewhere has not touched it for 16 min" in claim.taken_over
+
+
+def test_a_holder_touches_its_locks_until_it_releases_them(tmp_path: Path) -> None:
+    from pathotune_cli.runs.locks import _HEARTBEAT
+
+    path = tmp_path / "s.tile.lock"
+    assert acquire(path).held
+    os.utime(path, (1.0, 1.0))
+    _HEARTBEAT.beat_once()
+    assert time.time() - path.stat().st_mtime < 60  # its sign of life, for processes on other hosts
+    release(path)
+    other = tmp_path / "t.tile.lock"
+    _write(other, Owner("node-elsewhere", 1, time.time()))
+    os.utime(other, (1.0, 1.0))
+    _HEARTBEAT.beat_once()
+    assert not path.exists() and other.stat().st_mtime == 1.0  # only the locks it holds
 
 
 def test_a_reused_pid_does_not_keep_a_dead_owners_lock(tmp_path: Path) -> None:
@@ -95,3 +116,52 @@ def test_an_owner_killed_but_not_yet_reaped_is_gone(tmp_path: Path) -> None:
         assert acquire(path).held
     finally:
         child.wait()
+
+
+def test_locks_work_on_file_systems_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gcsfuse, s3fs, blobfuse and some SMB mounts refuse link(2): locks fall back to O_EXCL on the final name."""
+    import errno
+
+    import pathotune_cli.files as files
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    path = tmp_path / "s.predict.lock"
+    assert acquire(path).held and json.loads(path.read_text())["pid"] == os.getpid()
+    assert not create_exclusive(path, "another")  # a second process is refused, the first keeps it
+    _write(path, Owner(me().host, _dead_pid(), time.time()))
+    claim = acquire(path)  # a dead owner's lock is still taken over
+    assert claim.held and "is gone" in claim.taken_over
+    release(path)
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporaries left
+
+
+def test_a_lock_of_another_container_with_this_hostname_is_judged_by_its_heartbeat(tmp_path: Path) -> None:
+    """Containers with host networking share the hostname, not their pids: a pid alive here means nothing."""
+    from dataclasses import replace
+
+    path = tmp_path / "s.predict.lock"
+    other = replace(me(), pid=os.getpid(), namespace="1")  # "our" pid, in another pid namespace
+    _write(path, other)
+    assert not acquire(path).held  # alive as far as anyone here can tell: its heartbeat is fresh
+    release(path)  # and never removed as if it were this process's
+    assert path.exists()
+    long_ago = time.time() - FOREIGN_STALE_S - 60
+    _write(path, replace(other, pid=_dead_pid(), started=long_ago))  # a pid dead here may live there
+    assert not acquire(path).held
+    os.utime(path, (long_ago, long_ago))
+    claim = acquire(path)
+    assert claim.held and "(pid namespace 1) has not touched it" in claim.taken_over
+
+
+def test_temporaries_of_another_container_with_this_hostname_are_left_alone(tmp_path: Path) -> None:
+    from pathotune_cli.files import host_token, remove_stale_temporaries, temp_path
+
+    mine_dead = tmp_path / f".a.json.tmp-{host_token()}-{_dead_pid()}-0.json"
+    elsewhere = tmp_path / f".b.json.tmp-{host_token().split('_ns')[0]}_ns1-{_dead_pid()}-0.json"
+    for path in (mine_dead, elsewhere):
+        path.write_text("x")
+    assert temp_path(tmp_path / "c.json").name.startswith(f".c.json.tmp-{host_token()}-{os.getpid()}-")
+    assert remove_stale_temporaries(tmp_path) == [mine_dead] and elsewhere.exists()

@@ -93,5 +93,14 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point (messages say ``pathotune`` however it was started)."""
+    """Console-script entry point (messages say ``pathotune`` however it was started).
+
+    SIGTERM becomes ``errors.Terminated`` in the main thread, so a job stopped at its time limit releases its
+    slide locks and removes its temporaries like Ctrl-C does, instead of dying mid-write.
+    """
+    import signal
+
+    from pathotune_cli.errors import raise_terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)
     app(prog_name="pathotune")

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pathotune_cli.errors import PathotuneError, os_error
+from pathotune_cli.errors import PathotuneError, Terminated, os_error
 from pathotune_cli.files import dumps
 
 out = Console(highlight=False)
@@ -67,6 +67,10 @@ def user_errors(fn: F) -> F:
             mapped = os_error(exc)
             error_line(mapped.one_line())
             raise typer.Exit(mapped.exit_code) from None
+        except Terminated:
+            error_line("stopped by SIGTERM (a job's time limit?); finished outputs are kept, rerun with --resume "
+                       "where the command has it")
+            raise typer.Exit(Terminated.exit_code) from None
         except KeyboardInterrupt:
             error_line("interrupted; finished outputs are kept, rerun with --resume where the command has it")
             raise typer.Exit(130) from None

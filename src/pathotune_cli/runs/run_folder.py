@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.errors import BadInput, PathotuneError, os_error
-from pathotune_cli.files import process_alive, remove, write_json
+from pathotune_cli.errors import BadInput, PathotuneError, Terminated, os_error
+from pathotune_cli.files import pid_namespace, process_alive, remove, write_json
 
 RUN_RECORD = "run.json"
 PROMPTS_NAME = "prompts.safetensors"
@@ -77,7 +77,8 @@ def clear(out: Path) -> None:
 
 def started_record(extra: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``run.json`` that say a run is going, and where."""
-    return {"status": "running", "host": socket.gethostname(), "pid": os.getpid(), **extra}
+    return {"status": "running", "host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": pid_namespace(),
+            **extra}
 
 
 @contextmanager
@@ -107,7 +108,8 @@ def _owner_alive(record: dict[str, Any]) -> bool:
     pid = record.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
         return False
-    return record.get("host") == socket.gethostname() and process_alive(pid)
+    same_container = record.get("pid_namespace", pid_namespace()) == pid_namespace()
+    return record.get("host") == socket.gethostname() and same_container and process_alive(pid)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -116,7 +118,7 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return os_error(exc).one_line()
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        return str(exc) if isinstance(exc, Terminated) else "interrupted"
     return f"{type(exc).__name__}: {exc}"
 
 
