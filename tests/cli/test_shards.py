@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,6 +163,7 @@ def test_a_slide_a_live_process_holds_is_left_to_it(prompts: Path, slides: Path,
     assert result.exit_code == 0, result.output
     rows = {r["slide"]: r for r in json.loads(result.stdout)["slides"]}
     assert rows["s02.tiff"]["status"] == "locked" and f"pid {os.getpid()}" in rows["s02.tiff"]["error"]
+    assert f"warning: s02.tiff: in progress in another process (host {socket.gethostname()}, pid" in result.stderr
     assert not (out / "s02.predict.json").exists()
     assert [r["status"] for r in _rows(out / "summary.csv")] == ["ok", "ok", "locked", "ok", "ok"]
 

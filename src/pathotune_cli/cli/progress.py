@@ -67,11 +67,12 @@ class ProgressDisplay:
             self._slide_done(event)
 
     def _slide_done(self, event: SlideDone) -> None:
-        if event.status == "failed":
+        told = event.status in ("failed", "locked")  # their detail is a line naming the slide
+        if told:
             warn(event.detail)
         for line in event.notes:
             warn(line)
-        if event.status != "failed":
+        if not told:
             info(f"{event.slide}: {event.detail} ({event.seconds} s)")
         self._drop("tiles")
         self._advance("slides", event.done)
