@@ -3,8 +3,9 @@
 Per slide it writes ``<stem>.h5`` (coords + attributes), ``<stem>.tissue.geojson``, ``<stem>.thumb.png`` and,
 if asked, ``<stem>_tiles/``; each under a temporary name first, with the ``.h5`` renamed last, so a slide
 whose ``.h5`` exists is finished. ``manifest.csv`` lists every slide with its status and is rewritten after
-each one (by a shard: when it ends, ``runs.merge``). A slide that fails gets its one-line error in the manifest
-and the others go on. A slide is worked on under its lock (``runs.locks``); one another process holds is skipped.
+each one (slides not done yet listed ``pending``; by a shard: when it ends, ``runs.merge``). A slide that fails
+gets its one-line error in the manifest and the others go on. A slide is worked on, and ``--resume`` decides
+whether to keep it, under its lock (``runs.locks``); one another process holds is skipped.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class SlideRow:
     """One line of ``manifest.csv``."""
 
     slide: str
-    status: str  # ok, failed, or locked (another process is on it)
+    status: str  # ok, failed, locked (another process is on it), or pending (in the manifest: runs.merge)
     tiles: int = 0
     level: int | None = None
     mpp: float | None = None
@@ -234,7 +235,7 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
         rows[index] = row
         result.rows = [rows[i] for i in sorted(rows)]
         if config.shard.whole:  # a shard rebuilds the folder's manifest when it ends, under its lock
-            write_manifest(result.manifest, [*others.values(), *result.rows])
+            write_manifest(result.manifest, _manifest_so_far(items, rows, others))
         name = Path(row.slide).name
         error = row.error if name in row.error else f"{name}: {row.error}"
         detail = error if row.status in ("failed", "locked") else (row.resume or f"{row.tiles} tiles")
@@ -243,18 +244,17 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
     report(SlidesStarted(len(items)))
     todo = []
     for index, (path, csv_mpp) in enumerate(items):
-        others.pop(path.stem, None)
-        decision = decide_slide(path, csv_mpp, config) if config.resume else None
-        if decision is not None and decision.keep:
-            finish(index, SlideRow.from_record(decision.row, resume="kept"))
+        kept = kept_row(path, csv_mpp, config, report) if config.resume else None
+        if kept is not None:  # kept here, so no worker process starts for it
+            finish(index, kept)
         else:
-            todo.append((index, path, csv_mpp, decision.resume if decision else ""))
+            todo.append((index, path, csv_mpp))
     if config.workers > 1 and len(todo) > 1:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(config.workers, len(todo)), mp_context=context) as pool:
-            futures = {pool.submit(tile_one, path, csv_mpp, config, why): index for index, path, csv_mpp, why in todo}
+            futures = {pool.submit(tile_one, path, csv_mpp, config): index for index, path, csv_mpp in todo}
             for future in as_completed(futures):
                 index = futures[future]
                 try:
@@ -267,8 +267,8 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
                     clear_stale(lock_path(out, path.stem, COMMAND))
                 finish(index, row)
     else:
-        for index, path, csv_mpp, why in todo:
-            finish(index, tile_one(path, csv_mpp, config, why))
+        for index, path, csv_mpp in todo:
+            finish(index, tile_one(path, csv_mpp, config))
     result.rows = [rows[i] for i in sorted(rows)]
     rebuild_summary(out, COMMAND, [r.to_summary() for r in result.rows], report=report)
     write_slides_record(out, COMMAND, config.shard, [p for p, _ in everything], settings, started, "finished",
@@ -306,14 +306,39 @@ def decide_slide(path: Path, csv_mpp: float | None, config: TileConfig) -> Decis
     return decide(Path(config.out), path.stem, COMMAND, slide_key(path, csv_mpp, config), outputs)
 
 
-def tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str = "") -> SlideRow:
-    """One slide under its lock (``runs.locks``): tiled, or ``locked`` when another live process is on it."""
+def kept_row(path: Path, csv_mpp: float | None, config: TileConfig, report: Reporter = ignore) -> SlideRow | None:
+    """The slide's row if ``--resume`` keeps it, decided under its lock; None when it is to be done (or is locked).
+
+    ``tile_one`` decides again under its own lock: the slide may change hands in between.
+
+    Args:
+        path: The slide.
+        csv_mpp: Its mpp from ``--slides-csv``, or None.
+        config: The run's settings.
+        report: Told when a stale lock was taken over.
+    """
+    with slide_lock(Path(config.out), path.stem, COMMAND) as claim:
+        if not claim.held:
+            return None
+        if claim.taken_over:
+            note(report, claim.taken_over)
+        decision = decide_slide(path, csv_mpp, config)
+        return SlideRow.from_record(decision.row, resume="kept") if decision.keep else None
+
+
+def tile_one(path: Path, csv_mpp: float | None, config: TileConfig) -> SlideRow:
+    """One slide under its lock (``runs.locks``): kept (``--resume``, decided under the lock), tiled, or ``locked``.
+
+    Deciding under the lock means a slide another process finished since this run looked at it is kept, not redone.
+    """
     with slide_lock(Path(config.out), path.stem, COMMAND) as claim:
         if not claim.held:
             owner = claim.owner.describe() if claim.owner else "another process"
-            return SlideRow(str(path), "locked", error=f"{path.name}: in progress in another process ({owner})",
-                            resume=resume)
-        row = _tile_one(path, csv_mpp, config, resume)
+            return SlideRow(str(path), "locked", error=f"{path.name}: in progress in another process ({owner})")
+        decision = decide_slide(path, csv_mpp, config) if config.resume else None
+        if decision is not None and decision.keep:
+            return SlideRow.from_record(decision.row, resume="kept")
+        row = _tile_one(path, csv_mpp, config, decision.resume if decision else "")
         if claim.taken_over:
             row.notes = (claim.taken_over, *row.notes)
         return row
@@ -379,6 +404,13 @@ def _record_failure(path: Path, csv_mpp: float | None, config: TileConfig, row: 
     outputs = output_paths(out, path.stem).values()
     record_failure(out, path.stem, COMMAND, outputs, lambda: slide_key(path, csv_mpp, config), row.to_record())
     return row
+
+
+def _manifest_so_far(items: Sequence[tuple[Path, Any]], done: dict[int, SlideRow],
+                     others: dict[str, SlideRow]) -> list[SlideRow]:
+    """A whole run's manifest between slides: this run's rows over the folder's records, the rest ``pending``."""
+    waiting = {p.stem: SlideRow(str(p), "pending") for i, (p, _) in enumerate(items) if i not in done}
+    return list({**waiting, **others, **{Path(r.slide).stem: r for r in done.values()}}.values())
 
 
 def write_manifest(path: Path, rows: Sequence[SlideRow]) -> None:
