@@ -29,7 +29,8 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
-    """The rank among this node's processes: it picks the GPU (``cuda:<local_rank>``)."""
+    """The rank among this node's processes: it picks the GPU (``hardware.rank_gpu``: ``cuda:<local_rank>`` of the
+    GPUs this process sees, ``cuda:0`` when srun gives each task its own)."""
     launcher: str = ""
     """``torchrun``, ``srun`` or empty (a single process)."""
 

@@ -95,3 +95,19 @@ def os_error(exc: OSError, where: str | os.PathLike[str] | None = None, option: 
     else:
         return PathotuneError(f"{shown}: {exc.strerror or type(exc).__name__}", f"check the path, or {choose}")
     return BadInput(problem, fix)
+
+
+_SHOWN = "_pathotune_shown_elsewhere"
+
+
+def shown_elsewhere(exc: BaseException, shown: bool = True) -> BaseException:
+    """Mark ``exc`` as already printed by another process (rank 0 of a torchrun/srun run said it): the command
+    line then exits with its code without printing it again. Returns ``exc``."""
+    if shown:
+        setattr(exc, _SHOWN, True)
+    return exc
+
+
+def was_shown_elsewhere(exc: BaseException) -> bool:
+    """Whether another process already printed ``exc`` (``shown_elsewhere``)."""
+    return bool(getattr(exc, _SHOWN, False))

@@ -77,6 +77,19 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def rank_gpu(local_rank: int) -> str:
+    """This node's GPU for the process of rank ``local_rank`` on it: ``cuda:<local_rank % GPUs visible>``.
+
+    ``cuda:0`` where the process sees one GPU, as each task does under ``srun --gpus-per-task=1`` or
+    ``--gpu-bind=single:1`` (SLURM hides the others), and ``cuda:<local_rank>`` where every process sees every GPU
+    of the node (torchrun).
+    """
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{local_rank % count}" if count else "cuda"
+
+
 def place(device: str = "auto", precision: str = "auto") -> Placement:
     """Resolve ``--device`` and ``--precision`` into a placement, with the reason for the choice."""
     if precision not in PRECISIONS:

@@ -183,3 +183,59 @@ def test_uneven_global_batches_give_every_rank_a_slice_or_nothing() -> None:
     sizes = [[hi - lo for lo, hi in (Dist(0, 4).bounds(n, r) for r in range(4))] for n in (5, 3)]
     assert sizes == [[2, 1, 1, 1], [1, 1, 1, 0]]
     assert np.sum(sizes[1]) == 3
+
+
+_CLI = ("import os, sys\n"
+        "from pathotune_cli.cli.app import main\n"
+        "sys.argv[0] = 'pathotune'\n")
+
+
+@pytest.mark.slow
+def test_a_rank_refusing_before_the_ranks_meet_stops_every_rank_with_its_line(tiles: Path, tmp_path: Path) -> None:
+    (tmp_path / "notadir").write_text("")
+    script = tmp_path / "refuses.py"
+    script.write_text(_CLI + "if os.environ['RANK'] == '1':  # --out not writable from this rank's node\n"
+                             "    sys.argv[sys.argv.index('--out') + 1] = 'notadir/run'\n"
+                             "main()\n")
+    out = tmp_path / "run"
+    done = subprocess.run(_torchrun(str(script), *TUNE, "--data", str(tiles), "--out", str(out)), env=_env(),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert lines == ["error: rank 1 refused to start: --out notadir/run: a part of this path is a file, not a "
+                     "folder; choose another --out, or move the file away"], done.stderr[-3000:]
+    assert "exitcode  : 2" in done.stderr  # rank 0 ended on the refusal (exit 2), not killed mid-wait
+    assert not out.exists()  # rank 0 made it, then removed it empty
+
+
+@pytest.mark.slow
+def test_a_run_another_rank_failed_says_so_in_run_json_for_the_rerun(tiles: Path, tmp_path: Path) -> None:
+    from pathotune_cli.errors import BadInput
+    from pathotune_cli.runs.run_folder import claim
+
+    out = tmp_path / "run"
+    script = tmp_path / "fails.py"
+    script.write_text(_CLI + "import time\n"
+                             "from pathlib import Path\n"
+                             "import pathotune_cli.training.loop as loop\n"
+                             "from pathotune_cli.errors import BadInput\n"
+                             "real = loop.fit\n"
+                             "def fit(*args, **kwargs):\n"
+                             "    while os.environ['RANK'] == '1':  # once rank 0 has started the run folder\n"
+                             f"        if Path({str(out / 'run.json')!r}).exists():\n"
+                             "            raise BadInput('tile 7 of rank 1 does not decode', 'replace it')\n"
+                             "        time.sleep(0.05)\n"
+                             "    time.sleep(120)  # rank 0 busy outside any collective (a long pass of its own)\n"
+                             "    return real(*args, **kwargs)\n"
+                             "loop.fit = fit\n"
+                             "main()\n")
+    done = subprocess.run(_torchrun(str(script), *TUNE, "--data", str(tiles), "--out", str(out)), env=_env(),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode != 0  # the watchdog ended rank 0 mid-sleep: only it could record the failure
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert lines == ["error: rank 1 failed: tile 7 of rank 1 does not decode; replace it"], done.stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"] == "rank 1 failed: tile 7 of rank 1 does not decode; replace it"
+    with pytest.raises(BadInput, match=r"unfinished run \(failed: rank 1 failed: tile 7 of rank 1 does not decode\)"):
+        claim(out, resume=False, force=False)

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,11 +19,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pathotune_cli.errors import PathotuneError, Terminated, os_error
+from pathotune_cli.errors import PathotuneError, Terminated, os_error, was_shown_elsewhere
 from pathotune_cli.files import dumps
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+_errors = Console(stderr=True, highlight=False, soft_wrap=True)
+"""Error lines of a quiet rank (``other_rank``), which keep printing while ``err`` is quiet."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,33 +59,55 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except PathotuneError as exc:
-            if debug_enabled():
+        except BaseException as exc:
+            found = _error_of(exc)
+            if found is None or (debug_enabled() and not isinstance(exc, KeyboardInterrupt)):
                 raise
-            error_line(exc.one_line())
-            raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:  # a file in the way, a read-only disk, no permission, a full disk
-            if debug_enabled():
-                raise
-            mapped = os_error(exc)
-            error_line(mapped.one_line())
-            raise typer.Exit(mapped.exit_code) from None
-        except Terminated:
-            error_line("stopped by SIGTERM (a job's time limit?); finished outputs are kept, rerun with --resume "
-                       "where the command has it")
-            raise typer.Exit(Terminated.exit_code) from None
-        except KeyboardInterrupt:
-            error_line("interrupted; finished outputs are kept, rerun with --resume where the command has it")
-            raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, typer.BadParameter):
-            raise
-        except Exception as exc:  # the last line of defence before a traceback
-            if debug_enabled():
-                raise
-            error_line(f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback")
-            raise typer.Exit(1) from None
+            line, code = found
+            if not was_shown_elsewhere(exc):  # rank 0 of a torchrun/srun run may have printed it already
+                error_line(line)
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error_of(exc: BaseException) -> tuple[str, int] | None:
+    """The one line and exit code for an error (None: let it through, e.g. ``typer.Exit``)."""
+    if isinstance(exc, PathotuneError):
+        return exc.one_line(), exc.exit_code
+    if isinstance(exc, OSError):  # a file in the way, a read-only disk, no permission, a full disk
+        mapped = os_error(exc)
+        return mapped.one_line(), mapped.exit_code
+    if isinstance(exc, Terminated):
+        return ("stopped by SIGTERM (a job's time limit?); finished outputs are kept, rerun with --resume where the "
+                "command has it"), Terminated.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; finished outputs are kept, rerun with --resume where the command has it", 130
+    if isinstance(exc, (typer.Exit, typer.Abort, typer.BadParameter)) or not isinstance(exc, Exception):
+        return None
+    return f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback", 1  # a bug
+
+
+@contextlib.contextmanager
+def other_rank(rank: int) -> Iterator[None]:
+    """Rank ``rank`` (not 0) of a torchrun/srun run: no results, progress or warnings (rank 0 prints those), but
+    its errors still print, one line each, as ``error: rank N: ...`` (an error before the ranks meet is one rank 0
+    cannot tell), except those rank 0 has printed already. Results and warnings print again after the block."""
+    quiet = out.quiet, err.quiet
+    out.quiet = err.quiet = True
+    try:
+        yield
+    except BaseException as exc:
+        found = _error_of(exc)
+        if found is None or debug_enabled():
+            raise
+        line, code = found
+        label = f"rank {rank}: "
+        if not was_shown_elsewhere(exc) and not isinstance(exc, KeyboardInterrupt):  # Ctrl-C reaches every rank
+            _errors.print(Text("error: ", style="bold red") + Text(line if line.startswith(label) else label + line))
+        raise typer.Exit(code) from None
+    finally:
+        out.quiet, err.quiet = quiet
 
 
 def usage_line(exc: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,29 +72,26 @@ def tune(
     """Tune prompts for a task on labelled tiles; writes RUN/prompts.safetensors and the run record.
 
     Under `torchrun --nproc-per-node N -m pathotune_cli tune ...` (or srun) the ranks train together; rank 0
-    alone writes and prints.
+    alone writes and prints, except another rank's errors that rank 0 could not tell (``rank N: ...``).
     """
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import world_from_env
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
     world = world_from_env()
-    if not world.main:  # rank 0 says everything, another rank's failure included
-        render.out.quiet = render.err.quiet = True
-    opts = TuneOptions(
-        preset=preset, data=data, backbone=backbone, method=method, out=out, config=config, sets=tuple(set_ or ()),
-        epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed, precision=precision, device=device,
-        weights=weights, val_data=val_data, tile_prompts=prompts, features=features, folds=folds,
-        skip_bad_slides=skip_bad_slides, download=download,
-    )
-    cfg = resolve_config(opts)
-    with ProgressDisplay(quiet=not world.main) as progress:
-        result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress, world=world)
-    if not world.main:
-        return
-    if json_out:
+    with contextlib.nullcontext() if world.main else render.other_rank(world.rank):  # rank 0 prints the rest
+        opts = TuneOptions(
+            preset=preset, data=data, backbone=backbone, method=method, out=out, config=config,
+            sets=tuple(set_ or ()), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed,
+            precision=precision, device=device, weights=weights, val_data=val_data, tile_prompts=prompts,
+            features=features, folds=folds, skip_bad_slides=skip_bad_slides, download=download,
+        )
+        cfg = resolve_config(opts)
+        with ProgressDisplay(quiet=not world.main) as progress:
+            result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress, world=world)
+    if world.main and json_out:
         emit_json(result.to_dict())
-    else:
+    elif world.main:
         _render(result)
 
 

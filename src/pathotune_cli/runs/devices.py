@@ -58,22 +58,28 @@ def parse_devices(text: str) -> list[str]:
 
 
 def shard_placement(device: str, precision: str, shard: Shard) -> Placement:
-    """``hardware.place``, except that a torchrun/srun rank asking for ``auto`` or ``cuda`` gets its node's GPU."""
-    from pathotune_cli.hardware import place
+    """``hardware.place``, except that a torchrun/srun rank asking for ``auto`` or ``cuda`` gets its node's GPU.
+
+    That GPU is ``hardware.rank_gpu``'s (``cuda:0`` where SLURM shows each task one GPU).
+    """
+    from pathotune_cli.hardware import place, rank_gpu
 
     placement = place(device, precision)
     if shard.local_rank is not None and device in ("auto", "cuda") and placement.device == "cuda":
-        placement = dataclasses.replace(placement, device=f"cuda:{shard.local_rank}")
+        placement = dataclasses.replace(placement, device=rank_gpu(shard.local_rank))
     return placement
 
 
 def rank_placement(device: str, precision: str, preset_precision: str, world: Any) -> Placement:
-    """``tune``'s device and precision; under several ranks, ``cuda`` means this node's GPU for this rank."""
-    from pathotune_cli.hardware import place
+    """``tune``'s device and precision; under several ranks, ``cuda`` means this node's GPU for this rank.
+
+    That GPU is ``hardware.rank_gpu``'s (``cuda:0`` where SLURM shows each task one GPU).
+    """
+    from pathotune_cli.hardware import place, rank_gpu
 
     placement = place(device, precision if precision != "auto" else preset_precision)
     if world.distributed and placement.device == "cuda":
-        placement = dataclasses.replace(placement, device=f"cuda:{world.local_rank}")
+        placement = dataclasses.replace(placement, device=rank_gpu(world.local_rank))
     return placement
 
 

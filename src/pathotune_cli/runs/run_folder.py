@@ -87,14 +87,23 @@ def failure_recorded(out: Path) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        record = read_run_record(out)
-        if record is not None and record.get("status") == "running" and record.get("pid") == os.getpid():
-            record.update(status="failed", error=_one_line(exc), ended=_now())
-            try:
-                write_json(out / RUN_RECORD, record)
-            except OSError:  # the disk that failed the run may refuse this too: the status stays "running"
-                pass
+        mark_failed(out, _one_line(exc))
         raise
+
+
+def mark_failed(out: Path, error: str) -> None:
+    """``run.json`` says ``failed`` with ``error``, where this process's run wrote it and it still says ``running``.
+
+    A run that another rank's failure stops (the watchdog ends this process at once) calls this first, so that the
+    rerun names that error instead of an unfinished ``running`` run.
+    """
+    record = read_run_record(out)
+    if record is not None and record.get("status") == "running" and record.get("pid") == os.getpid():
+        record.update(status="failed", error=error, ended=_now())
+        try:
+            write_json(out / RUN_RECORD, record)
+        except OSError:  # the disk that failed the run may refuse this too: the status stays "running"
+            pass
 
 
 def mark_finished(out: Path, seconds: float) -> None:

@@ -8,6 +8,7 @@ validation report, the prompt file).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -188,47 +189,84 @@ def tune_run(
         report: Receives progress events (on rank 0 only).
         world: This process's rank under ``torchrun``/``srun`` (``cluster.world_from_env``; None: one process).
             Every rank trains its slice of each global batch; rank 0 alone writes and reports. Every rank checks
-            the folder before any writes (rank 0 writes only after the ranks first meet).
+            the folder before any writes (rank 0 writes only after the ranks first meet); a rank whose checks
+            fail still meets the others, and then every rank stops with its error (rank 0 prints it). When another
+            rank's failure stops the run, rank 0 marks ``run.json`` ``failed`` with that rank's error first.
 
     Raises:
         BadInput: missing weights, bad data, an output folder that cannot be written, a run in the way
             (finished, unfinished without ``resume``/``force``, or still going), a checkpoint of other settings.
     """
-    from pathotune_cli.backbones import resolve_weights
-    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
     from pathotune_cli.runs import run_folder
 
     world = world or World()
     report = report if world.main else ignore
-    resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
-    _check_kernel_pin(config)
     started = time.time()
     out = Path(config.out)
+    existed = out.exists()
+    refused = _checked(lambda: _check_before_start(config, out, resume, force, allow_download, world), world)
+
+    def stopped(line: str) -> None:  # the ranks stop at once: run.json says why, and an empty folder goes
+        run_folder.mark_failed(out, line)
+        _remove_if_empty(out, existed)
+
+    try:
+        if config.task.level == "slide":
+            from pathotune_cli.runs.tune_slides import tune_slides
+
+            return tune_slides(config, resume=resume, allow_download=allow_download, report=report, world=world,
+                               refused=refused, on_failure=stopped)
+        with run_folder.failure_recorded(out):
+            result = _tune_in(out, config, resume, allow_download, report, started, world, refused, stopped)
+    except BaseException:
+        _remove_if_empty(out, existed)  # refused before it wrote anything: no empty folder
+        raise
+    if world.main:
+        run_folder.mark_finished(out, result.seconds)
+    return result
+
+
+def _check_before_start(config: RunConfig, out: Path, resume: bool, force: bool, allow_download: bool,
+                        world: World) -> None:
+    """What every rank checks before any work: weights, kernel pin, the folder's run, ``--out`` writable."""
+    from pathotune_cli.backbones import resolve_weights
+    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
+    from pathotune_cli.runs import run_folder
+
+    resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
+    _check_kernel_pin(config)
     slides = config.task.level == "slide"  # its own run folder (folds); the checks up front are the same
     if not slides:
         run_folder.claim(out, resume=resume, force=force)
     if resume and not slides:
         _require_same_settings(out, config)
-    existed = out.exists()
     prepare_output_folder(out, "--out")
     if world.main:
         remove_stale_temporaries(out)
         if force:
             run_folder.clear(out)
-    try:
-        if slides:
-            from pathotune_cli.runs.tune_slides import tune_slides
 
-            return tune_slides(config, resume=resume, allow_download=allow_download, report=report, world=world)
-        with run_folder.failure_recorded(out):
-            result = _tune_in(out, config, resume, allow_download, report, started, world)
-    except BaseException:
-        if world.main and not existed and not any(out.iterdir()):  # refused before it wrote anything: no empty folder
+
+def _checked(check: Any, world: World) -> Exception | None:
+    """Run ``check``; under several ranks, return its error instead of raising it.
+
+    The ranks then meet and all stop, rank 0 naming the error: a rank that ended alone would leave the others
+    waiting for it (srun) or be reported by torchrun without its line.
+    """
+    try:
+        check()
+    except Exception as exc:
+        if not world.distributed:
+            raise
+        return exc
+    return None
+
+
+def _remove_if_empty(out: Path, existed: bool) -> None:
+    """Remove the run folder this run made when nothing was written into it (another rank may have already)."""
+    if not existed and out.is_dir() and not any(out.iterdir()):
+        with contextlib.suppress(OSError):
             out.rmdir()
-        raise
-    if world.main:
-        run_folder.mark_finished(out, result.seconds)
-    return result
 
 
 def _check_kernel_pin(config: RunConfig) -> None:
@@ -242,13 +280,17 @@ def _check_kernel_pin(config: RunConfig) -> None:
 
 
 def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, report: Reporter,
-             started: float, world: World) -> TuneResult:
-    """Join the other ranks (if any), then load, build, fit (every rank) and finish (rank 0) in a claimed folder."""
+             started: float, world: World, refused: Exception | None, stopped: Any) -> TuneResult:
+    """Join the other ranks (if any), then load, build, fit (every rank) and finish (rank 0) in a claimed folder.
+
+    ``refused``: this rank's error from the checks (every rank stops once the ranks meet); ``stopped``: what rank 0
+    does with the error line before another rank's failure ends it.
+    """
     from pathotune_cli.runs.devices import rank_placement
     from pathotune_cli.training.distributed import session
 
     placement = rank_placement(config.device, config.precision, config.backbone.precision, world)
-    with session(world, placement.device) as dist:
+    with session(world, placement.device, refused=refused, on_failure=stopped) as dist:
         return _tune_tiles(config, out, placement, resume, allow_download, report, dist, started)
 
 

@@ -43,11 +43,13 @@ class _Encoder:
 
 
 def tune_slides(config: RunConfig, *, resume: bool = False, allow_download: bool = False,
-                report: Reporter = ignore, world: World | None = None) -> TuneResult:
+                report: Reporter = ignore, world: World | None = None, refused: Exception | None = None,
+                on_failure: Any = None) -> TuneResult:
     """Tune a slide-level model and write the run folder (or one per fold with ``folds``).
 
     ``world``: the ranks under ``torchrun`` (end to end only; aggregator-only tuning runs on rank 0 and the other
-    ranks return at once with ``epochs_run`` 0).
+    ranks return at once with ``epochs_run`` 0). ``refused`` and ``on_failure``: as ``training.distributed.session``
+    takes them (this rank's error from the checks before the run; what rank 0 does before another rank stops it).
 
     Raises:
         BadInput: bad slides CSV rows, features of another backbone, unreadable slides without
@@ -64,6 +66,8 @@ def tune_slides(config: RunConfig, *, resume: bool = False, allow_download: bool
         raise BadInput(f"{out} already holds a finished run", "choose another --out, or pass --resume to continue it")
     aggregator_only = bool(config.tile_prompts) or config.prompt.method == "linear"
     if world.distributed and aggregator_only:
+        if refused is not None:  # no rank waits for another here
+            raise refused
         if not world.main:
             return _idle_rank(config, world)
         note(report, f"aggregator-only tuning runs on rank 0 alone (the other {world.size - 1} rank(s) stop): "
@@ -71,7 +75,7 @@ def tune_slides(config: RunConfig, *, resume: bool = False, allow_download: bool
         world = World()
     slides = read_slide_table(config.data, config.task, config.features, lambda text: warn(report, text))
     placement = rank_placement(config.device, config.precision, config.backbone.precision, world)
-    with session(world, placement.device) as dist:
+    with session(world, placement.device, refused=refused, on_failure=on_failure) as dist:
         if dist.size > config.mil.slides_per_step:
             warn(report, f"mil.slides_per_step {config.mil.slides_per_step} < {dist.size} ranks: some ranks idle "
                          f"every step; --set mil.slides_per_step={dist.size} averages {dist.size} slides per step")

@@ -17,7 +17,8 @@ DDP does, without the overlap with backward that pays only for large trainable m
 Failures: a rank whose run raises records its error in the rendezvous store; a watchdog thread in every rank
 polls it, and rank 0 prints one line naming the rank and its error before every rank stops. Ranks also leave a
 heartbeat there, so a collective broken by a rank that vanished (killed, out of memory) names that rank too.
-gloo on CPUs, nccl on GPUs.
+A rank whose checks failed before the run joins all the same, and every rank stops at the first meeting
+(``training.ready``). gloo on CPUs, nccl on GPUs.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ import contextlib
 import datetime
 import hashlib
 import os
-import re
+import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pathotune_cli.cluster import World
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.errors import BadInput, PathotuneError, shown_elsewhere
+from pathotune_cli.training.ready import PREFIX, all_ready, describe_error, first_line
 
 COLLECTIVE_TIMEOUT_S = 1800
 """How long a collective waits for the other ranks (a slow validation pass on rank 0 must fit)."""
@@ -45,7 +47,6 @@ POLL_S = 0.5
 """How often the watchdog looks for another rank's failure and leaves its heartbeat."""
 SILENT_AFTER_S = 120.0
 """A rank without a heartbeat this long, not finished and not failed, has stopped: rank 0 says so and stops."""
-_PREFIX = "pathotune/"
 
 
 @dataclass
@@ -149,12 +150,12 @@ class Dist:
             if isinstance(exc, PathotuneError) or not _is_comm_error(exc):
                 raise
             told = self._watchdog.reported() if self._watchdog is not None else None
-            if told is not None:  # the collective broke because that rank failed and left
-                raise PathotuneError(told) from None
+            if told is not None:  # the collective broke because that rank failed and left: rank 0's watchdog said so
+                raise shown_elsewhere(PathotuneError(told), self.rank != 0 or self._watchdog.said) from None
             who = self._watchdog.blame() if self._watchdog is not None else []
             blame = ", ".join(f"rank {r}" for r in who) or "another rank"
             raise PathotuneError(
-                f"rank {self.rank}: {blame} stopped during training ({_first_line(exc)})",
+                f"rank {self.rank}: {blame} stopped during training ({first_line(exc)})",
                 "its own log says why (torchrun's summary names its exit code); rerun with --resume",
             ) from None
 
@@ -187,17 +188,26 @@ def state_digest(tensors: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def session(world: World, device: str) -> Iterator[Dist]:
+def session(world: World, device: str, *, refused: BaseException | None = None,
+            on_failure: Callable[[str], None] | None = None) -> Iterator[Dist]:
     """Join the other ranks for one run (a single process gets ``SINGLE``); leave cleanly, or stop them all.
 
     Args:
         world: This process's rank and the run's size (``cluster.world_from_env``).
-        device: The run's device: ``cuda...`` picks nccl and this node's GPU ``cuda:<local_rank>``, else gloo.
+        device: The run's device: ``cuda...`` picks nccl and this node's GPU (``cuda:N`` as given, else
+            ``hardware.rank_gpu``), else gloo.
+        refused: This rank's error from its checks before the run (weights, ``--out``): it still joins, so that
+            every rank stops at once and rank 0 prints the line, instead of the others waiting for it.
+        on_failure: Called with the one-line error before the ranks stop for a refusal (on every rank) or before
+            the watchdog ends rank 0 for another rank's failure, so the run folder can say so.
 
     Raises:
         BadInput: srun started the ranks but ``MASTER_ADDR``/``MASTER_PORT`` are not set.
+        PathotuneError: Some rank refused to start (its error, on the ranks that did not refuse).
     """
     if not world.distributed:
+        if refused is not None:
+            raise refused
         yield SINGLE
         return
     import torch
@@ -209,19 +219,22 @@ def session(world: World, device: str) -> Iterator[Dist]:
                        "export MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1) "
                        "MASTER_PORT=29500 before srun (torchrun sets both itself)")
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    here_device = collective_device(device, world.local_rank)
     if backend == "nccl":
-        torch.cuda.set_device(world.local_rank)
+        torch.cuda.set_device(torch.device(here_device))
     store, rank, size = next(dist.rendezvous("env://", rank=world.rank, world_size=world.size,
                                              timeout=datetime.timedelta(seconds=RENDEZVOUS_TIMEOUT_S)))
+    all_ready(store, rank, size, refused, on_failure, linger=world.launcher == "torchrun")
     dist.init_process_group(backend, store=store, rank=rank, world_size=size,
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
-    watchdog = _Watchdog(store, rank, size)
-    here = Dist(rank, size, backend, f"cuda:{world.local_rank}" if backend == "nccl" else "cpu", watchdog)
+    watchdog = _Watchdog(store, rank, size, on_failure)
+    here = Dist(rank, size, backend, here_device, watchdog)
     watchdog.start()
+    terminate = _launcher_owns_sigterm()
     try:
         yield here
     except BaseException as exc:
-        watchdog.fail(exc)
+        shown_elsewhere(exc, watchdog.fail(exc))
         raise
     else:
         watchdog.finish()
@@ -229,16 +242,40 @@ def session(world: World, device: str) -> Iterator[Dist]:
         watchdog.stop()
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def _launcher_owns_sigterm() -> Any:
+    """While the ranks train, SIGTERM ends a rank at once (the default), not as ``errors.Terminated``: torchrun and
+    srun stop the other ranks with it as soon as one fails, and the line to read is the failing rank's, which the
+    watchdog has printed and recorded. Returns the handler to put back (None where it cannot be changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def collective_device(device: str, local_rank: int) -> str:
+    """Where a rank's collective tensors live: ``cpu`` for gloo; for nccl the run's GPU, ``cuda:N`` as given or
+    this node's GPU for ``local_rank`` (``hardware.rank_gpu``: ``cuda:0`` where SLURM shows each task one GPU)."""
+    from pathotune_cli.hardware import rank_gpu
+
+    if not device.startswith("cuda"):
+        return "cpu"
+    return device if ":" in device else rank_gpu(local_rank)
 
 
 class _Watchdog(threading.Thread):
     """Heartbeats into the rendezvous store, and a stop for every rank when one of them failed."""
 
-    def __init__(self, store: Any, rank: int, size: int) -> None:
+    def __init__(self, store: Any, rank: int, size: int, on_failure: Callable[[str], None] | None = None) -> None:
         super().__init__(name="pathotune-watchdog", daemon=True)
         self.store, self.rank, self.size = store, rank, size
+        self.on_failure = on_failure
         self.stopped = threading.Event()
         self.failing = False
+        self.said = False
+        """This rank printed another rank's failure (rank 0, before it stops)."""
         self.started_at = time.time()
 
     def run(self) -> None:
@@ -246,8 +283,8 @@ class _Watchdog(threading.Thread):
         while not self.stopped.wait(POLL_S):
             polls += 1
             try:
-                self.store.set(f"{_PREFIX}alive/{self.rank}", str(time.time()))
-                failures = self.store.add(f"{_PREFIX}failures", 0)
+                self.store.set(f"{PREFIX}alive/{self.rank}", str(time.time()))
+                failures = self.store.add(f"{PREFIX}failures", 0)
                 if failures and not self.failing:
                     self._stop_for(self._failure())
                 silent = self.silent_ranks() if self.rank == 0 and polls % 20 == 0 else []
@@ -257,29 +294,34 @@ class _Watchdog(threading.Thread):
             except Exception as exc:  # the store is gone: rank 0 (which hosts it under srun) or the agent died
                 if self.stopped.is_set() or self.failing:
                     return
-                self._stop_for((1, f"rank {self.rank}: lost the other ranks ({_first_line(exc)})", None), anyway=True)
+                self._stop_for((1, f"rank {self.rank}: lost the other ranks ({first_line(exc)})", None), anyway=True)
 
-    def fail(self, exc: BaseException, patience_s: float = 5.0) -> None:
+    def fail(self, exc: BaseException, patience_s: float = 5.0) -> bool:
         """This rank's run raised: tell the others, and (not rank 0, which prints its own error) wait until rank 0
-        has printed it, since torchrun stops every rank as soon as this one ends."""
+        has printed it, since torchrun stops every rank as soon as this one ends. Returns whether rank 0 did."""
         self.failing = True
-        code = getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1)
-        text = exc.one_line() if isinstance(exc, PathotuneError) else f"{type(exc).__name__}: {_first_line(exc)}"
+        code, text = describe_error(exc)
         with contextlib.suppress(Exception):
-            self.store.set(f"{_PREFIX}failed/{self.rank}", f"{code}|{text}")
-            self.store.add(f"{_PREFIX}failures", 1)
+            self.store.set(f"{PREFIX}failed/{self.rank}", f"{code}|{text}")
+            self.store.add(f"{PREFIX}failures", 1)
             deadline = time.time() + patience_s
             while self.rank != 0 and not self._has(f"told/{self.rank}") and time.time() < deadline:
                 time.sleep(POLL_S / 5)
+            return self.rank != 0 and self._has(f"told/{self.rank}")
+        return False
 
     def finish(self) -> None:
         """This rank ended well: its silence from now on is not a failure."""
         with contextlib.suppress(Exception):
-            self.store.set(f"{_PREFIX}done/{self.rank}", "1")
+            self.store.set(f"{PREFIX}done/{self.rank}", "1")
 
     def stop(self) -> None:
-        """End the thread (before the process group goes)."""
+        """End the thread and wait for it, before the process group and its store go: a thread still inside a
+        store call when they are destroyed (or when the interpreter exits) aborts the process with
+        "terminate called without an active exception"."""
         self.stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=10 * POLL_S)
 
     def silent_ranks(self, longer_than: float = SILENT_AFTER_S) -> list[int]:
         """Ranks neither finished nor failed whose last heartbeat is older than ``longer_than`` seconds."""
@@ -287,7 +329,7 @@ class _Watchdog(threading.Thread):
         for r in range(self.size):
             if r == self.rank or self._has(f"done/{r}") or self._has(f"failed/{r}"):
                 continue
-            seen = float(self.store.get(f"{_PREFIX}alive/{r}")) if self._has(f"alive/{r}") else self.started_at
+            seen = float(self.store.get(f"{PREFIX}alive/{r}")) if self._has(f"alive/{r}") else self.started_at
             if now - seen > longer_than:
                 silent.append(r)
         return silent
@@ -309,12 +351,12 @@ class _Watchdog(threading.Thread):
             return []
 
     def _has(self, key: str) -> bool:
-        return bool(self.store.check([_PREFIX + key]))
+        return bool(self.store.check([PREFIX + key]))
 
     def _failure(self) -> tuple[int, str, int | None]:
         for r in range(self.size):
             if r != self.rank and self._has(f"failed/{r}"):
-                code, _, text = self.store.get(f"{_PREFIX}failed/{r}").decode().partition("|")
+                code, _, text = self.store.get(f"{PREFIX}failed/{r}").decode().partition("|")
                 return int(code), f"rank {r} failed: {text}", r
         return 1, "another rank failed", None
 
@@ -322,7 +364,7 @@ class _Watchdog(threading.Thread):
         """Give a failing rank a moment to end first, so torchrun's summary names it as the root cause."""
         deadline = time.time() + patience_s
         while time.time() < deadline:
-            seen = float(self.store.get(f"{_PREFIX}alive/{rank}")) if self._has(f"alive/{rank}") else 0.0
+            seen = float(self.store.get(f"{PREFIX}alive/{rank}")) if self._has(f"alive/{rank}") else 0.0
             if time.time() - seen > 3 * POLL_S:
                 time.sleep(2 * POLL_S)
                 return
@@ -332,13 +374,17 @@ class _Watchdog(threading.Thread):
         """Rank 0 (or any rank, ``anyway``) prints the line; then this process ends, even mid-collective
         (after the failing rank, so that torchrun's summary names it as the root cause)."""
         code, line, culprit = failure
+        if self.rank == 0 and self.on_failure is not None:  # run.json says why, not "running"
+            with contextlib.suppress(Exception):
+                self.on_failure(line)
         if self.rank == 0 or anyway:
             sys.stderr.write(f"error: {line}\n")
+            self.said = True
         sys.stderr.flush()
         sys.stdout.flush()
         if culprit is not None and self.rank == 0:
             with contextlib.suppress(Exception):
-                self.store.set(f"{_PREFIX}told/{culprit}", "1")
+                self.store.set(f"{PREFIX}told/{culprit}", "1")
         if culprit is not None:
             with contextlib.suppress(Exception):
                 self._let_go(culprit)
@@ -351,12 +397,3 @@ def _is_comm_error(exc: BaseException) -> bool:
     error = getattr(dist, "DistError", ())
     text = str(exc)
     return isinstance(exc, error) or any(w in text for w in ("Gloo", "gloo", "NCCL", "Connection closed", "timed out"))
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first sentence of an error, without gloo's source location (``[.../pair.cc:545] Read error ...``)."""
-    lines = str(exc).strip().splitlines()
-    if not lines:
-        return type(exc).__name__
-    text = re.sub(r"^\[[^\]]*\.(cpp|cc|h):\d+\]\s*", "", lines[0])
-    return text.split(". ")[0][:300]
