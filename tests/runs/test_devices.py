@@ -41,3 +41,30 @@ def test_a_gpu_named_by_index_and_the_cpu_stay_as_given(monkeypatch: pytest.Monk
     assert rank_placement("cpu", "fp32", "auto", world).device == "cpu"
     assert collective_device("cpu", 1) == "cpu"
     assert collective_device("cuda:0", 1) == "cuda:0"
+
+
+def test_a_worker_whose_gpu_fails_to_start_reports_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA start-up failure in a --devices worker is its one line to the parent, not a traceback."""
+    from dataclasses import dataclass
+
+    import torch
+
+    from pathotune_cli.runs import devices
+
+    @dataclass(frozen=True)
+    class Opts:
+        device: str = "cuda:1"
+
+    def broken(index: int) -> None:
+        raise RuntimeError("CUDA error: invalid device ordinal\nCUDA kernel errors might be asynchronously reported")
+
+    monkeypatch.setattr(torch.cuda, "set_device", broken)
+    sent: list = []
+
+    class Events:
+        def put(self, item: object) -> None:
+            sent.append(item)
+
+    devices._work("predict", Opts(), Events(), 3, 0)
+    assert sent == [("error", 3, (1, "internal error in the worker on cuda:1: RuntimeError: CUDA error: invalid "
+                                     "device ordinal"))]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pathotune_cli.cluster import Shard
-from pathotune_cli.errors import BadInput, PathotuneError
+from pathotune_cli.errors import BadInput, PathotuneError, os_error
 from pathotune_cli.events import Message, Reporter, SlideDone, SlidesStarted, ignore
 from pathotune_cli.hardware import Placement
 
@@ -185,15 +185,24 @@ def _work(command: str, opts: Any, events: Any, slot: int, threads: int) -> None
     if threads:
         torch.set_num_threads(threads)
     device = getattr(opts, "device", "cpu")
-    if device.startswith("cuda"):
-        torch.cuda.set_device(int(device.split(":")[1]))
     try:
+        if device.startswith("cuda"):  # inside the try: a GPU that fails to start is this worker's one line
+            torch.cuda.set_device(int(device.split(":")[1]))
         result = _run_function(command)(opts, lambda event: events.put(("event", slot, event)))
         events.put(("result", slot, result))
     except PathotuneError as exc:
         events.put(("error", slot, (exc.exit_code, exc.one_line())))
-    except BaseException as exc:  # a worker reports whatever stopped it, then ends
-        events.put(("error", slot, (1, f"internal error: {type(exc).__name__}: {exc}")))
+    except OSError as exc:
+        mapped = os_error(exc)
+        events.put(("error", slot, (mapped.exit_code, mapped.one_line())))
+    except BaseException as exc:  # a worker reports whatever stopped it (CUDA errors are RuntimeErrors), then ends
+        events.put(("error", slot, (1, f"internal error in the worker on {device}: {type(exc).__name__}: "
+                                       f"{_first_line(exc)}")))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _gpu_count() -> int:
