@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 
 class Terminated(KeyboardInterrupt):
@@ -60,6 +61,30 @@ class MissingDependency(BadInput):
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """Errors of a run that failed midway (exit 1): the disk or the quota filled up while it wrote."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (a library's error can run to many lines), without a C++ source
+    location in front (gloo's ``[.../pair.cc:545] Read error ...``), ``limit`` characters at most."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return re.sub(r"^\[[^\]]*\.(cpp|cc|h):\d+\]\s*", "", lines[0])[:limit]
+
+
+def describe(exc: BaseException, where: str | os.PathLike[str] | None = None) -> tuple[int, str]:
+    """An error's exit code and one line: ours as they are, an ``OSError`` naming its path (``where`` when it
+    carries none) and the fix, an interruption, else ``internal error: ...`` (a bug)."""
+    if isinstance(exc, PathotuneError):
+        return exc.exit_code, exc.one_line()
+    if isinstance(exc, OSError):
+        mapped = os_error(exc, where)
+        return mapped.exit_code, mapped.one_line()
+    if isinstance(exc, Terminated):
+        return Terminated.exit_code, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    return 1, f"internal error: {type(exc).__name__}: {first_line(exc)}"
 
 
 def os_error(exc: OSError, where: str | os.PathLike[str] | None = None, option: str = "") -> PathotuneError:

@@ -33,8 +33,6 @@ from pathotune_cli.errors import BadInput
 from pathotune_cli.files import cache_dir, read_json_cache, update_json_cache
 
 ATTENTION = ("fused", "plain")
-WEIGHTS = ("fp32", "bf16", "fp16")
-PASSES = ("inference", "training")
 CALIBRATION_BATCH = 4
 CALIBRATION_REPEATS = 2
 """Small, because it runs once per machine and backbone (a ViT-g on a CPU takes about a second an image); the
@@ -73,10 +71,9 @@ def check_pinned_weights(pinned: KernelSpec, precision: str) -> None:
     Raises:
         BadInput: e.g. ``weights=bf16`` under fp32, naming the fix.
     """
-    if pinned.weights not in ("auto", "fp32") and pinned.weights != precision:
-        raise BadInput(f"kernels weights={pinned.weights} store the frozen weights for {pinned.weights} autocast, "
-                       f"and this run's precision is {precision}",
-                       f"add --precision {pinned.weights}, or pin weights=fp32 or auto")
+    mismatch = pinned.precision_mismatch(precision)
+    if mismatch:
+        raise BadInput(*mismatch)
 
 
 def choose(backbone: Any, placement: Any, pass_: str, pinned: KernelSpec | None = None,

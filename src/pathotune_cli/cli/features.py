@@ -21,6 +21,7 @@ from pathotune_cli.cli.options import (
     TissueChoice,
     TissueOpt,
     WeightsOpt,
+    device_workers,
 )
 from pathotune_cli.cli.render import emit_json, table, user_errors
 
@@ -57,11 +58,10 @@ def features(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.devices import parse_devices, run_slides
+    from pathotune_cli.runs.devices import run_slides
     from pathotune_cli.runs.features import FeaturesOptions
 
-    if devices is not None and device != "auto":
-        raise typer.BadParameter("--devices starts one worker per device; leave out --device")
+    workers_on = device_workers(devices, device)
     opts = FeaturesOptions(
         slides=tuple(slides or ()), slides_csv=slides_csv, out=output_folder("features", out), prompts=prompts,
         backbone=backbone, weights=weights, mpp=mpp, tile_size=tile_size, batch_size=batch_size,
@@ -69,7 +69,7 @@ def features(
         resume=resume, kernels=kernels, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = run_slides("features", opts, parse_devices(devices) if devices is not None else None, progress)
+        result = run_slides("features", opts, workers_on, progress)
     if json_out:
         emit_json(result.to_dict())
     else:

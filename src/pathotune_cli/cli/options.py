@@ -78,6 +78,22 @@ PromptsOpt = Annotated[
 ]
 
 
+def device_workers(devices: str | None, device: str = "auto") -> list[str] | None:
+    """``--devices`` as the list of worker devices (None: run in this process); with ``--device`` it is refused.
+
+    Raises:
+        typer.BadParameter: both ``--devices`` and ``--device`` were given.
+        BadInput: an entry of ``--devices`` is not a device here (``runs.devices.parse_devices``).
+    """
+    if devices is None:
+        return None
+    if device != "auto":
+        raise typer.BadParameter("--devices starts one worker per device; leave out --device")
+    from pathotune_cli.runs.devices import parse_devices
+
+    return parse_devices(devices)
+
+
 def choose_prompts(option: Path | None, positionals: list[Path]) -> tuple[Path, list[Path]]:
     """The prompt file of a command, and its other positional arguments.
 

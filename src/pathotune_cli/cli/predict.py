@@ -25,6 +25,7 @@ from pathotune_cli.cli.options import (
     UncalibratedOpt,
     WeightsOpt,
     choose_prompts,
+    device_workers,
 )
 from pathotune_cli.cli.render import emit_json, info, table, user_errors
 
@@ -94,11 +95,10 @@ def predict(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.devices import parse_devices, run_slides
+    from pathotune_cli.runs.devices import run_slides
     from pathotune_cli.runs.predict import PredictOptions
 
-    if devices is not None and device != "auto":
-        raise typer.BadParameter("--devices starts one worker per device; leave out --device")
+    workers_on = device_workers(devices, device)
     prompts, rest = choose_prompts(prompts, list(inputs or []))
     opts = PredictOptions(
         prompts=prompts, inputs=tuple(rest), out=output_folder("predict", out), batch_size=batch_size,
@@ -108,7 +108,7 @@ def predict(
         explain_top=explain_top, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = run_slides("predict", opts, parse_devices(devices) if devices is not None else None, progress)
+        result = run_slides("predict", opts, workers_on, progress)
     if json_out:
         emit_json(result.to_dict())
     else:

@@ -18,6 +18,7 @@ from pathotune_cli.cli.options import (
     TissueChoice,
     TissueGeojsonOpt,
     TissueOpt,
+    device_workers,
 )
 from pathotune_cli.cli.render import emit_json, table, user_errors
 from pathotune_cli.errors import BadInput
@@ -88,7 +89,7 @@ def tile(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.devices import parse_devices, run_slides
+    from pathotune_cli.runs.devices import run_slides
     from pathotune_cli.runs.tile import TileConfig
 
     if mpp is not None and mag is not None:
@@ -115,7 +116,7 @@ def tile(
         shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = run_slides("tile", config, parse_devices(devices) if devices is not None else None, progress)
+        result = run_slides("tile", config, device_workers(devices), progress)
     if json_out:
         emit_json(result.to_dict())
     else:

@@ -149,6 +149,14 @@ class KernelSpec(Strict):
     """``bf16`` / ``fp16``: frozen Linear weights stored in that dtype (only under the same autocast precision;
     under another precision the pin is refused)."""
 
+    def precision_mismatch(self, precision: str) -> tuple[str, str] | None:
+        """(problem, fix) when frozen weights are pinned to a dtype that ``precision``'s autocast does not compute
+        in (``auto`` precision is not known yet: None), else None."""
+        if self.weights in ("auto", "fp32") or precision in ("auto", self.weights):
+            return None
+        return (f"kernels weights={self.weights} store the frozen weights for {self.weights} autocast, and this "
+                f"run's precision is {precision}", f"add --precision {self.weights}, or pin weights=fp32 or auto")
+
     @classmethod
     def parse(cls, spec: str | None) -> KernelSpec:
         """``auto``, ``plain``, ``fused``, ``bf16``, ``fp16``, ``fp32``, or ``attention=plain,weights=bf16``.
@@ -215,11 +223,10 @@ class RunConfig(Strict):
     def _stored_weights_match_precision(self) -> RunConfig:
         """A pin of stored bf16/fp16 weights under another explicit precision is refused before the run starts
         (under ``auto`` it is checked once the precision is known, ``backbones.kernels.candidates``)."""
-        stored = self.runtime.kernels.weights
-        precision = self.precision if self.precision != "auto" else self.backbone.precision
-        if stored in ("bf16", "fp16") and precision not in ("auto", stored):
-            raise ValueError(f"kernels weights={stored} store the frozen weights for {stored} autocast, and this "
-                             f"run's precision is {precision}; add --precision {stored}, or pin weights=fp32 or auto")
+        mismatch = self.runtime.kernels.precision_mismatch(
+            self.precision if self.precision != "auto" else self.backbone.precision)
+        if mismatch:
+            raise ValueError("; ".join(mismatch))
         return self
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from pathotune_cli.engine.model import PromptedModel
-from pathotune_cli.errors import MissingDependency, PathotuneError
+from pathotune_cli.errors import MissingDependency, PathotuneError, first_line
 
 FORMATS = ("onnx", "torchscript", "pt2", "wsinfer")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2", "wsinfer": ""}
@@ -280,12 +280,6 @@ def _missing(name: str) -> bool:
     if name in sys.modules:
         return sys.modules[name] is None
     return importlib.util.find_spec(name) is None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (200 characters at most), or its type's name."""
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

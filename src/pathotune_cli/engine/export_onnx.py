@@ -25,13 +25,12 @@ from pathotune_cli.engine.export import (
     INPUT_NAME,
     ExportModule,
     example_tiles,
-    first_line,
     float_range_message,
     input_rule,
     quiet,
     require_packages,
 )
-from pathotune_cli.errors import PathotuneError
+from pathotune_cli.errors import PathotuneError, first_line
 from pathotune_cli.files import Staging, remove, temp_path
 
 EXTERNAL_DATA_BYTES = 1536 * 1024**2

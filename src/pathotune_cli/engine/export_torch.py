@@ -21,12 +21,11 @@ from pathotune_cli.engine.export import (
     HEADER_KEY,
     ExportModule,
     example_tiles,
-    first_line,
     float_range_message,
     input_rule,
     quiet,
 )
-from pathotune_cli.errors import PathotuneError
+from pathotune_cli.errors import PathotuneError, first_line
 from pathotune_cli.files import atomic_write
 
 _MAX_BATCH = 65536

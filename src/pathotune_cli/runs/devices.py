@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pathotune_cli.cluster import Shard
-from pathotune_cli.errors import BadInput, PathotuneError, os_error
+from pathotune_cli.errors import BadInput, PathotuneError, first_line, os_error
 from pathotune_cli.events import Message, Reporter, SlideDone, SlidesStarted, ignore
 from pathotune_cli.hardware import Placement
 
@@ -197,12 +197,7 @@ def _work(command: str, opts: Any, events: Any, slot: int, threads: int) -> None
         events.put(("error", slot, (mapped.exit_code, mapped.one_line())))
     except BaseException as exc:  # a worker reports whatever stopped it (CUDA errors are RuntimeErrors), then ends
         events.put(("error", slot, (1, f"internal error in the worker on {device}: {type(exc).__name__}: "
-                                       f"{_first_line(exc)}")))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+                                       f"{first_line(exc)}")))
 
 
 def _gpu_count() -> int:

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.cluster import WHOLE, Shard, parse_shard
-from pathotune_cli.errors import BadInput, PathotuneError, os_error
+from pathotune_cli.cluster import WHOLE, Shard
+from pathotune_cli.errors import BadInput, describe
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths, kernel_spec
 
@@ -54,8 +54,6 @@ class FeaturesOptions:
     def __post_init__(self) -> None:
         """One encoder, some slides, usable numbers."""
         coerce_paths(self)
-        if isinstance(self.shard, str):
-            object.__setattr__(self, "shard", parse_shard(self.shard))
         kernel_spec(self.kernels)
         if (self.prompts is None) == (self.backbone is None):
             raise BadInput("give the encoder: --prompts FILE or --backbone NAME (one of them)",
@@ -207,12 +205,8 @@ def _features_one(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_m
                "seconds": round(time.time() - started, 2), "error": ""}
         write_record(out, path.stem, COMMAND, key, row)
         return {**row, "resume": resume}
-    except PathotuneError as exc:
-        error = exc.one_line()
-    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
-        error = os_error(exc, out).one_line()
     except Exception as exc:  # one broken slide must not stop the run
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe(exc, out)[1]
     row = {"slide": str(path), "status": "failed", "tiles": 0, "seconds": round(time.time() - started, 2),
            "error": error if path.name in error else f"{path.name}: {error}"}
     record_failure(out, path.stem, COMMAND, [final], lambda: SlideKey(input_identity(path), settings), row)

@@ -23,11 +23,19 @@ def kernel_spec(spec: str) -> Any:
 
 
 def coerce_paths(options: Any) -> None:
-    """Turn the string values of a frozen dataclass's ``Path`` fields (and tuples of them) into ``Path``s."""
+    """Turn the string values of a frozen dataclass's fields into their types.
+
+    ``Path`` fields (and tuples of them) become ``Path``s; an ``"I/N"`` string in a ``Shard`` field becomes a
+    ``cluster.Shard``.
+    """
+    from pathotune_cli.cluster import parse_shard
+
     for item in dataclasses.fields(options):
         value = getattr(options, item.name)
         kind = str(item.type)
-        if isinstance(value, str) and "Path" in kind:
+        if isinstance(value, str) and kind == "Shard":
+            object.__setattr__(options, item.name, parse_shard(value))
+        elif isinstance(value, str) and "Path" in kind:
             object.__setattr__(options, item.name, Path(value).expanduser())
         elif isinstance(value, (list, tuple)) and "tuple[Path" in kind:
             object.__setattr__(options, item.name, tuple(Path(v).expanduser() for v in value))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.cluster import WHOLE, Shard, parse_shard
+from pathotune_cli.cluster import WHOLE, Shard
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, note, warn
 from pathotune_cli.formats import is_flat_image, is_slide
@@ -67,8 +67,6 @@ class PredictOptions:
     def __post_init__(self) -> None:
         """The rules the command line states for each option, for Python callers too."""
         coerce_paths(self)
-        if isinstance(self.shard, str):
-            object.__setattr__(self, "shard", parse_shard(self.shard))
         kernel_spec(self.kernels)
         if not self.inputs and self.slides_csv is None:
             raise BadInput("nothing to predict on", "pass slides, images or folders, or --slides-csv")

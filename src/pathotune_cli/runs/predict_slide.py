@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput, PathotuneError, os_error
+from pathotune_cli.errors import BadInput, describe
 from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, note, warn
 from pathotune_cli.files import Staging, write_csv
 from pathotune_cli.runs.resume import (
@@ -97,12 +97,8 @@ def predict_slide(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> dict
         row["seconds"] = round(time.time() - started, 2)
         write_record(ctx.out, slide.stem, COMMAND, key, row)  # last: the slide is finished
         return {**row, "resume": resume}
-    except PathotuneError as exc:  # the caller reports the row's error (SlideDone)
-        error = exc.one_line()
-    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
-        error = os_error(exc, ctx.out).one_line()
-    except Exception as exc:  # one broken slide must never stop the others
-        error = f"internal error: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # one broken slide never stops the others; the caller reports its line (SlideDone)
+        error = describe(exc, ctx.out)[1]
     row = {"slide": slide.name, "status": "failed", "error": error, "tiles": 0,
            "seconds": round(time.time() - started, 2)}
     outputs = output_paths(ctx.out, slide.stem, explain=True).values()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import PathotuneError, os_error
+from pathotune_cli.errors import describe
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, note, warn
 from pathotune_cli.runs.options import kernel_spec
 
@@ -114,12 +114,8 @@ def _predict_one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, pl
                "seconds": round(time.time() - started, 2)}
         write_record(out, slide.stem, COMMAND, key, row)
         return {**row, "resume": resume}
-    except PathotuneError as exc:
-        error = exc.one_line()
-    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
-        error = os_error(exc, out).one_line()
     except Exception as exc:  # one broken slide must never stop the others
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe(exc, out)[1]
     warn(report, error if slide.name in error else f"{slide.name}: {error}")
     row = {"slide": slide.name, "status": "failed", "tiles": 0, "error": error,
            "seconds": round(time.time() - started, 2)}

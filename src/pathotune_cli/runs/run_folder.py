@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.errors import BadInput, PathotuneError, Terminated, os_error
+from pathotune_cli.errors import BadInput, describe
 from pathotune_cli.files import pid_namespace, process_alive, remove, write_json
 
 RUN_RECORD = "run.json"
@@ -87,7 +87,7 @@ def failure_recorded(out: Path) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        mark_failed(out, _one_line(exc))
+        mark_failed(out, describe(exc)[1])
         raise
 
 
@@ -121,14 +121,6 @@ def _owner_alive(record: dict[str, Any]) -> bool:
     return record.get("host") == socket.gethostname() and same_container and process_alive(pid)
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, PathotuneError):
-        return exc.one_line()
-    if isinstance(exc, OSError):
-        return os_error(exc).one_line()
-    if isinstance(exc, KeyboardInterrupt):
-        return str(exc) if isinstance(exc, Terminated) else "interrupted"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _now() -> str:

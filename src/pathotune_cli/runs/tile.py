@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathotune_cli.cluster import WHOLE, Shard, parse_shard
-from pathotune_cli.errors import BadInput, PathotuneError, os_error
+from pathotune_cli.cluster import WHOLE, Shard
+from pathotune_cli.errors import BadInput, describe
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, note
 from pathotune_cli.files import Staging, prepare_output_folder, remove_stale_temporaries
 from pathotune_cli.formats import TILE_COMMAND_SUFFIXES as TILED_SUFFIXES
@@ -91,8 +91,6 @@ class TileConfig:
     def __post_init__(self) -> None:
         """Check the rules that span fields."""
         coerce_paths(self)
-        if isinstance(self.shard, str):
-            object.__setattr__(self, "shard", parse_shard(self.shard))
         if (self.target_mpp is None) == (self.mag is None):
             raise BadInput("give either a target mpp or a magnification, not both", "use --mpp or --mag")
         if not 0 <= self.overlap < self.tile_size:
@@ -387,14 +385,8 @@ def _tile_one(path: Path, csv_mpp: float | None, config: TileConfig, resume: str
         )
         write_record(out, path.stem, COMMAND, key, row.to_record())
         return row
-    except PathotuneError as exc:
-        error = exc.one_line()
-    except OSError as exc:  # a full disk, a folder that vanished: the line names the path and the fix
-        error = os_error(exc, out).one_line()
     except Exception as exc:  # one broken slide must not stop the run
-        from pathotune_cli.wsi.reader import first_line
-
-        error = f"internal error: {type(exc).__name__}: {first_line(exc)}"
+        error = describe(exc, out)[1]
     failed = SlideRow(str(path), "failed", seconds=round(time.perf_counter() - start, 2), error=error, resume=resume)
     return _record_failure(path, csv_mpp, config, failed)
 

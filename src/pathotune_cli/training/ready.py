@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pathotune_cli.errors import BadInput, PathotuneError, os_error, shown_elsewhere
+from pathotune_cli.errors import first_line as whole_first_line
 
 PREFIX = "pathotune/"
 """Keys of ours in the rendezvous store."""
@@ -81,9 +81,5 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first sentence of an error, without gloo's source location (``[.../pair.cc:545] Read error ...``)."""
-    lines = str(exc).strip().splitlines()
-    if not lines:
-        return type(exc).__name__
-    text = re.sub(r"^\[[^\]]*\.(cpp|cc|h):\d+\]\s*", "", lines[0])
-    return text.split(". ")[0][:300]
+    """The first sentence of an error's first line (``errors.first_line``): what a rank's one line quotes."""
+    return whole_first_line(exc).split(". ")[0]

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput
-from pathotune_cli.wsi.reader import first_line
+from pathotune_cli.errors import BadInput, first_line
 
 FORMAT = "pathotune-coords-1"
 REQUIRED_ATTRS = (

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput
+from pathotune_cli.errors import BadInput, first_line
 from pathotune_cli.wsi.coords_file import attr_value, plain_value
-from pathotune_cli.wsi.reader import first_line
 
 FORMAT = "pathotune-features-1"
 FEATURE_NAMES = ("features", "feats")

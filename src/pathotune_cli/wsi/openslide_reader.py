@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput, MissingDependency
-from pathotune_cli.wsi.reader import DamagedSlide, SlideReader, first_line, rgba_to_rgb
+from pathotune_cli.errors import BadInput, MissingDependency, first_line
+from pathotune_cli.wsi.reader import DamagedSlide, SlideReader, rgba_to_rgb
 
 INSTALL = "pip install openslide-python openslide-bin"
 

@@ -213,7 +213,3 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     return composite_on_white(rgba)
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (a library's error can run to many lines)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

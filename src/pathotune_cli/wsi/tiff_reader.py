@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.errors import BadInput, MissingDependency
+from pathotune_cli.errors import BadInput, MissingDependency, first_line
 from pathotune_cli.wsi import mpp as mpp_meta
-from pathotune_cli.wsi.reader import WHITE, DamagedSlide, SlideReader, first_line
+from pathotune_cli.wsi.reader import WHITE, DamagedSlide, SlideReader
 
 # tifffile flags a file may carry and still be a plain pyramid whose tiles we can place ourselves.
 _PLAIN_FLAGS = frozenset({"shaped", "svs", "ome", "uniform"})
