@@ -184,7 +184,7 @@ def _decode(paths: list[Path], size: int) -> np.ndarray:
 def _load(prompts: Path) -> tuple[Any, Any, Any]:
     from pathotune_cli.engine import load_prompted_model
     from pathotune_cli.hardware import place
-    from pathotune_cli.runs.trust import load_trust
+    from pathotune_cli.runs.trust.apply import load_trust
 
     model, file = load_prompted_model(prompts)
     placement = place("cpu", "fp32")

@@ -174,7 +174,7 @@ SLIDE_CELLS = st.sampled_from(["slide", "mpp", "wsi", "path", "a.svs", "0.25", "
 @FUZZ
 @given(st.lists(st.lists(SLIDE_CELLS, max_size=3), max_size=5))
 def test_slides_csvs(rows: list[list[str]]) -> None:
-    from pathotune_cli.runs.slides import read_slides_csv
+    from pathotune_cli.runs.per_slide.inputs import read_slides_csv
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "slides.csv"

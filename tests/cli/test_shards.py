@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from pathotune_cli.cli.app import app
 from pathotune_cli.demo_data import write_demo_tiles
 from pathotune_cli.runs.demo import write_demo_slide
-from pathotune_cli.runs.demo_slides import write_planted_slides
+from pathotune_cli.runs.slide_level.demo import write_planted_slides
 from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,7 +156,7 @@ def test_a_killed_lock_holder_does_not_block_the_rerun_which_redoes_only_its_sli
 
 
 def test_a_slide_a_live_process_holds_is_left_to_it(prompts: Path, slides: Path, tmp_path: Path) -> None:
-    from pathotune_cli.runs.locks import acquire, lock_path, release
+    from pathotune_cli.runs.per_slide.locks import acquire, lock_path, release
 
     out = tmp_path / "P"
     out.mkdir()

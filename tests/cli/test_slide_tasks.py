@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pathotune_cli.cli.app import app
-from pathotune_cli.runs.demo_slides import write_planted_slides
+from pathotune_cli.runs.slide_level.demo import write_planted_slides
 
 runner = CliRunner()
 SIZE = (672, 448)  # 3 x 2 tiles of 224 px at 0.5 µm/px (camelyon16's tiles)

@@ -194,7 +194,7 @@ def test_predict_explain_top_writes_the_most_confident_tiles_of_each_class_per_s
 def test_ood_scores_rank_real_he_tiles_above_held_out_synthetic_ones(tuned: dict[str, Path], kather_dir: Path) -> None:
     from pathotune_cli.engine import load_prompted_model
     from pathotune_cli.hardware import place
-    from pathotune_cli.runs.trust import load_trust
+    from pathotune_cli.runs.trust.apply import load_trust
     from pathotune_cli.training.images import ImageStore
     from pathotune_cli.training.ood import auroc
     from pathotune_cli.training.outputs import model_outputs

@@ -98,7 +98,7 @@ def test_exports_match_pytorch_for_float_tiles_as_torchvision_gives_them(exports
     from torchvision.transforms.functional import to_tensor
 
     from pathotune_cli.engine import load_prompted_model
-    from pathotune_cli.engine.export import reference_probabilities
+    from pathotune_cli.engine.export_run import reference_probabilities
 
     model, _ = load_prompted_model(exports["onnx"]["prompts"])
     tiles = _tiles(SIZE)
@@ -178,7 +178,7 @@ def test_contract_and_card_state_both_conventions(exports: dict[str, dict]) -> N
 
 
 def test_wsinfer_folder_holds_model_config_and_card_and_returns_logits(exports: dict[str, dict]) -> None:
-    from pathotune_cli.runs.wsinfer import config_problems
+    from pathotune_cli.runs.exports.wsinfer import config_problems
 
     doc = exports["wsinfer"]
     folder = Path(doc["folder"])

@@ -9,7 +9,7 @@ import torch
 
 from pathotune_cli.cluster import Shard, World
 from pathotune_cli.hardware import rank_gpu
-from pathotune_cli.runs.devices import rank_placement, shard_placement
+from pathotune_cli.runs.per_slide.devices import rank_placement, shard_placement
 from pathotune_cli.training.distributed import collective_device
 
 
@@ -49,7 +49,7 @@ def test_a_worker_whose_gpu_fails_to_start_reports_one_line(monkeypatch: pytest.
 
     import torch
 
-    from pathotune_cli.runs import devices
+    from pathotune_cli.runs.per_slide import devices
 
     @dataclass(frozen=True)
     class Opts:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pathotune_cli.files import claim_stale, create_exclusive
-from pathotune_cli.runs.locks import FOREIGN_STALE_S, Owner, acquire, clear_stale, live_owner, me, release
+from pathotune_cli.runs.per_slide.locks import FOREIGN_STALE_S, Owner, acquire, clear_stale, live_owner, me, release
 
 
 def _dead_pid() -> int:
@@ -59,7 +59,7 @@ def test_a_lock_of_another_host_is_taken_over_only_when_its_heartbeat_stopped(tm
 
 
 def test_a_holder_touches_its_locks_until_it_releases_them(tmp_path: Path) -> None:
-    from pathotune_cli.runs.locks import _HEARTBEAT
+    from pathotune_cli.runs.per_slide.locks import _HEARTBEAT
 
     path = tmp_path / "s.tile.lock"
     assert acquire(path).held

@@ -6,9 +6,9 @@ import csv
 import json
 from pathlib import Path
 
-from pathotune_cli.runs.locks import acquire, lock_path, release
-from pathotune_cli.runs.merge import merge_run, rebuild_summary
-from pathotune_cli.runs.resume import SlideKey, write_record
+from pathotune_cli.runs.per_slide.locks import acquire, lock_path, release
+from pathotune_cli.runs.per_slide.merge import merge_run, rebuild_summary
+from pathotune_cli.runs.per_slide.resume import SlideKey, write_record
 
 KEY = SlideKey(input={"name": "x"}, settings={"version": 1})
 
@@ -62,7 +62,7 @@ def test_a_first_shards_summary_lists_every_slide_of_the_run(tmp_path: Path) -> 
     assert [(r["slide"], r["status"]) for r in during] == [
         ("/slides/a.svs", "ok"), ("b.svs", "in progress"), ("c.svs", "pending"), ("/slides/d.svs", "pending")]
     assert "in progress in another process (host " in during[1]["error"] and during[2]["error"] == ""
-    from pathotune_cli.runs.merge import SUMMARY_STATUSES  # every status word is documented
+    from pathotune_cli.runs.per_slide.merge import SUMMARY_STATUSES  # every status word is documented
 
     assert {r["status"] for r in during} <= set(SUMMARY_STATUSES)
     count = merge_run(tmp_path).commands[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pathotune_cli.runs.resume import (
+from pathotune_cli.runs.per_slide.resume import (
     SlideKey,
     decide,
     folder_rows,

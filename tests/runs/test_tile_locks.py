@@ -13,7 +13,7 @@ import pytest
 
 from pathotune_cli.events import SlideDone
 from pathotune_cli.runs import tile
-from pathotune_cli.runs.demo_slides import write_planted_slides
+from pathotune_cli.runs.slide_level.demo import write_planted_slides
 from pathotune_cli.runs.tile import TileConfig, tile_run
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pathotune_cli.engine.trust import CalibrationStats, ConformalQuantileStats, ConformalStats, TrustStats
-from pathotune_cli.runs.trust import Trust, extra_headers, extra_values, tile_columns
+from pathotune_cli.runs.trust.apply import Trust, extra_headers, extra_values, tile_columns
 from pathotune_cli.training.calibration import softmax
 
 CLASSES = ["a", "b", "c"]
@@ -49,7 +49,7 @@ def test_tile_columns_hold_the_set_columns_only_with_alpha_and_the_ood_columns_o
 @pytest.mark.parametrize("alpha", [0.05, 0.3])
 def test_an_alpha_without_a_stored_quantile_is_refused_with_the_reason(alpha: float, tmp_path) -> None:
     from pathotune_cli.errors import BadInput
-    from pathotune_cli.runs.trust import _quantile
+    from pathotune_cli.runs.trust.apply import _quantile
 
     class File:
         path = tmp_path / "p.safetensors"

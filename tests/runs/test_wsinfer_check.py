@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pathotune_cli.errors import PathotuneError
-from pathotune_cli.runs.wsinfer_check import _judge, compare_tiles
+from pathotune_cli.runs.exports.wsinfer_check import _judge, compare_tiles
 
 CLASSES = ["a", "b"]
 

@@ -9,7 +9,7 @@ import copy
 
 import pytest
 
-from pathotune_cli.runs.wsinfer import config_problems, wsinfer_config
+from pathotune_cli.runs.exports.wsinfer import config_problems, wsinfer_config
 
 CLASSES = ["TUMOR", "STROMA", "COMPLEX"]
 

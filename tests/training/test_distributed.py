@@ -140,7 +140,7 @@ def test_torchrun_resumes_from_the_checkpoint_rank_0_wrote(tiles: Path, one_proc
 @pytest.mark.slow
 def test_slide_level_end_to_end_shares_each_steps_slides_over_ranks(tmp_path: Path) -> None:
     from pathotune_cli.files import write_csv
-    from pathotune_cli.runs.demo_slides import write_planted_slides
+    from pathotune_cli.runs.slide_level.demo import write_planted_slides
 
     slides = write_planted_slides(tmp_path / "slides", count=7, size=(448, 336))
     data = write_csv(tmp_path / "slides.csv", ("slide", "label", "split"),  # 5 to train: steps of 2, 2 and 1

@@ -58,8 +58,8 @@ def features(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.devices import run_slides
     from pathotune_cli.runs.features import FeaturesOptions
+    from pathotune_cli.runs.per_slide.devices import run_slides
 
     workers_on = device_workers(devices, device)
     opts = FeaturesOptions(

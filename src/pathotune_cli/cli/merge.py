@@ -17,7 +17,7 @@ def merge(
     json_out: JsonOpt = False,
 ) -> None:
     """Rebuild summary.csv / manifest.csv from the per-slide records; count done, failed, in progress, pending."""
-    from pathotune_cli.runs.merge import merge_run
+    from pathotune_cli.runs.per_slide.merge import merge_run
 
     result = merge_run(out)
     if json_out:

@@ -89,7 +89,7 @@ def device_workers(devices: str | None, device: str = "auto") -> list[str] | Non
         return None
     if device != "auto":
         raise typer.BadParameter("--devices starts one worker per device; leave out --device")
-    from pathotune_cli.runs.devices import parse_devices
+    from pathotune_cli.runs.per_slide.devices import parse_devices
 
     return parse_devices(devices)
 

@@ -95,7 +95,7 @@ def predict(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.devices import run_slides
+    from pathotune_cli.runs.per_slide.devices import run_slides
     from pathotune_cli.runs.predict import PredictOptions
 
     workers_on = device_workers(devices, device)

@@ -89,7 +89,7 @@ def tile(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.devices import run_slides
+    from pathotune_cli.runs.per_slide.devices import run_slides
     from pathotune_cli.runs.tile import TileConfig
 
     if mpp is not None and mag is not None:

@@ -63,7 +63,7 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
     slide_result = _slide_steps(out, slide, tuned.prompts, report)
     exports = export_all(tuned.prompts, check_data=test, report=report, out_dir=out / "export",
                          metrics=evaluated.out / "metrics.json")
-    from pathotune_cli.runs.demo_slides import slide_level_demo
+    from pathotune_cli.runs.slide_level.demo import slide_level_demo
 
     slide_level = slide_level_demo(out, seed=seed, report=report)
     return DemoResult(

@@ -86,9 +86,9 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     from pathotune_cli.engine.promptfile import read_prompt_file
     from pathotune_cli.files import Staging, prepare_output_folder, remove_stale_temporaries, write_csv, write_json
     from pathotune_cli.hardware import place
-    from pathotune_cli.runs.eval_trust import save_reliability, trust_report
     from pathotune_cli.runs.records import provenance
-    from pathotune_cli.runs.trust import load_trust
+    from pathotune_cli.runs.trust.apply import load_trust
+    from pathotune_cli.runs.trust.report import save_reliability, trust_report
     from pathotune_cli.training.data import discover
     from pathotune_cli.training.images import ImageStore
     from pathotune_cli.training.metrics import classification_metrics, predictions_table
@@ -98,7 +98,7 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     out = prepare_output_folder(opts.out_folder, "--out")  # before any inference: a bad --out fails at once
     remove_stale_temporaries(out)
     if read_prompt_file(opts.prompts).header.level == "slide":
-        from pathotune_cli.runs.evaluate_slides import eval_slides
+        from pathotune_cli.runs.slide_level.evaluate import eval_slides
 
         return eval_slides(opts, report)
     started = time.time()

@@ -23,7 +23,7 @@ import numpy as np
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths
-from pathotune_cli.runs.trust import Trust
+from pathotune_cli.runs.trust.apply import Trust
 
 CSV_NAME = "explanations.csv"
 CSV_COLUMNS = ("image", "png", "class", "probability", "prediction_set", "set_size", "ood_score", "ood")
@@ -90,7 +90,7 @@ def explain_run(opts: ExplainOptions, report: Reporter = ignore) -> ExplainResul
     """
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
     from pathotune_cli.hardware import place
-    from pathotune_cli.runs.trust import load_trust
+    from pathotune_cli.runs.trust.apply import load_trust
 
     started = time.time()
     images = _collect(list(opts.images))
@@ -132,7 +132,7 @@ def explain_tiles(model: Any, trust: Trust, tiles: np.ndarray, names: list[str],
     """Attribution maps of uint8 (B, H, W, 3) tiles drawn into ``pngs``; one row per tile for the CSV."""
     import torch
 
-    from pathotune_cli.runs.trust import tile_columns
+    from pathotune_cli.runs.trust.apply import tile_columns
     from pathotune_cli.training.attribution import gradient_x_input
     from pathotune_cli.training.trust_plots import save_explanation
 

@@ -139,8 +139,8 @@ def export_run(opts: ExportOptions, report: Reporter = ignore) -> ExportResult:
     from pathotune_cli.engine.export import LOGITS_NAME, OUTPUT_NAME, prepare, require_packages
     from pathotune_cli.engine.load import load_prompted_model, random_weights_warning
     from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries, sha256_file
-    from pathotune_cli.runs.export_check import check_against_pytorch, real_tiles
-    from pathotune_cli.runs.wsinfer_check import check_with_wsinfer, find_wsinfer
+    from pathotune_cli.runs.exports.check import check_against_pytorch, real_tiles
+    from pathotune_cli.runs.exports.wsinfer_check import check_with_wsinfer, find_wsinfer
 
     started = time.time()
     require_packages(opts.format, opts.check)
@@ -295,7 +295,7 @@ def _write_export(module: Any, out: Path, fmt: str, header: Any, contract: dict[
     from pathotune_cli.engine.export_onnx import export_onnx
     from pathotune_cli.engine.export_torch import export_pt2, export_torchscript
     from pathotune_cli.files import Staging, write_json
-    from pathotune_cli.runs.wsinfer import wsinfer_config
+    from pathotune_cli.runs.exports.wsinfer import wsinfer_config
 
     embedded = {
         "format": "pathotune-export", "pathotune_version": header.pathotune_version, "task": header.task.name,
@@ -319,9 +319,9 @@ def _write_card(file: Any, out: Path, opts: ExportOptions, written: dict[str, An
                 report: Reporter, extras: dict[str, Any]) -> tuple[Path, Path]:
     """The model card beside the export, as JSON and Markdown."""
     from pathotune_cli.files import sha256_file, write_json, write_text
-    from pathotune_cli.runs.model_card import build_card, card_markdown, evaluation_metrics, validation_metrics
+    from pathotune_cli.runs.exports.model_card import build_card, card_markdown, evaluation_metrics, validation_metrics
+    from pathotune_cli.runs.exports.wsinfer import PIXELS_NOTE, QUPATH_NOTE
     from pathotune_cli.runs.records import versions
-    from pathotune_cli.runs.wsinfer import PIXELS_NOTE, QUPATH_NOTE
 
     prompts_path = file.path.resolve()
     runtime = _runtime_versions(opts.format)

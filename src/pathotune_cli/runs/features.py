@@ -89,8 +89,8 @@ class FeaturesResult:
 def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesResult:
     """Write every slide's features file; a failing slide is recorded and the others go on."""
     from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
-    from pathotune_cli.runs.devices import shard_placement
-    from pathotune_cli.runs.merge import rebuild_summary
+    from pathotune_cli.runs.per_slide.devices import shard_placement
+    from pathotune_cli.runs.per_slide.merge import rebuild_summary
     from pathotune_cli.runs.records import write_slides_record
     from pathotune_cli.runs.tile import TileConfig, collect_slides
 
@@ -129,7 +129,7 @@ class _Encoder:
 def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[str, Any]]:
     """The tile encoder and what the features files record of it."""
     from pathotune_cli.backbones.fingerprint import fingerprint_of
-    from pathotune_cli.runs.slide_tiles import TilingSettings
+    from pathotune_cli.runs.slide_level.tiles import TilingSettings
 
     if opts.prompts is not None:
         from pathotune_cli.engine import load_prompted_model, random_weights_warning
@@ -162,7 +162,7 @@ def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[st
 def _one_slide(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp: float | None, opts: FeaturesOptions,
                placement: Any, out: Path, report: Reporter) -> dict[str, Any]:
     """One slide under its lock (``locked`` when another live process is on it)."""
-    from pathotune_cli.runs.locks import slide_lock
+    from pathotune_cli.runs.per_slide.locks import slide_lock
 
     with slide_lock(out, path.stem, COMMAND) as claim:
         if not claim.held:
@@ -177,8 +177,15 @@ def _one_slide(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp:
 def _features_one(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp: float | None,
                   opts: FeaturesOptions, placement: Any, out: Path, report: Reporter) -> dict[str, Any]:
     from pathotune_cli.files import Staging
-    from pathotune_cli.runs.resume import SlideKey, decide, input_identity, record_failure, record_path, write_record
-    from pathotune_cli.runs.slide_tiles import plan_tiles, slide_features
+    from pathotune_cli.runs.per_slide.resume import (
+        SlideKey,
+        decide,
+        input_identity,
+        record_failure,
+        record_path,
+        write_record,
+    )
+    from pathotune_cli.runs.slide_level.tiles import plan_tiles, slide_features
     from pathotune_cli.wsi.features_file import write_features
 
     started = time.time()

@@ -166,15 +166,15 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     from pathotune_cli.engine import load_prompted_model, random_weights_warning
     from pathotune_cli.engine.promptfile import read_prompt_file
     from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries, sha256_file
-    from pathotune_cli.runs.devices import shard_placement
-    from pathotune_cli.runs.merge import rebuild_summary
-    from pathotune_cli.runs.predict_slide import SlideContext
+    from pathotune_cli.runs.per_slide.devices import shard_placement
+    from pathotune_cli.runs.per_slide.inputs import check_tissue_geojson, read_slides_csv
+    from pathotune_cli.runs.per_slide.merge import rebuild_summary
     from pathotune_cli.runs.records import write_slides_record
-    from pathotune_cli.runs.slides import check_tissue_geojson, read_slides_csv
-    from pathotune_cli.runs.trust import load_trust
+    from pathotune_cli.runs.tile_level.predict import SlideContext
+    from pathotune_cli.runs.trust.apply import load_trust
 
     if read_prompt_file(opts.prompts).header.level == "slide":
-        from pathotune_cli.runs.predict_slide_level import predict_slides
+        from pathotune_cli.runs.slide_level.predict import predict_slides
 
         prepare_output_folder(opts.out, "--out")  # before the model loads: a bad --out fails at once
         return predict_slides(opts, report)
@@ -219,7 +219,7 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
 
 def _check_coords(coords: Path | None, slides: list[Path]) -> None:
     """Read every slide's ``--coords`` file up front: a bad one is refused (exit 2) before the model loads."""
-    from pathotune_cli.runs.predict_slide import coords_file_for
+    from pathotune_cli.runs.tile_level.predict import coords_file_for
     from pathotune_cli.wsi import read_coords
 
     if coords is None:
@@ -255,7 +255,7 @@ def reading_workers(requested: int | None, device: str) -> int:
 
 def _predict_slides(ctx: Any, slides: list[Path], csv_mpp: dict[str, float]) -> list[dict[str, Any]]:
     """Every slide in turn, with reading processes (on a GPU) started once for all of them."""
-    from pathotune_cli.runs.predict_slide import predict_slide_safely
+    from pathotune_cli.runs.tile_level.predict import predict_slide_safely
 
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -283,7 +283,7 @@ def _predict_images(ctx: Any, images: list[Path]) -> ImagesResult:
     With ``--explain-top`` the most confident images of each class are explained into ``predictions.explain/``.
     """
     from pathotune_cli.files import write_csv
-    from pathotune_cli.runs.trust import extra_headers, extra_values, tile_columns
+    from pathotune_cli.runs.trust.apply import extra_headers, extra_values, tile_columns
     from pathotune_cli.training.images import ImageStore
     from pathotune_cli.training.outputs import model_outputs
 

@@ -24,11 +24,11 @@ from pathotune_cli.errors import BadInput, describe
 from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, note
 from pathotune_cli.files import Staging, prepare_output_folder, remove_stale_temporaries
 from pathotune_cli.formats import TILE_COMMAND_SUFFIXES as TILED_SUFFIXES
-from pathotune_cli.runs.locks import clear_stale, lock_path, slide_lock
-from pathotune_cli.runs.merge import rebuild_summary, write_summary_rows
 from pathotune_cli.runs.options import coerce_paths
-from pathotune_cli.runs.records import write_slides_record
-from pathotune_cli.runs.resume import (
+from pathotune_cli.runs.per_slide.inputs import check_tissue_geojson, geojson_for, read_slides_csv
+from pathotune_cli.runs.per_slide.locks import clear_stale, lock_path, slide_lock
+from pathotune_cli.runs.per_slide.merge import rebuild_summary, write_summary_rows
+from pathotune_cli.runs.per_slide.resume import (
     Decision,
     SlideKey,
     decide,
@@ -39,7 +39,7 @@ from pathotune_cli.runs.resume import (
     record_path,
     write_record,
 )
-from pathotune_cli.runs.slides import check_tissue_geojson, geojson_for, read_slides_csv
+from pathotune_cli.runs.records import write_slides_record
 
 COMMAND = "tile"
 """Names the per-slide records: ``<stem>.tile.json``."""

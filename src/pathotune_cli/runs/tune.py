@@ -212,7 +212,7 @@ def tune_run(
 
     try:
         if config.task.level == "slide":
-            from pathotune_cli.runs.tune_slides import tune_slides
+            from pathotune_cli.runs.slide_level.tune import tune_slides
 
             return tune_slides(config, resume=resume, allow_download=allow_download, report=report, world=world,
                                refused=refused, on_failure=stopped)
@@ -273,7 +273,7 @@ def _check_kernel_pin(config: RunConfig) -> None:
     """Stored weights pinned under a precision ``auto`` resolves to another dtype: refused before the folder."""
     if config.runtime.kernels.weights in ("bf16", "fp16"):
         from pathotune_cli.backbones.kernels import check_pinned_weights
-        from pathotune_cli.runs.devices import rank_placement
+        from pathotune_cli.runs.per_slide.devices import rank_placement
 
         placement = rank_placement(config.device, config.precision, config.backbone.precision, World())
         check_pinned_weights(config.runtime.kernels, placement.precision)
@@ -286,7 +286,7 @@ def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, r
     ``refused``: this rank's error from the checks (every rank stops once the ranks meet); ``stopped``: what rank 0
     does with the error line before another rank's failure ends it.
     """
-    from pathotune_cli.runs.devices import rank_placement
+    from pathotune_cli.runs.per_slide.devices import rank_placement
     from pathotune_cli.training.distributed import session
 
     placement = rank_placement(config.device, config.precision, config.backbone.precision, world)

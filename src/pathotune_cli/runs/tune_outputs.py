@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from pathotune_cli.config.schema import TaskPreset
     from pathotune_cli.events import Reporter
     from pathotune_cli.hardware import Placement
-    from pathotune_cli.runs.trust_fit import FittedTrust
+    from pathotune_cli.runs.trust.fit import FittedTrust
     from pathotune_cli.training.data import LabelledSet
     from pathotune_cli.training.loop import FitResult, Split
 
@@ -50,7 +50,7 @@ def validation_trust(
     """
     import torch
 
-    from pathotune_cli.runs.trust_fit import fit_trust, subset_for_ood
+    from pathotune_cli.runs.trust.fit import fit_trust, subset_for_ood
     from pathotune_cli.training.calibration import softmax
     from pathotune_cli.training.outputs import model_outputs
 

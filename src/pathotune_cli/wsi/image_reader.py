@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+import pathotune_cli.wsi.mpp as mpp_meta
 from pathotune_cli.imaging import read_rgb
-from pathotune_cli.wsi import mpp as mpp_meta
 from pathotune_cli.wsi.reader import SlideReader
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+import pathotune_cli.wsi.grid as grid_mod
 from pathotune_cli.errors import BadInput
-from pathotune_cli.wsi import grid as grid_mod
 from pathotune_cli.wsi.mpp import mpp_disagreement, resolve_mpp
 from pathotune_cli.wsi.reader import SlideReader
 from pathotune_cli.wsi.tissue import TISSUE_MODES, Polygon
@@ -196,7 +196,7 @@ def _target_downsample(name: str, mpp: float, target_mpp: float | None, mag: flo
 def _tissue(thumb: np.ndarray, size0: tuple[int, int], mpp: float, tissue: str,
             geojson: str | Path | None) -> tuple[np.ndarray, str]:
     """The tissue mask at thumbnail resolution, and the mode that made it (``geojson``, ``none``, ``otsu``)."""
-    from pathotune_cli.wsi import tissue as tissue_mod
+    import pathotune_cli.wsi.tissue as tissue_mod
 
     if geojson is not None:
         from pathotune_cli.wsi.geojson import read_polygons

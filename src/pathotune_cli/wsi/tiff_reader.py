@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+import pathotune_cli.wsi.mpp as mpp_meta
 from pathotune_cli.errors import BadInput, MissingDependency, first_line
-from pathotune_cli.wsi import mpp as mpp_meta
 from pathotune_cli.wsi.reader import WHITE, DamagedSlide, SlideReader
 
 # tifffile flags a file may carry and still be a plain pyramid whose tiles we can place ourselves.

@@ -55,7 +55,7 @@ def tune_slides(config: RunConfig, *, resume: bool = False, allow_download: bool
         BadInput: bad slides CSV rows, features of another backbone, unreadable slides without
             ``skip_bad_slides``.
     """
-    from pathotune_cli.runs.devices import rank_placement
+    from pathotune_cli.runs.per_slide.devices import rank_placement
     from pathotune_cli.training.distributed import session
     from pathotune_cli.training.slide_data import read_slide_table, split_slides
 
@@ -213,7 +213,7 @@ def _two_stage(config: RunConfig) -> tuple[Any, dict[str, Any]]:
 def _bags(encoder: _Encoder, slides: Any, config: RunConfig, out: Path, placement: Any,
           report: Reporter) -> tuple[Any, Any]:
     """(the usable slides, their ``Bags``): cached features for linear/two-stage, tiles for end to end."""
-    from pathotune_cli.runs.slide_tiles import SlideTileBags
+    from pathotune_cli.runs.slide_level.tiles import SlideTileBags
     from pathotune_cli.training.mil_loop import Bags
 
     kept, features, planned = [], [], []
@@ -237,7 +237,7 @@ def _bags(encoder: _Encoder, slides: Any, config: RunConfig, out: Path, placemen
 
 
 def _plan(item: Any, config: RunConfig) -> Any:
-    from pathotune_cli.runs.slide_tiles import TilingSettings, plan_tiles
+    from pathotune_cli.runs.slide_level.tiles import TilingSettings, plan_tiles
 
     if item.path is None:
         raise BadInput(f"{item.slide_id}: end-to-end tuning reads the slide itself, and only its features are given",
@@ -252,7 +252,7 @@ def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, pla
 
     from pathotune_cli.files import Staging
     from pathotune_cli.formats import features_path
-    from pathotune_cli.runs.slide_tiles import TilingSettings, plan_tiles, slide_features
+    from pathotune_cli.runs.slide_level.tiles import TilingSettings, plan_tiles, slide_features
     from pathotune_cli.wsi.features_file import read_features, write_features
 
     given = features_path(config.features, item.slide_id) if config.features else None
@@ -316,8 +316,8 @@ def _validation_report(out: Path, encoder: _Encoder, val: Any, val_bags: Any, co
     The trust section holds the temperature and the conformal quantiles, not OOD statistics (those are per tile).
     Returns (the metrics' values, the ``FittedTrust`` or None).
     """
-    from pathotune_cli.runs.evaluate_slides import write_slide_report
-    from pathotune_cli.runs.trust_fit import fit_trust
+    from pathotune_cli.runs.slide_level.evaluate import write_slide_report
+    from pathotune_cli.runs.trust.fit import fit_trust
     from pathotune_cli.runs.tune_outputs import write_history
     from pathotune_cli.training.calibration import softmax
     from pathotune_cli.training.mil_loop import slide_logits

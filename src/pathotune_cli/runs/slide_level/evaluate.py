@@ -28,10 +28,10 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     from pathotune_cli.engine.slide_model import load_slide_model
     from pathotune_cli.files import write_json
     from pathotune_cli.hardware import place
-    from pathotune_cli.runs.eval_trust import save_reliability, trust_report
     from pathotune_cli.runs.evaluate import EvalResult
     from pathotune_cli.runs.records import provenance
-    from pathotune_cli.runs.trust import load_trust
+    from pathotune_cli.runs.trust.apply import load_trust
+    from pathotune_cli.runs.trust.report import save_reliability, trust_report
     from pathotune_cli.training.slide_data import read_slide_table
 
     started = time.time()
@@ -79,7 +79,7 @@ def slide_logits_of(model: Any, path: Path | None, header: Any, placement: Any,
     """
     import torch
 
-    from pathotune_cli.runs.slide_tiles import TilingSettings, plan_tiles, slide_features
+    from pathotune_cli.runs.slide_level.tiles import TilingSettings, plan_tiles, slide_features
 
     if path is None:
         raise BadInput("a slide-level model reads the slide itself, and only its features are listed",

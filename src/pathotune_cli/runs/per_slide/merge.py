@@ -23,8 +23,8 @@ from typing import Any
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, ignore
 from pathotune_cli.files import dumps, write_csv
-from pathotune_cli.runs.locks import folder_lock, live_owner, lock_path
-from pathotune_cli.runs.resume import folder_rows
+from pathotune_cli.runs.per_slide.locks import folder_lock, live_owner, lock_path
+from pathotune_cli.runs.per_slide.resume import folder_rows
 
 COMMANDS = ("tile", "features", "predict")
 SUMMARY_FILES = {"tile": "manifest.csv", "features": "manifest.csv", "predict": "summary.csv"}

@@ -208,7 +208,7 @@ def _gpu_count() -> int:
 
 def _final_summary(command: str, joined: Any, report: Reporter) -> None:
     """The folder's summary once more, with every worker's rows and their resume words."""
-    from pathotune_cli.runs.merge import rebuild_summary
+    from pathotune_cli.runs.per_slide.merge import rebuild_summary
 
     if command == "tile":
         rebuild_summary(joined.out, command, [r.to_summary() for r in joined.rows], report=report)
@@ -245,8 +245,8 @@ def _count_slides(command: str, opts: Any) -> int:
     from pathotune_cli.runs.tile import TileConfig, collect_slides
 
     if command == "predict":
+        from pathotune_cli.runs.per_slide.inputs import read_slides_csv
         from pathotune_cli.runs.predict import collect_inputs
-        from pathotune_cli.runs.slides import read_slides_csv
 
         listed = [p for p, _ in read_slides_csv(opts.slides_csv)] if opts.slides_csv else []
         return len(opts.shard.take(collect_inputs([*opts.inputs, *listed])[0]))

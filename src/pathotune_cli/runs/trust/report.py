@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.runs.trust import Trust
+from pathotune_cli.runs.trust.apply import Trust
 
 
 def trust_report(logits: np.ndarray, features: np.ndarray | None, labels: np.ndarray, trust: Trust,

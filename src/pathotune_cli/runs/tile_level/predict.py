@@ -22,7 +22,7 @@ import numpy as np
 from pathotune_cli.errors import BadInput, describe
 from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, note, warn
 from pathotune_cli.files import Staging, write_csv
-from pathotune_cli.runs.resume import (
+from pathotune_cli.runs.per_slide.resume import (
     SlideKey,
     decide,
     file_digest,
@@ -31,7 +31,7 @@ from pathotune_cli.runs.resume import (
     record_path,
     write_record,
 )
-from pathotune_cli.runs.trust import UNCERTAIN, extra_headers, extra_values, tile_columns
+from pathotune_cli.runs.trust.apply import UNCERTAIN, extra_headers, extra_values, tile_columns
 
 COMMAND = "predict"
 """Names the per-slide records: ``<stem>.predict.json``."""
@@ -63,7 +63,7 @@ class SlideContext:
 
 def predict_slide_safely(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> dict[str, Any]:
     """One slide's summary row under its lock: ``locked`` when another live process holds it."""
-    from pathotune_cli.runs.locks import slide_lock
+    from pathotune_cli.runs.per_slide.locks import slide_lock
 
     with slide_lock(ctx.out, slide.stem, COMMAND) as claim:
         if not claim.held:
@@ -120,7 +120,7 @@ def output_paths(out: Path, stem: str, explain: bool = False) -> dict[str, Path]
 
 def slide_key(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> SlideKey:
     """Everything a slide's predictions depend on: the slide, the prompt file and every setting."""
-    from pathotune_cli.runs.slides import geojson_for
+    from pathotune_cli.runs.per_slide.inputs import geojson_for
 
     opts = ctx.opts
     return SlideKey(
@@ -158,7 +158,7 @@ def coords_file_for(coords: Path | None, slide: Path) -> Path | None:
 
 def _predict_slide(ctx: SlideContext, slide: Path, csv_mpp: float | None) -> dict[str, Any]:
     """Plan, infer, write the slide's files (renamed together), and return its summary row."""
-    from pathotune_cli.runs.slides import geojson_for
+    from pathotune_cli.runs.per_slide.inputs import geojson_for
     from pathotune_cli.wsi import draw_heatmap, plan_slide, save_png, write_tiles_geojson
 
     opts = ctx.opts

@@ -25,7 +25,8 @@ def check_against_pytorch(model: Any, out: Path, fmt: str, size: int, real: Any,
     """
     import torch
 
-    from pathotune_cli.engine.export import TOLERANCE, check_export
+    from pathotune_cli.engine.export import TOLERANCE
+    from pathotune_cli.engine.export_run import check_export
 
     synthetic = synthetic_tiles(size)
     tiles = synthetic if real is None else torch.cat([synthetic, real])

@@ -32,12 +32,12 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
     from pathotune_cli.engine import random_weights_warning
     from pathotune_cli.engine.slide_model import load_slide_model
     from pathotune_cli.files import remove_stale_temporaries, sha256_file
-    from pathotune_cli.runs.devices import shard_placement
-    from pathotune_cli.runs.merge import rebuild_summary
+    from pathotune_cli.runs.per_slide.devices import shard_placement
+    from pathotune_cli.runs.per_slide.inputs import read_slides_csv
+    from pathotune_cli.runs.per_slide.merge import rebuild_summary
     from pathotune_cli.runs.predict import PredictResult, shard_inputs
     from pathotune_cli.runs.records import write_slides_record
-    from pathotune_cli.runs.slides import read_slides_csv
-    from pathotune_cli.runs.trust import load_trust
+    from pathotune_cli.runs.trust.apply import load_trust
 
     started = time.time()
     listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
@@ -81,8 +81,8 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
 def _one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
          report: Reporter) -> dict[str, Any]:
     """One slide under its lock (``locked`` when another live process is on it)."""
-    from pathotune_cli.runs.locks import slide_lock
-    from pathotune_cli.runs.predict_slide import locked_row
+    from pathotune_cli.runs.per_slide.locks import slide_lock
+    from pathotune_cli.runs.tile_level.predict import locked_row
 
     with slide_lock(out, slide.stem, COMMAND) as claim:
         if not claim.held:
@@ -94,7 +94,7 @@ def _one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement:
 
 def _predict_one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
                  report: Reporter) -> dict[str, Any]:
-    from pathotune_cli.runs.resume import SlideKey, decide, input_identity, record_failure, write_record
+    from pathotune_cli.runs.per_slide.resume import SlideKey, decide, input_identity, record_failure, write_record
 
     started = time.time()
     finals = _outputs(out, slide.stem, bool(opts.explain_top))
@@ -134,9 +134,9 @@ def _outputs(out: Path, stem: str, explain: bool = False) -> dict[str, Path]:
 def _predict(model: Any, header: Any, trust: Any, slide: Path, explain_top: int, placement: Any, out: Path,
              report: Reporter) -> dict[str, Any]:
     from pathotune_cli.files import Staging, write_csv
-    from pathotune_cli.runs.evaluate_slides import slide_logits_of
-    from pathotune_cli.runs.resume import record_path
-    from pathotune_cli.runs.trust import tile_columns
+    from pathotune_cli.runs.per_slide.resume import record_path
+    from pathotune_cli.runs.slide_level.evaluate import slide_logits_of
+    from pathotune_cli.runs.trust.apply import tile_columns
     from pathotune_cli.wsi import draw_heatmap, save_png
     from pathotune_cli.wsi.geojson import write_measured_tiles
 
@@ -172,7 +172,7 @@ def _predict(model: Any, header: Any, trust: Any, slide: Path, explain_top: int,
 
 def _montage(planned: Any, attention: np.ndarray, k: int = TOP_TILES) -> np.ndarray:
     """The ``k`` most attended tiles side by side, most attended first (a white strip for an empty slide)."""
-    from pathotune_cli.runs.slide_tiles import read_tiles
+    from pathotune_cli.runs.slide_level.tiles import read_tiles
 
     size = planned.tile_size
     if not len(attention):
@@ -194,7 +194,7 @@ def _explain_top(model: Any, trust: Any, planned: Any, features: Any, attention:
     import torch
 
     from pathotune_cli.files import write_csv
-    from pathotune_cli.runs.slide_tiles import read_tiles
+    from pathotune_cli.runs.slide_level.tiles import read_tiles
     from pathotune_cli.training.attribution import slide_gradient_x_input
     from pathotune_cli.training.trust_plots import save_explanation
 

@@ -1,0 +1,1 @@
+"""What ``export`` writes beside the model: the check against PyTorch, the model card, the WSInfer folder."""

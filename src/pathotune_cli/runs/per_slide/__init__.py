@@ -1,0 +1,1 @@
+"""The one per-slide engine and what it stands on: inputs, locks, resume keys, records, devices, merge."""

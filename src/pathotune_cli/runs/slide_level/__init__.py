@@ -1,0 +1,1 @@
+"""Slide-level tasks (MIL): the tune, eval and predict strategies behind the same steps as tile level."""
