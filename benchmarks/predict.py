@@ -143,9 +143,9 @@ def _child(prompts: str, slide: str, out: str) -> None:
     print(
         json.dumps(
             {
-                "tiles": row.get("tiles"),
-                "status": row["status"],
-                "error": row.get("error", ""),
+                "tiles": row.tiles,
+                "status": row.status,
+                "error": row.error,
                 "seconds": result.seconds,
                 "self_hwm": _status_kb("self")["VmHWM"],
             }
@@ -221,9 +221,9 @@ def throughput(work: Path, quick: bool, seed: int) -> list[Figure]:
     with Timer() as t:
         result = predict_run(opts)
     row = result.slides[0]
-    if row["status"] != "ok":
-        raise RuntimeError(f"predict failed: {row['error']}")
-    tiles = row["tiles"]
+    if row.status != "ok":
+        raise RuntimeError(f"predict failed: {row.error}")
+    tiles = row.tiles
     rate = tiles / t.seconds
     label = size.replace("_", "-")
     return [

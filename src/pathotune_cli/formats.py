@@ -2,9 +2,11 @@
 
 - In a labelled tile set (``tune``, ``eval``, ``export --check-data``) every image suffix of
   ``TILE_IMAGE_SUFFIXES`` is a tile, TIFF included: a lab's tiles are small files, sometimes saved as TIFF.
-- Given to ``predict``, a file with a ``SLIDE_SUFFIXES`` suffix (TIFF included) is a slide: a tiled pyramid,
-  or a flat strip TIFF read as a one-level slide. ``FLAT_IMAGE_SUFFIXES`` files are tile images.
-- Given to ``tile``, ``FLAT_IMAGE_SUFFIXES`` files are one-level slides, cut like any other.
+- For the per-slide commands, ``kind_of`` says what a file is: ``FLAT_IMAGE_SUFFIXES`` files are tile images;
+  a TIFF is a tile image when it is flat (not tiled, one page) and no more than ``TILE_TIFF_MAX`` pixels a side
+  (NCT-CRC-HE-100K ships its tiles so), else a slide; other ``SLIDE_SUFFIXES`` are slides, ``.dcm`` files parts
+  of a DICOM series. ``predict`` classifies tile images as images; ``tile`` and ``features`` cut them as
+  one-level slides.
 - A file named on the command line is tried whatever its suffix (the reader says whether it is a slide);
   in folders only these suffixes are picked up.
 """
@@ -23,6 +25,39 @@ TILE_IMAGE_SUFFIXES = (*FLAT_IMAGE_SUFFIXES, ".tif", ".tiff")
 """Tiles in a labelled set."""
 TILE_COMMAND_SUFFIXES = frozenset(SLIDE_SUFFIXES + FLAT_IMAGE_SUFFIXES)
 """What ``tile`` picks up from a folder."""
+
+
+TILE_TIFF_MAX = 1024
+"""A flat TIFF up to this many pixels a side is a tile image; a larger one a one-level slide."""
+SLIDE_COLUMNS = ("slide", "path", "wsi", "slide_id")
+"""A slides CSV's slide column, by any of these names (case and spaces ignored), in every command."""
+MPP_COLUMNS = ("mpp", "microns_per_pixel")
+"""A slides CSV's mpp column."""
+
+
+def kind_of(path: Path) -> str:
+    """``image`` (a tile), ``slide``, ``dicom`` (one file of a DICOM series) or ``other`` (not picked up)."""
+    suffix = path.suffix.lower()
+    if suffix == ".dcm":
+        return "dicom"
+    if suffix in FLAT_IMAGE_SUFFIXES:
+        return "image"
+    if suffix in (".tif", ".tiff"):
+        return "image" if _flat_small_tiff(path) else "slide"
+    return "slide" if suffix in SLIDE_SUFFIXES else "other"
+
+
+def _flat_small_tiff(path: Path) -> bool:
+    """Whether a TIFF is one flat page no larger than ``TILE_TIFF_MAX`` a side (unreadable: no, the reader says)."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            return (len(tif.pages) == 1 and not page.is_tiled and not page.subifds
+                    and max(page.shape[:2]) <= TILE_TIFF_MAX)
+    except Exception:  # noqa: BLE001 - any unreadable file goes to the slide reader, which names the problem
+        return False
 
 
 def features_path(folder: str | Path, stem: str) -> Path | None:

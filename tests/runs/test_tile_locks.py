@@ -13,6 +13,7 @@ import pytest
 
 from pathotune_cli.events import SlideDone
 from pathotune_cli.runs import tile
+from pathotune_cli.runs.per_slide import engine
 from pathotune_cli.runs.slide_level.demo import write_planted_slides
 from pathotune_cli.runs.tile import TileConfig, tile_run
 
@@ -31,7 +32,7 @@ def test_resume_keeps_a_slide_another_process_finished_while_this_one_waited_for
     done = tmp_path / "done"
     tile_run(TileConfig(slides=(slide,), out=done, tile_size=112))  # what the other process will have written
     out = tmp_path / "T"
-    real_lock, tiled = tile.slide_lock, []
+    real_lock, tiled = engine.slide_lock, []
 
     @contextlib.contextmanager
     def lock_after_the_other_process_finished(folder: Path, stem: str, command: str) -> Iterator[Any]:
@@ -41,9 +42,9 @@ def test_resume_keeps_a_slide_another_process_finished_while_this_one_waited_for
         with real_lock(folder, stem, command) as claim:
             yield claim
 
-    real_tile_one = tile._tile_one
-    monkeypatch.setattr(tile, "slide_lock", lock_after_the_other_process_finished)
-    monkeypatch.setattr(tile, "_tile_one", lambda *args: tiled.append(args) or real_tile_one(*args))
+    real_process = tile.TileJob.process
+    monkeypatch.setattr(engine, "slide_lock", lock_after_the_other_process_finished)
+    monkeypatch.setattr(tile.TileJob, "process", lambda self, *args: tiled.append(args) or real_process(self, *args))
     out.mkdir()
     before = (done / "s00.h5").stat().st_mtime_ns
     result = tile_run(TileConfig(slides=(slide,), out=out, tile_size=112, resume=True))

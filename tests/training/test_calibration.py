@@ -62,10 +62,18 @@ def test_validation_tiles_that_cannot_place_a_temperature_keep_one_and_say_why()
     assert flat.temperature == 1.0 and "do not vary" in flat.note
 
 
-def test_confidently_wrong_logits_send_the_temperature_to_its_upper_bound() -> None:
+def test_a_fit_that_runs_to_its_bound_is_stored_as_no_temperature_and_says_why() -> None:
     labels = np.arange(30) % 3
     fit = fit_temperature(-5.0 * np.eye(3)[labels], labels)
-    assert fit.at_bound and fit.temperature == pytest.approx(TEMPERATURE_BOUNDS[1], rel=0.01) and not fit.note
+    assert fit.at_bound and fit.temperature == 1.0
+    assert f"T = {TEMPERATURE_BOUNDS[1]:.3g}" in fit.note and "not calibrated" in fit.note
+
+
+def test_too_few_validation_slides_fit_no_temperature_and_the_note_says_slides() -> None:
+    labels = np.array([0, 1, 0])
+    fit = fit_temperature(np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]), labels, unit="slides")
+    assert fit.temperature == 1.0 and not fit.at_bound
+    assert "3 validation slides are too few to fit a temperature" in fit.note
 
 
 def test_ece_and_brier_match_their_formulas() -> None:

@@ -15,7 +15,7 @@ import yaml
 
 from pathotune_cli.config.lab import config_dir
 from pathotune_cli.config.schema import BackbonePreset
-from pathotune_cli.errors import BadInput, MissingWeights
+from pathotune_cli.errors import BadInput, MissingWeights, first_line
 from pathotune_cli.files import write_text
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -206,6 +206,25 @@ def _download(preset: BackbonePreset) -> Path:
     repo, files = _hub_files(preset)
     if repo is None or not files:
         raise MissingWeights(f"backbone '{preset.name}' has no download source", "pass --weights FILE")
+    import logging
+
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(repo, files[0], revision=preset.revision, cache_dir=hf_cache_dir()))
+    quiet = [logging.getLogger(name) for name in ("huggingface_hub", "urllib3", "requests", "httpx")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # one line for the user, not the client's retries
+        logger.setLevel(logging.CRITICAL)
+    try:
+        return Path(hf_hub_download(repo, files[0], revision=preset.revision, cache_dir=hf_cache_dir()))
+    except Exception as exc:  # offline, a proxy, a gated repository: the client raises many types
+        reason = first_line(exc, 160)
+        raise MissingWeights(
+            f"could not download the weights of backbone '{preset.name}' ({repo}/{files[0]}): "
+            f"{type(exc).__name__}: {reason}",
+            f"check the network (or accept the model's licence on the Hub and log in with `hf auth login`); "
+            f"offline, fetch them with `{fetch_command(preset)}` on a machine with network, then pass --weights FILE "
+            f"or run `pathotune weights add {preset.name} FILE`",
+        ) from None
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)

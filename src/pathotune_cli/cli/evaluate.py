@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pathotune_cli.cli.options import (
+    DefaultMppOpt,
     DeviceOpt,
     JsonOpt,
     KernelsOpt,
@@ -39,6 +40,9 @@ def evaluate(
     weights: WeightsOpt = None,
     kernels: KernelsOpt = "auto",
     uncalibrated: UncalibratedOpt = False,
+    default_mpp: DefaultMppOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an evaluation of another prompt file or other "
+                                        "data in the output folder.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
@@ -49,7 +53,7 @@ def evaluate(
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
                        precision=precision, device=device, weights=weights, uncalibrated=uncalibrated,
-                       kernels=kernels)
+                       kernels=kernels, default_mpp=default_mpp, force=force)
     with ProgressDisplay() as progress:
         result = eval_run(opts, report=progress)
     if json_out:
@@ -57,7 +61,7 @@ def evaluate(
         return
     scores = result.scores
     table(
-        f"{result.task}: {scores['n']} {'slides' if result.level == 'slide' else 'tiles'} "
+        f"{result.task}: {scores['n']} {result.unit} "
         f"({result.method} on {result.backbone})",
         ["metric", "value", "95% CI"],
         [(k, _f(v["value"]), f"{_f(v['ci_low'])} - {_f(v['ci_high'])}") for k, v in scores["metrics"].items()],

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pathotune_cli.cli.options import (
+    CoordsOpt,
     DefaultMppOpt,
     DeviceOpt,
     DevicesOpt,
@@ -19,6 +20,7 @@ from pathotune_cli.cli.options import (
     ShardOpt,
     SlidesCsvOpt,
     TissueChoice,
+    TissueGeojsonOpt,
     TissueOpt,
     WeightsOpt,
     device_workers,
@@ -44,6 +46,8 @@ def features(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Tiles per batch.")] = 64,
     min_tissue: MinTissueOpt = 0.25,
     tissue: TissueOpt = TissueChoice.otsu,
+    tissue_geojson: TissueGeojsonOpt = None,
+    coords: CoordsOpt = None,
     default_mpp: DefaultMppOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
@@ -58,24 +62,25 @@ def features(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.features import FeaturesOptions
-    from pathotune_cli.runs.per_slide.devices import run_slides
+    from pathotune_cli.runs.features import FEATURES, FeaturesOptions
+    from pathotune_cli.runs.per_slide.devices import run_command
 
     workers_on = device_workers(devices, device)
     opts = FeaturesOptions(
         slides=tuple(slides or ()), slides_csv=slides_csv, out=output_folder("features", out), prompts=prompts,
         backbone=backbone, weights=weights, mpp=mpp, tile_size=tile_size, batch_size=batch_size,
-        min_tissue=min_tissue, tissue=tissue.value, default_mpp=default_mpp, precision=precision, device=device,
+        min_tissue=min_tissue, tissue=tissue.value, tissue_geojson=tissue_geojson, coords=coords,
+        default_mpp=default_mpp, precision=precision, device=device,
         resume=resume, kernels=kernels, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = run_slides("features", opts, workers_on, progress)
+        result = run_command(FEATURES, opts, workers_on, progress)
     if json_out:
         emit_json(result.to_dict())
     else:
         table(f"features in {result.out} ({result.encoder}, {result.feature_dim}-d; {result.seconds} s)",
               ["slide", "status", "tiles", "seconds"],
-              [(Path(r["slide"]).name, r["status"] + (f" ({r['resume']})" if r.get("resume") else ""),
-                r.get("tiles", 0), r.get("seconds", "")) for r in result.rows])
+              [(r.name, r.status + (f" ({r.resume})" if r.resume else ""), r.tiles, r.seconds)
+               for r in result.rows])
     if result.failed:
         raise typer.Exit(1)

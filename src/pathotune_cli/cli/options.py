@@ -97,18 +97,23 @@ def device_workers(devices: str | None, device: str = "auto") -> list[str] | Non
 def choose_prompts(option: Path | None, positionals: list[Path]) -> tuple[Path, list[Path]]:
     """The prompt file of a command, and its other positional arguments.
 
-    In order: ``--prompts``; else the first positional argument when it is a ``.safetensors`` file (the form
-    ``predict PROMPTS SLIDE...``; slides never have that suffix); else the lab default.
+    In order: ``--prompts``; else the one positional argument that is a ``.safetensors`` file, wherever it
+    stands (``predict PROMPTS SLIDE...`` and ``predict SLIDE... PROMPTS``; slides never have that suffix); else the
+    lab default.
 
     Raises:
-        BadInput: none of the three gives a prompt file.
+        BadInput: none of the three gives a prompt file, or two positional arguments are prompt files.
     """
     from pathotune_cli.config.lab import read_lab_defaults
 
     if option is not None:
         return option, list(positionals)
-    if positionals and positionals[0].suffix.lower() == PROMPTS_SUFFIX:
-        return positionals[0], list(positionals[1:])
+    found = [p for p in positionals if p.suffix.lower() == PROMPTS_SUFFIX]
+    if len(found) > 1:
+        raise BadInput(f"two prompt files among the inputs ({found[0]} and {found[1]})",
+                       "predict one model per run, each into its own --out folder")
+    if found:
+        return found[0], [p for p in positionals if p != found[0]]
     lab = read_lab_defaults().prompts
     if lab:
         return Path(lab), list(positionals)
@@ -140,6 +145,11 @@ MinTissueOpt = Annotated[
 TissueOpt = Annotated[
     TissueChoice,
     typer.Option("--tissue", case_sensitive=False, help="otsu: detect tissue; none: every tile."),
+]
+CoordsOpt = Annotated[
+    Path | None,
+    typer.Option("--coords", help="Reuse tile coordinates: a coords .h5 (from tile, CLAM or TRIDENT) or a folder of "
+                 "<slide>.h5; refused when their tiles are of another physical size than the model's."),
 ]
 TissueGeojsonOpt = Annotated[
     Path | None,

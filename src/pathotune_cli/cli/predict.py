@@ -9,6 +9,7 @@ import typer
 
 from pathotune_cli.cli.options import (
     AlphaOpt,
+    CoordsOpt,
     DefaultMppOpt,
     DeviceOpt,
     DevicesOpt,
@@ -30,6 +31,7 @@ from pathotune_cli.cli.options import (
 from pathotune_cli.cli.render import emit_json, info, table, user_errors
 
 if TYPE_CHECKING:
+    from pathotune_cli.runs.per_slide.rows import SlideRow
     from pathotune_cli.runs.predict import PredictResult
 
 InputsArg = Annotated[
@@ -45,10 +47,6 @@ ReadersOpt = Annotated[
         "--workers", min=0, max=64, show_default=False,
         help="Tile-reading processes (0: in-process). Default: 0 on a CPU, whose cores the model needs; 2 with a GPU.",
     ),
-]
-CoordsOpt = Annotated[
-    Path | None,
-    typer.Option("--coords", help="A coords .h5 (from tile, CLAM or TRIDENT) or a folder of <slide>.h5."),
 ]
 HeatmapClassOpt = Annotated[
     str | None, typer.Option("--heatmap-class", help="Colour the heatmap by this class's probability.")
@@ -95,8 +93,8 @@ def predict(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.per_slide.devices import run_slides
-    from pathotune_cli.runs.predict import PredictOptions
+    from pathotune_cli.runs.per_slide.devices import run_command
+    from pathotune_cli.runs.predict import PREDICT, PredictOptions
 
     workers_on = device_workers(devices, device)
     prompts, rest = choose_prompts(prompts, list(inputs or []))
@@ -108,7 +106,7 @@ def predict(
         explain_top=explain_top, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = run_slides("predict", opts, workers_on, progress)
+        result = run_command(PREDICT, opts, workers_on, progress)
     if json_out:
         emit_json(result.to_dict())
     else:
@@ -121,8 +119,8 @@ def _render(result: PredictResult) -> None:
     if result.slides:
         table(f"predictions in {result.out} ({result.seconds} s)",
               ["slide", "status", "tiles", "mpp", "top class", "OOD flagged"],
-              [(r["slide"], _status(r), r.get("tiles", 0),
-                r.get("mpp", ""), _top(r, result.classes), _share(r.get("ood_fraction"))) for r in result.slides])
+              [(r.name, _status(r), r.tiles, r.mpp if r.mpp is not None else "", _top(r, result.classes),
+                _share(r.column("ood_fraction"))) for r in result.slides])
         info(f"per-slide CSV, GeoJSON and heatmap, and summary.csv are in {result.out}")
     if result.images is not None:
         flagged = "" if result.images.flagged is None else f" ({result.images.flagged} flagged out of distribution)"
@@ -130,22 +128,24 @@ def _render(result: PredictResult) -> None:
     info(f"probabilities: {result.probabilities}")
 
 
-def _status(row: dict) -> str:
-    if row["status"] == "locked":
+def _status(row: SlideRow) -> str:
+    if row.status == "locked":
         return "locked (another process is on it)"
-    return row["status"] + (f" ({row['resume']})" if row.get("resume") else "")
+    return row.status + (f" ({row.resume})" if row.resume else "")
 
 
 def _share(value: object) -> str:
     return f"{value:.1%}" if isinstance(value, float) else ""
 
 
-def _top(row: dict, classes: list[str]) -> str:
-    if row.get("status") != "ok" or not row.get("tiles"):
+def _top(row: SlideRow, classes: list[str]) -> str:
+    if row.status != "ok" or not row.tiles:
         return ""
-    if row.get("label"):  # a slide-level model: the slide's class and its probability
-        shown = f"{row['label']} (p {row.get('prob_' + row['label'], 0.0):.2f})"
-        return shown + (f", set {row['prediction_set'] or '(empty)'}" if "prediction_set" in row else "")
-    fractions = {c: row.get(f"fraction_{c}", 0.0) or 0.0 for c in classes}
-    best = max(fractions, key=fractions.get)
+    label = row.column("label")
+    if label:  # a slide-level model: the slide's class and its probability
+        shown = f"{label} (p {float(row.column(f'prob_{label}') or 0.0):.2f})"
+        chosen = row.column("prediction_set")
+        return shown + (f", set {chosen or '(empty)'}" if chosen is not None else "")
+    fractions = {c: float(row.column(f"fraction_{c}") or 0.0) for c in classes}
+    best = max(fractions, key=fractions.__getitem__)
     return f"{best} ({fractions[best]:.0%})"

@@ -89,8 +89,8 @@ def tile(
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import resolve_shard
     from pathotune_cli.config.lab import output_folder
-    from pathotune_cli.runs.per_slide.devices import run_slides
-    from pathotune_cli.runs.tile import TileConfig
+    from pathotune_cli.runs.per_slide.devices import run_command
+    from pathotune_cli.runs.tile import TILE, TileConfig
 
     if mpp is not None and mag is not None:
         raise BadInput(f"--mpp {mpp} and --mag {mag} exclude each other", "give one of them")
@@ -116,7 +116,7 @@ def tile(
         shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
-        result = run_slides("tile", config, device_workers(devices), progress)
+        result = run_command(TILE, config, device_workers(devices), progress)
     if json_out:
         emit_json(result.to_dict())
     else:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pathotune_cli.cli import render
-from pathotune_cli.cli.options import JsonOpt, SetOpt, WeightsOpt, above_zero
+from pathotune_cli.cli.options import DefaultMppOpt, JsonOpt, SetOpt, WeightsOpt, above_zero
 from pathotune_cli.cli.render import emit_json, key_values, user_errors
 
 BackboneOpt = Annotated[
@@ -59,6 +59,7 @@ def tune(
     folds: Annotated[int | None, typer.Option(
         "--folds", min=2, max=20, help="Slide-level tasks: patient-grouped stratified K-fold cross-validation."
     )] = None,
+    default_mpp: DefaultMppOpt = None,
     skip_bad_slides: Annotated[bool, typer.Option(
         "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them."
     )] = False,
@@ -85,6 +86,7 @@ def tune(
             sets=tuple(set_ or ()), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed,
             precision=precision, device=device, weights=weights, val_data=val_data, tile_prompts=prompts,
             features=features, folds=folds, skip_bad_slides=skip_bad_slides, download=download,
+            default_mpp=default_mpp,
         )
         cfg = resolve_config(opts)
         with ProgressDisplay(quiet=not world.main) as progress:
@@ -97,7 +99,7 @@ def tune(
 
 def _render(result: Any) -> None:
     epochs_line = f"{result.epochs_run} (best {result.best_epoch}{', stopped early' if result.stopped_early else ''})"
-    unit = "slides" if result.level == "slide" else "images"
+    unit = result.unit
     key_values(f"tuned {result.method} on {result.backbone} for {result.task}", {
         "prompt file": f"{result.prompts} ({result.prompts_bytes / 1024:.0f} KiB)",
         "trainable": f"{result.trainable_parameters:,} ({result.trainable_share:.2%} of backbone)",

@@ -218,6 +218,8 @@ class RunConfig(Strict):
     """Slide-level tasks: patient-grouped stratified K-fold cross-validation (one model per fold)."""
     skip_bad_slides: bool = False
     """Slide-level tasks: list unreadable slides and go on without them (else they stop the run)."""
+    default_mpp: float | None = Field(None, gt=0.0, le=16.0)
+    """Slide-level tasks: mpp for slides whose metadata and CSV row give none (as ``tile`` and ``predict``)."""
 
     @model_validator(mode="after")
     def _stored_weights_match_precision(self) -> RunConfig:
@@ -232,7 +234,7 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _slide_only(self) -> RunConfig:
         if self.task.level == "tile":
-            used = [k for k in ("features", "tile_prompts", "folds") if getattr(self, k) is not None]
+            used = [k for k in ("features", "tile_prompts", "folds", "default_mpp") if getattr(self, k) is not None]
             if used:
                 raise ValueError(f"'{used[0]}' is for slide-level tasks; task '{self.task.name}' is tile-level")
         elif self.prompt.method == "full":

@@ -86,7 +86,7 @@ def load_prompted_model(
     """
     file = read_prompt_file(path)
     header = file.header
-    if header.level == "slide":
+    if header.mil is not None:  # the header validates: only a slide-level file has mil settings
         raise BadInput(
             f"{file.path} is a slide-level prompt file (task {header.task.name}): it predicts one label per slide",
             "give it slides (predict, eval with a slides CSV); a tile-level file classifies tiles",

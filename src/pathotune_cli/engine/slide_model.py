@@ -101,7 +101,7 @@ def load_slide_model(
     """
     file = read_prompt_file(path)
     header = file.header
-    if header.level != "slide" or header.mil is None:
+    if header.mil is None:  # the header validates: only a slide-level file has mil settings
         raise BadInput(
             f"{file.path} is a tile-level prompt file (task {header.task.name})",
             "use it on tiles or slides with `pathotune predict`, or train a slide-level file on a slide-level task",

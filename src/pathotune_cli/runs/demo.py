@@ -161,13 +161,13 @@ def _slide_steps(out: Path, slide: Path, prompts: Path, report: Reporter) -> dic
         PredictOptions(prompts=prompts, inputs=(slide,), out=out / "predict", coords=coords, workers=0), report
     )
     slide_row = predicted.slides[0]
-    if slide_row["status"] != "ok":
-        raise RuntimeError(f"demo slide failed to predict: {slide_row['error']}")
+    if slide_row.status != "ok":
+        raise RuntimeError(f"demo slide failed to predict: {slide_row.error}")
     csv_path = out / "predict" / f"{slide.stem}.predictions.csv"
     agreement = slide_agreement(csv_path, list(DEMO_CLASSES))
-    note(report, f"demo slide: {slide_row['tiles']} tiles, {agreement:.1%} in their region's class")
+    note(report, f"demo slide: {slide_row.tiles} tiles, {agreement:.1%} in their region's class")
     return {
-        "tiles": slide_row["tiles"],
+        "tiles": slide_row.tiles,
         "region_agreement": agreement,
         "coords": str(coords),
         "overview": str(tiles_out / f"{slide.stem}.thumb.png"),

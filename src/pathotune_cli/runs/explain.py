@@ -22,7 +22,7 @@ import numpy as np
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, ignore, note, warn
-from pathotune_cli.runs.options import coerce_paths
+from pathotune_cli.runs.options import check_alpha, coerce_paths
 from pathotune_cli.runs.trust.apply import Trust
 
 CSV_NAME = "explanations.csv"
@@ -70,16 +70,6 @@ class ExplainResult:
         """The result as plain data."""
         return {"out": str(self.out), "prompts": str(self.prompts), "probabilities": self.probabilities,
                 "images": len(self.rows), "rows": self.rows, "seconds": self.seconds}
-
-
-def check_alpha(alpha: float | None) -> None:
-    """``--alpha`` must lie strictly between 0 and 1.
-
-    Raises:
-        BadInput: it does not.
-    """
-    if alpha is not None and not 0.0 < alpha < 1.0:
-        raise BadInput(f"--alpha {alpha} must lie strictly between 0 and 1", "use a stored level: 0.05, 0.1 or 0.2")
 
 
 def explain_run(opts: ExplainOptions, report: Reporter = ignore) -> ExplainResult:

@@ -3,22 +3,28 @@
 Per slide ``<stem>.h5`` holds ``features`` (N x D float32) and ``coords`` (N x 2, level-0) with the attributes
 ``tile`` writes, plus the encoder, the backbone fingerprint and the prompt file's hash: the layout TRIDENT and
 CLAM users read, and what slide-level ``tune --features`` reuses. Slides are cut as ``tile`` cuts them, at the
-prompt file's tile mpp and size (or, for a bare backbone, ``--mpp`` and ``--tile-size``). One resume rule
-(``runs.resume``), one record per slide, ``manifest.csv`` over the folder, ``run.json``; shards and per-slide
-locks as ``tile`` and ``predict`` (``runs.locks``, ``runs.merge``).
+prompt file's tile mpp and size (or, for a bare backbone, ``--mpp`` and ``--tile-size``), through the one
+per-slide engine (``runs.per_slide.engine``: locks, ``--resume``, records, ``manifest.csv``, ``run.json``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pathotune_cli.cluster import WHOLE, Shard
-from pathotune_cli.errors import BadInput, describe
-from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, ignore, note, warn
+from pathotune_cli.errors import BadInput
+from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.files import Staging
+from pathotune_cli.hardware import Placement
 from pathotune_cli.runs.options import coerce_paths, kernel_spec
+from pathotune_cli.runs.per_slide.devices import PerSlideCommand
+from pathotune_cli.runs.per_slide.engine import RunPlan, SlideJob, run_slides
+from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
+from pathotune_cli.runs.per_slide.tiling import Tiling, plan
 
 COMMAND = "features"
 FEATURES_ALGORITHM = 1
@@ -41,6 +47,10 @@ class FeaturesOptions:
     batch_size: int = 64
     min_tissue: float = 0.25
     tissue: str = "otsu"
+    tissue_geojson: Path | None = None
+    """QuPath GeoJSON of tissue polygons (one slide), or a folder of ``<stem>.geojson`` files."""
+    coords: Path | None = None
+    """A coords ``.h5`` (one slide) or a folder of ``<stem>.h5`` to reuse instead of cutting."""
     default_mpp: float | None = None
     precision: str = "auto"
     device: str = "auto"
@@ -73,63 +83,106 @@ class FeaturesResult:
     out: Path
     encoder: str
     feature_dim: int
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[SlideRow] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def failed(self) -> int:
         """Slides that failed (not those another process was on: ``locked``)."""
-        return sum(r["status"] == "failed" for r in self.rows)
+        return sum(r.status == "failed" for r in self.rows)
+
+    def joined(self, others: list[FeaturesResult]) -> FeaturesResult:
+        """This result with other shards' rows (``--devices``), sorted by slide."""
+        rows = sorted((r for res in [self, *others] for r in res.rows), key=lambda r: r.slide)
+        return dataclasses.replace(self, rows=rows, seconds=max(r.seconds for r in [self, *others]))
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data."""
-        return {**asdict(self), "out": str(self.out), "failed": self.failed}
+        return {"out": str(self.out), "encoder": self.encoder, "feature_dim": self.feature_dim,
+                "rows": [r.to_dict() for r in self.rows], "seconds": self.seconds, "failed": self.failed}
 
 
 def features_run(opts: FeaturesOptions, report: Reporter = ignore) -> FeaturesResult:
     """Write every slide's features file; a failing slide is recorded and the others go on."""
-    from pathotune_cli.files import prepare_output_folder, remove_stale_temporaries
+    from pathotune_cli.files import prepare_output_folder
     from pathotune_cli.runs.per_slide.devices import shard_placement
-    from pathotune_cli.runs.per_slide.merge import rebuild_summary
-    from pathotune_cli.runs.records import write_slides_record
-    from pathotune_cli.runs.tile import TileConfig, collect_slides
+    from pathotune_cli.runs.per_slide.inputs import collect
 
     started = time.time()
-    everything = collect_slides(TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out))
-    items = opts.shard.take(everything, key=lambda item: str(item[0]))
+    everything = collect(opts.slides, opts.slides_csv, tiles_as_images=False).slides
+    slides = opts.shard.take(everything, key=lambda s: str(s.path))
     out = prepare_output_folder(opts.out, "--out")  # before the encoder loads: a bad --out fails at once
-    remove_stale_temporaries(out)
     if not opts.shard.whole:
-        note(report, f"shard {opts.shard.label} ({opts.shard.source}): {len(items)} of {len(everything)} slides")
+        note(report, f"shard {opts.shard.label} ({opts.shard.source}): {len(slides)} of {len(everything)} slides")
     encoder, identity = _encoder(opts, report)
+    encoder.tiling.check(slides)
     placement = shard_placement(opts.device, opts.precision, opts.shard)
     encoder.model.place(placement, "inference", kernel_spec(opts.kernels))
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()
                 if k != "slides"} | {"slides": [str(p) for p in opts.slides]}
-    write_slides_record(out, COMMAND, opts.shard, [p for p, _ in everything], settings, started, "running")
-    rows: list[dict[str, Any]] = []
-    report(SlidesStarted(len(items)))
-    for index, (path, csv_mpp) in enumerate(items):
-        row = _one_slide(encoder, identity, path, csv_mpp, opts, placement, out, report)
-        rows.append(row)
-        detail = row["error"] if row["status"] != "ok" else (row.get("resume") or f"{row['tiles']} tiles")
-        report(SlideDone(path.name, row["status"], index + 1, len(items), detail, seconds=row.get("seconds", 0.0)))
-    rebuild_summary(out, COMMAND, rows, report=report)
-    write_slides_record(out, COMMAND, opts.shard, [p for p, _ in everything], settings, started, "finished",
-                        kernels=encoder.model.kernel_choices(), **identity)
-    return FeaturesResult(out, identity["encoder"], encoder.model.feature_dim, rows, round(time.time() - started, 2))
+    job = FeaturesJob(out, encoder, identity, placement, opts.batch_size, report)
+    rows = run_slides(job, RunPlan(slides, everything, opts.shard, settings, opts.resume,
+                                   finished_extra=lambda: {"kernels": encoder.model.kernel_choices(), **identity}))
+    return FeaturesResult(out, str(identity["encoder"]), encoder.model.feature_dim, rows,
+                          round(time.time() - started, 2))
+
+
+def count_slides(opts: FeaturesOptions) -> int:
+    """This process's slides (its shard), listed as ``features_run`` lists them."""
+    from pathotune_cli.runs.per_slide.inputs import collect
+
+    everything = collect(opts.slides, opts.slides_csv, tiles_as_images=False).slides
+    return len(opts.shard.take(everything, key=lambda s: str(s.path)))
+
+
+FEATURES = PerSlideCommand("features", features_run, count_slides)
+"""``features`` for ``--devices``."""
+
+
+class FeaturesJob(SlideJob):
+    """What ``features`` does to one slide: its tiles through the encoder into ``<stem>.h5``."""
+
+    command = "features"
+
+    def __init__(self, out: Path, encoder: _Encoder, identity: dict[str, object], placement: Placement,
+                 batch_size: int, report: Reporter = ignore) -> None:
+        super().__init__(out, report)
+        self.encoder, self.identity, self.placement, self.batch_size = encoder, identity, placement, batch_size
+
+    def settings(self, slide: SlideInput) -> dict[str, object]:
+        """The encoder, the tiling and the precision."""
+        return {"version": FEATURES_ALGORITHM, **self.identity, **self.encoder.tiling.settings(slide),
+                "precision": self.placement.precision}
+
+    def outputs(self, stem: str) -> list[Path]:
+        """``<stem>.h5``."""
+        return [self.out / f"{stem}.h5"]
+
+    def process(self, slide: SlideInput, staged: Staging) -> SlideRow:
+        """Plan the slide, encode its tiles, write the features file."""
+        from pathotune_cli.runs.slide_level.tiles import slide_features
+        from pathotune_cli.wsi.features_file import write_features
+
+        planned = plan(slide, self.encoder.tiling)
+        features = slide_features(self.encoder.model, planned, self.placement, self.batch_size, self.report)
+        attrs = {**self.identity, "feature_dim": int(features.shape[1]), "precision": self.placement.precision}
+        write_features(staged.temp(self.outputs(slide.stem)[0]), features, planned.coords, planned.plan.h5_attrs(),
+                       attrs)
+        return SlideRow(str(slide.path), "ok", tiles=len(planned), level=planned.level,
+                        mpp=round(planned.plan.mpp, 6), mpp_source=planned.plan.mpp_source,
+                        values={"dim": int(features.shape[1])})
 
 
 @dataclass
 class _Encoder:
     model: Any
-    tiling: Any
+    """A ``PromptedModel`` (prompted, or the bare backbone under ``linear``)."""
+    tiling: Tiling
 
 
 def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[str, Any]]:
     """The tile encoder and what the features files record of it."""
     from pathotune_cli.backbones.fingerprint import fingerprint_of
-    from pathotune_cli.runs.slide_level.tiles import TilingSettings
 
     if opts.prompts is not None:
         from pathotune_cli.engine import load_prompted_model, random_weights_warning
@@ -155,66 +208,6 @@ def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[st
         mpp, size = opts.mpp or preset.mpp or 0.5, opts.tile_size or 224
     if random_weights_warning(model):
         warn(report, str(random_weights_warning(model)))
-    tiling = TilingSettings(mpp, size, opts.min_tissue, opts.tissue, opts.default_mpp)
+    tiling = Tiling(mpp, size, opts.min_tissue, opts.tissue, opts.default_mpp, tissue_geojson=opts.tissue_geojson,
+                    coords=opts.coords)
     return _Encoder(model, tiling), identity
-
-
-def _one_slide(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp: float | None, opts: FeaturesOptions,
-               placement: Any, out: Path, report: Reporter) -> dict[str, Any]:
-    """One slide under its lock (``locked`` when another live process is on it)."""
-    from pathotune_cli.runs.per_slide.locks import slide_lock
-
-    with slide_lock(out, path.stem, COMMAND) as claim:
-        if not claim.held:
-            owner = claim.owner.describe() if claim.owner else "another process"
-            return {"slide": str(path), "status": "locked", "tiles": 0, "seconds": 0.0, "resume": "",
-                    "error": f"{path.name}: in progress in another process ({owner})"}
-        if claim.taken_over:
-            note(report, claim.taken_over)
-        return _features_one(encoder, identity, path, csv_mpp, opts, placement, out, report)
-
-
-def _features_one(encoder: _Encoder, identity: dict[str, Any], path: Path, csv_mpp: float | None,
-                  opts: FeaturesOptions, placement: Any, out: Path, report: Reporter) -> dict[str, Any]:
-    from pathotune_cli.files import Staging
-    from pathotune_cli.runs.per_slide.resume import (
-        SlideKey,
-        decide,
-        input_identity,
-        record_failure,
-        record_path,
-        write_record,
-    )
-    from pathotune_cli.runs.slide_level.tiles import plan_tiles, slide_features
-    from pathotune_cli.wsi.features_file import write_features
-
-    started = time.time()
-    final = out / f"{path.stem}.h5"
-    settings = {"version": FEATURES_ALGORITHM, **identity, **asdict(encoder.tiling), "csv_mpp": csv_mpp,
-                "precision": placement.precision}
-    resume = ""
-    try:
-        key = SlideKey(input_identity(path), settings)
-        if opts.resume:
-            decision = decide(out, path.stem, COMMAND, key, [final])
-            if decision.keep:
-                return {**decision.row, "resume": "kept", "seconds": 0.0}
-            resume = decision.resume
-        slide = plan_tiles(path, encoder.tiling, csv_mpp)
-        features = slide_features(encoder.model, slide, placement, opts.batch_size, report)
-        attrs = {**identity, "feature_dim": int(features.shape[1]), "precision": placement.precision}
-        with Staging() as staged:
-            write_features(staged.temp(final), features, slide.coords, slide.plan.h5_attrs(), attrs)
-            record_path(out, path.stem, COMMAND).unlink(missing_ok=True)
-            staged.commit()
-        row = {"slide": str(path), "status": "ok", "tiles": len(slide), "dim": int(features.shape[1]),
-               "mpp": round(slide.plan.mpp, 6), "mpp_source": slide.plan.mpp_source,
-               "seconds": round(time.time() - started, 2), "error": ""}
-        write_record(out, path.stem, COMMAND, key, row)
-        return {**row, "resume": resume}
-    except Exception as exc:  # one broken slide must not stop the run
-        error = describe(exc, out)[1]
-    row = {"slide": str(path), "status": "failed", "tiles": 0, "seconds": round(time.time() - started, 2),
-           "error": error if path.name in error else f"{path.name}: {error}"}
-    record_failure(out, path.stem, COMMAND, [final], lambda: SlideKey(input_identity(path), settings), row)
-    return {**row, "resume": resume}

@@ -101,7 +101,7 @@ def expected_tensors(file: Any) -> tuple[dict[str, Any] | None, str | None]:
         inst = _skeleton(header.instance_encoder.preset)[0] if header.instance_encoder is not None else None
     except _FamilyMissing as exc:
         return None, str(exc)
-    slide = header.level == "slide" and header.mil is not None
+    slide = header.mil is not None
     stored = stored_text_embeddings(file, prefix="tiles." if slide else "")
     embeddings = None if stored is None else torch.empty(*stored.shape, device=device)
     with torch.device(device):

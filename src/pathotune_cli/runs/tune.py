@@ -9,10 +9,10 @@ validation report, the prompt file).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from pathotune_cli.errors import BadInput, MissingWeights
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths
 from pathotune_cli.runs.records import add_to_run_record
+from pathotune_cli.runs.results import TuneResult, config_digest
 from pathotune_cli.runs.run_folder import PROMPTS_NAME
 
 
@@ -54,6 +55,8 @@ class TuneOptions:
     """Slide-level tasks: a folder of per-slide feature files to reuse."""
     folds: int | None = None
     skip_bad_slides: bool = False
+    default_mpp: float | None = None
+    """Slide-level tasks: mpp for slides whose metadata and CSV row give none."""
     download: bool = False
     """Allow downloading missing weights (never without it)."""
 
@@ -66,56 +69,6 @@ class TuneOptions:
             )
         if not self.config and self.data is None:
             raise BadInput("no training data given", "pass --data DIR|CSV")
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    """What a tuning run made, for the summary table and ``--json``."""
-
-    run: Path
-    prompts: Path
-    prompts_bytes: int
-    task: str
-    backbone: str
-    method: str
-    trainable_parameters: int
-    backbone_parameters: int
-    precision: str
-    device: str
-    train_images: int
-    val_images: int
-    epochs_run: int
-    best_epoch: int
-    stopped_early: bool
-    early_stopping_on: str
-    random_weights: bool
-    resumed_from: int | None
-    seconds: float
-    instance_images_encoded: int
-    validation: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    kernels: dict[str, str] = field(default_factory=dict)
-    """The kernels each frozen part ran with in training (measured on this machine, or pinned)."""
-    level: str = "tile"
-    """``slide``: the image counts are slides, and the file holds an aggregator."""
-    folds: list[dict[str, Any]] | None = None
-    """With ``--folds``: each fold's prompt file and validation metrics."""
-    world_size: int = 1
-    """Processes that trained together (``torchrun``); the global batch was split over them."""
-    rank: int = 0
-    """This process's rank: only rank 0 writes the run folder, so another rank's result has no prompt file size
-    and no validation."""
-
-    @property
-    def trainable_share(self) -> float:
-        """Trainable parameters as a share of the backbone's."""
-        return self.trainable_parameters / max(1, self.backbone_parameters)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as plain data."""
-        data = asdict(self)
-        data.update(run=str(self.run), prompts=str(self.prompts), trainable_share=self.trainable_share)
-        return data
 
 
 def choose_backbone(opts: TuneOptions, task: TaskPreset) -> tuple[str, str | None]:
@@ -143,7 +96,7 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
     explicit = {"data": opts.data, "out": opts.out, "seed": opts.seed, "precision": opts.precision,
                 "device": opts.device, "weights": opts.weights, "val_data": opts.val_data,
                 "tile_prompts": opts.tile_prompts, "features": opts.features, "folds": opts.folds,
-                "skip_bad_slides": opts.skip_bad_slides or None}
+                "skip_bad_slides": opts.skip_bad_slides or None, "default_mpp": opts.default_mpp}
     base.update({k: str(v) if isinstance(v, Path) else v for k, v in explicit.items() if v is not None})
     for key in ("data", "val_data", "weights", "tile_prompts", "features"):  # absolute: reruns from any folder
         if base.get(key):
@@ -159,16 +112,6 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
     if chosen_because is not None:
         _require_chosen_weights(config, chosen_because, opts.download)
     return config
-
-
-def config_digest(config: RunConfig) -> str:
-    """What must not change between a run and its ``--resume``: everything but where outputs go and the device."""
-    data = config.model_dump(mode="json")
-    for key in ("out", "device", "runtime"):
-        data.pop(key, None)
-    if data["mil"].get("slides_per_step") == 1:  # the default, as before the key existed: old checkpoints resume
-        data["mil"].pop("slides_per_step")
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def tune_run(
@@ -211,19 +154,30 @@ def tune_run(
         _remove_if_empty(out, existed)
 
     try:
-        if config.task.level == "slide":
-            from pathotune_cli.runs.slide_level.tune import tune_slides
-
-            return tune_slides(config, resume=resume, allow_download=allow_download, report=report, world=world,
-                               refused=refused, on_failure=stopped)
-        with run_folder.failure_recorded(out):
-            result = _tune_in(out, config, resume, allow_download, report, started, world, refused, stopped)
+        with run_folder.failure_recorded(out):  # both levels: run.json says running, then finished or failed
+            result = _levels()[config.task.level](out, config, resume, allow_download, report, started, world,
+                                                  refused, stopped)
     except BaseException:
         _remove_if_empty(out, existed)  # refused before it wrote anything: no empty folder
         raise
     if world.main:
         run_folder.mark_finished(out, result.seconds)
     return result
+
+
+def _levels() -> dict[str, Callable[..., TuneResult]]:
+    """How each level tunes, by the task's ``level``."""
+    return {"tile": _tune_in, "slide": _tune_slide_level}
+
+
+def _tune_slide_level(out: Path, config: RunConfig, resume: bool, allow_download: bool, report: Reporter,
+                      started: float, world: World, refused: Exception | None,
+                      stopped: Callable[[str], None]) -> TuneResult:
+    """A slide-level task: tile features into a MIL aggregator (``runs.slide_level.tune``)."""
+    from pathotune_cli.runs.slide_level.tune import tune_slides
+
+    return tune_slides(config, resume=resume, allow_download=allow_download, report=report, world=world,
+                       refused=refused, on_failure=stopped)
 
 
 def _check_before_start(config: RunConfig, out: Path, resume: bool, force: bool, allow_download: bool,
@@ -235,10 +189,8 @@ def _check_before_start(config: RunConfig, out: Path, resume: bool, force: bool,
 
     resolve_weights(config.backbone, config.weights, allow_download)  # a missing backbone fails before any work
     _check_kernel_pin(config)
-    slides = config.task.level == "slide"  # its own run folder (folds); the checks up front are the same
-    if not slides:
-        run_folder.claim(out, resume=resume, force=force)
-    if resume and not slides:
+    run_folder.claim(out, resume=resume, force=force)
+    if resume:
         _require_same_settings(out, config)
     prepare_output_folder(out, "--out")
     if world.main:

@@ -75,12 +75,22 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
     return float(np.mean(log_norm - z[np.arange(len(y)), y]))
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> TemperatureFit:
+MIN_TEMPERATURE_ITEMS = 10
+"""Fewer validation items than this fit no temperature (our choice: one item more or less then moves T by a
+large factor, and a 1-slide fit once ran to the search bound, every probability 0.50, with an ECE that looked
+perfect); ``T = 1`` is kept and the file says the probabilities are not calibrated."""
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, unit: str = "tiles") -> TemperatureFit:
     """The temperature that minimises validation NLL (bounded Brent search on ``log T``).
 
+    No temperature (``T = 1`` with a ``note``) from fewer than ``MIN_TEMPERATURE_ITEMS`` items, from items the
+    model gets all right, or where the search runs to an end of ``TEMPERATURE_BOUNDS``.
+
     Args:
-        logits: (N, C) validation logits of un-augmented tiles.
+        logits: (N, C) validation logits of un-augmented tiles (or slides).
         labels: (N,) true class indices.
+        unit: What the items are, for the notes (``tiles``, ``slides``).
 
     Raises:
         ValueError: no samples, or shapes that disagree.
@@ -89,19 +99,25 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> TemperatureFit:
 
     z, y = _check(logits, labels)
     before = nll(z, y)
+    if len(y) < MIN_TEMPERATURE_ITEMS:
+        return TemperatureFit(1.0, before, before, False, f"{len(y)} validation {unit} are too few to fit a "
+                              f"temperature (needs at least {MIN_TEMPERATURE_ITEMS}); probabilities are not calibrated")
     if (z.argmax(axis=1) == y).all():
-        return TemperatureFit(1.0, before, before, False, f"all {len(y)} validation tiles are right: their NLL "
+        return TemperatureFit(1.0, before, before, False, f"all {len(y)} validation {unit} are right: their NLL "
                               "keeps falling as T -> 0, so they cannot place a temperature; kept T = 1")
     if np.ptp(z, axis=1).max() <= 0:
-        return TemperatureFit(1.0, before, before, False, "the logits do not vary within a tile: NLL does not "
-                              "depend on T; kept T = 1")
+        return TemperatureFit(1.0, before, before, False, f"the logits do not vary within one of the {unit}: NLL "
+                              "does not depend on T; kept T = 1")
     low, high = (math.log(b) for b in TEMPERATURE_BOUNDS)
     found = minimize_scalar(lambda t: nll(z, y, math.exp(t)), bounds=(low, high), method="bounded",
                             options={"xatol": 1e-6})
     t = float(found.x)
     temperature = math.exp(t)
-    at_bound = min(t - low, high - t) < 1e-3
-    return TemperatureFit(temperature, before, nll(z, y, temperature), at_bound)
+    if min(t - low, high - t) < 1e-3:
+        return TemperatureFit(1.0, before, before, True, f"the fit on {len(y)} validation {unit} ran to the end of "
+                              f"its search interval (T = {temperature:.3g}): they cannot place a temperature; kept "
+                              "T = 1, probabilities are not calibrated")
+    return TemperatureFit(temperature, before, nll(z, y, temperature), False)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

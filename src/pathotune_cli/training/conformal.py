@@ -68,7 +68,7 @@ def min_samples(alpha: float) -> int:
     return n
 
 
-def conformal_quantile(scores: np.ndarray, alpha: float) -> Quantile:
+def conformal_quantile(scores: np.ndarray, alpha: float, unit: str = "tiles") -> Quantile:
     """The split-conformal quantile of ``scores`` at level ``alpha`` (the module docstring gives the rule).
 
     Raises:
@@ -82,7 +82,7 @@ def conformal_quantile(scores: np.ndarray, alpha: float) -> Quantile:
     if k > n:
         need = min_samples(alpha)
         return Quantile(alpha, None, k, n,
-                        f"{n} validation tiles are too few for alpha {alpha:g} (needs at least {need})")
+                        f"{n} validation {unit} are too few for alpha {alpha:g} (needs at least {need})")
     return Quantile(alpha, float(s[k - 1]), k, n)
 
 

@@ -18,10 +18,9 @@ import numpy as np
 
 from pathotune_cli.config.schema import TaskPreset
 from pathotune_cli.errors import BadInput
-from pathotune_cli.formats import SLIDE_SUFFIXES, features_path
+from pathotune_cli.formats import MPP_COLUMNS, SLIDE_COLUMNS, SLIDE_SUFFIXES, features_path
 from pathotune_cli.training.data import SPLITS, class_matcher
 
-SLIDE_COLUMNS = ("slide", "path", "wsi", "slide_id")
 PATIENT_COLUMNS = ("patient", "case_id", "patient_id", "case")
 
 
@@ -36,6 +35,8 @@ class SlideItem:
     label: int
     patient: str
     split: str | None = None
+    mpp: float | None = None
+    """The CSV's mpp for the slide (None: the file's, or ``--default-mpp``)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,13 @@ def _item(row: dict[str, str], line: int, path: Path, slide_key: str, columns: d
         where = f" (nor its features in {features})" if features else ""
         return None, f"{path.name} line {line}: slide {name} does not exist{where}"
     patient = (row.get(patient_key) or "").strip() if patient_key else ""
-    return SlideItem(stem, slide, label, patient or f"slide:{stem}", split), None
+    mpp_key = next((columns[c] for c in MPP_COLUMNS if c in columns), None)
+    text = (row.get(mpp_key) or "").strip() if mpp_key else ""
+    try:
+        mpp = float(text) if text else None
+    except ValueError:
+        return None, f"{path.name} line {line}: mpp {text!r} is not a number"
+    return SlideItem(stem, slide, label, patient or f"slide:{stem}", split, mpp), None
 
 
 def _locate(name: str, folder: Path, features: str | Path | None) -> tuple[Path | None, str]:

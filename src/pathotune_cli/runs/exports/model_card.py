@@ -192,6 +192,7 @@ def evaluation_metrics(
         "counts": doc.get("counts"),
         "metrics": {k: _interval(v) for k, v in doc["metrics"].items() if isinstance(v, dict)},
         "bootstrap": doc.get("bootstrap"),
+        "tuning_overlap": doc.get("tuning_overlap"),
     }
 
 
@@ -313,13 +314,28 @@ def _md_metrics(card: dict[str, Any]) -> list[str]:
             hint = ": run `pathotune eval PROMPTS --data DIR`, then export again." if title.startswith("Eval") else "."
             lines += [f"None recorded{hint}", ""]
             continue
-        lines += [f"From `{section['source']}`" + (f", {section['n']} tiles" if section.get("n") else "") + ".", "",
-                  "| metric | value | 95% CI |", "|---|---|---|"]
+        lines += [f"From `{section['source']}`" + (f", {section['n']} items" if section.get("n") else "")
+                  + (f" of `{section['data']}`" if section.get("data") else "") + ".", ""]
+        if "tuning_overlap" in section:
+            lines += [_overlap_line(section["tuning_overlap"]), ""]
+        lines += ["| metric | value | 95% CI |", "|---|---|---|"]
         for name, m in section["metrics"].items():
             ci = "n/a" if m["ci_low"] is None else f"{_f(m['ci_low'])} - {_f(m['ci_high'])}"
             lines.append(f"| {name} | {_f(m['value'])} | {ci} |")
         lines.append("")
     return lines
+
+
+def _overlap_line(overlap: object) -> str:
+    """Whether the evaluation data was used in tuning, as the eval recorded it."""
+    if not isinstance(overlap, dict):
+        return "Whether this data was used in tuning: unknown (no data manifest beside the prompt file)."
+    used = int(overlap.get("train", 0)) + int(overlap.get("val", 0))
+    if not used:
+        return f"None of these {overlap.get('items')} items was used in tuning (compared by content)."
+    return (f"**{used} of these {overlap.get('items')} items were used in tuning** ({overlap.get('train', 0)} in "
+            f"training, {overlap.get('val', 0)} in validation): these metrics overstate how the model does on new "
+            "data.")
 
 
 def _md_check(card: dict[str, Any]) -> list[str]:

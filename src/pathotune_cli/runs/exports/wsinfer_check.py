@@ -74,12 +74,12 @@ def check_with_wsinfer(folder: Path, prompts: Path, slide: Path, exe: Path, clas
         predicted = predict_run(PredictOptions(prompts=prompts, inputs=(slide,), out=root / "predict",
                                                precision="fp32", weights=weights))
         if predicted.failed:
-            raise PathotuneError(f"pathotune predict failed on {slide.name}: {predicted.slides[0]['error']}",
+            raise PathotuneError(f"pathotune predict failed on {slide.name}: {predicted.slides[0].error}",
                                  "check the slide with `pathotune tile`")
         ours = _read_tiles(root / "predict" / f"{slide.stem}.predictions.csv", "x", "y", "w", classes)
     comparison = compare_tiles(ours, theirs, classes)
     comparison.update(slide=str(slide), wsinfer=str(exe), wsinfer_version=version,
-                      pathotune_level=int(predicted.slides[0]["level"]), seconds=round(time.time() - started, 2))
+                      pathotune_level=int(predicted.slides[0].level or 0), seconds=round(time.time() - started, 2))
     _judge(comparison, slide.name)
     note(report, f"WSInfer agrees with predict on {comparison['top_class_agreement']:.1%} of "
                  f"{comparison['shared_tiles']} shared tiles, max |dp| {comparison['max_abs_dp']:.2e}")

@@ -14,15 +14,47 @@ import dataclasses
 import queue as queues
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 from pathotune_cli.cluster import Shard
 from pathotune_cli.errors import BadInput, PathotuneError, first_line, os_error
 from pathotune_cli.events import Message, Reporter, SlideDone, SlidesStarted, ignore
 from pathotune_cli.hardware import Placement
+from pathotune_cli.runs.per_slide.rows import SlideRow
 
-COMMANDS = ("tile", "predict", "features")
 POLL_S = 0.5
+
+
+class SlidesResult(Protocol):
+    """What every per-slide command's run returns: where it wrote, its rows, and how to join shards' results."""
+
+    out: Path
+
+    @property
+    def rows(self) -> list[SlideRow]:
+        """One row per slide of this run."""
+        ...
+
+    def joined(self, others: list[Any]) -> Any:
+        """This result with the other workers' rows."""
+        ...
+
+
+@dataclass(frozen=True)
+class PerSlideCommand:
+    """A per-slide command as ``--devices`` needs it: its name, its run, how many slides it has.
+
+    ``places_model``: whether a worker's entry names its device (``tile`` reads on CPUs whatever the entry).
+    """
+
+    name: str
+    run: Callable[[Any, Reporter], SlidesResult]
+    """The command's run function (module level, so a spawned worker can find it)."""
+    count: Callable[[Any], int]
+    """This process's slides for the options, listed as the run lists them (without loading a model)."""
+    places_model: bool = True
 
 
 def parse_devices(text: str) -> list[str]:
@@ -83,14 +115,14 @@ def rank_placement(device: str, precision: str, preset_precision: str, world: An
     return placement
 
 
-def run_slides(command: str, opts: Any, devices: list[str] | None, report: Reporter = ignore) -> Any:
+def run_command(command: PerSlideCommand, opts: Any, devices: list[str] | None, report: Reporter = ignore) -> Any:
     """``command``'s run in this process, or (``devices``) one worker process per device."""
     if devices:
         return run_on_devices(command, opts, devices, report)
-    return _run_function(command)(opts, report)
+    return command.run(opts, report)
 
 
-def run_on_devices(command: str, opts: Any, devices: list[str], report: Reporter = ignore) -> Any:
+def run_on_devices(command: PerSlideCommand, opts: Any, devices: list[str], report: Reporter = ignore) -> Any:
     """Run ``command`` (``tile``, ``predict``, ``features``) with one worker process per device; their joined result.
 
     Args:
@@ -112,9 +144,9 @@ def run_on_devices(command: str, opts: Any, devices: list[str], report: Reporter
     threads = max(1, usable_cpus() // cpu_workers) if cpu_workers else 0
     parts = [_worker_options(command, opts, opts.shard.split(j, len(devices)), d) for j, d in enumerate(devices)]
     workers = [context.Process(target=_work, args=(command, part, events, j, threads if d == "cpu" else 0),
-                               name=f"pathotune-{command}-{d}") for j, (part, d) in enumerate(zip(parts, devices,
-                                                                                                  strict=True))]
-    total = _count_slides(command, opts)
+                               name=f"pathotune-{command.name}-{d}") for j, (part, d) in enumerate(zip(parts, devices,
+                                                                                                       strict=True))]
+    total = command.count(opts)
     report(SlidesStarted(total))
     names = [f"{d} (shard {p.shard.label})" for p, d in zip(parts, devices, strict=True)]
     try:
@@ -137,8 +169,11 @@ def run_on_devices(command: str, opts: Any, devices: list[str], report: Reporter
         raise cls(f"{len(errors)} of {len(workers)} device workers failed: {lines[0]}"
                   + (f" (and {len(lines) - 1} other errors)" if len(lines) > 1 else ""),
                   "the other workers' slides are recorded; rerun with --resume for the rest")
-    joined = _join(command, [results[j] for j in range(len(workers))])
-    _final_summary(command, joined, report)
+    first, *others = [results[j] for j in range(len(workers))]
+    joined = first.joined(others)
+    from pathotune_cli.runs.per_slide.merge import rebuild_summary
+
+    rebuild_summary(joined.out, command.name, [r.to_summary() for r in joined.rows], report)
     return joined
 
 
@@ -178,7 +213,7 @@ def _forward(event: Any, report: Reporter, done: int, total: int) -> int:
     return done
 
 
-def _work(command: str, opts: Any, events: Any, slot: int, threads: int) -> None:
+def _work(command: PerSlideCommand, opts: Any, events: Any, slot: int, threads: int) -> None:
     """A worker process: run its shard, sending every event and then its result (or its error) to the parent."""
     import torch
 
@@ -188,7 +223,7 @@ def _work(command: str, opts: Any, events: Any, slot: int, threads: int) -> None
     try:
         if device.startswith("cuda"):  # inside the try: a GPU that fails to start is this worker's one line
             torch.cuda.set_device(int(device.split(":")[1]))
-        result = _run_function(command)(opts, lambda event: events.put(("event", slot, event)))
+        result = command.run(opts, lambda event: events.put(("event", slot, event)))
         events.put(("result", slot, result))
     except PathotuneError as exc:
         events.put(("error", slot, (exc.exit_code, exc.one_line())))
@@ -206,63 +241,8 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _final_summary(command: str, joined: Any, report: Reporter) -> None:
-    """The folder's summary once more, with every worker's rows and their resume words."""
-    from pathotune_cli.runs.per_slide.merge import rebuild_summary
-
-    if command == "tile":
-        rebuild_summary(joined.out, command, [r.to_summary() for r in joined.rows], report=report)
-    elif command == "predict":
-        if joined.slides:
-            rebuild_summary(joined.out, command, joined.slides, joined.classes, report)
-    else:
-        rebuild_summary(joined.out, command, joined.rows, report=report)
-
-
-def _run_function(command: str) -> Callable[[Any, Reporter], Any]:
-    if command == "tile":
-        from pathotune_cli.runs.tile import tile_run
-
-        return tile_run
-    if command == "predict":
-        from pathotune_cli.runs.predict import predict_run
-
-        return predict_run
-    from pathotune_cli.runs.features import features_run
-
-    return features_run
-
-
-def _worker_options(command: str, opts: Any, shard: Shard, device: str) -> Any:
-    """A worker's options: its shard and (predict, features) its device; tile runs on CPUs whatever the entry."""
-    if command == "tile":
-        return dataclasses.replace(opts, shard=shard)
-    return dataclasses.replace(opts, shard=shard, device=device)
-
-
-def _count_slides(command: str, opts: Any) -> int:
-    """The slides of this process's shard, listed as the run lists them (without loading a model)."""
-    from pathotune_cli.runs.tile import TileConfig, collect_slides
-
-    if command == "predict":
-        from pathotune_cli.runs.per_slide.inputs import read_slides_csv
-        from pathotune_cli.runs.predict import collect_inputs
-
-        listed = [p for p, _ in read_slides_csv(opts.slides_csv)] if opts.slides_csv else []
-        return len(opts.shard.take(collect_inputs([*opts.inputs, *listed])[0]))
-    config = opts if command == "tile" else TileConfig(slides=opts.slides, slides_csv=opts.slides_csv, out=opts.out)
-    return len(opts.shard.take(collect_slides(config), key=lambda item: str(item[0])))
-
-
-def _join(command: str, results: list[Any]) -> Any:
-    """One result from the workers': their rows together, sorted by slide."""
-    first = results[0]
-    if command == "tile":
-        rows = sorted((r for res in results for r in res.rows), key=lambda r: r.slide)
-        return dataclasses.replace(first, rows=rows)
-    if command == "predict":
-        rows = sorted((r for res in results for r in res.slides), key=lambda r: str(r["slide"]))
-        images = next((res.images for res in results if res.images is not None), None)
-        return dataclasses.replace(first, slides=rows, images=images, seconds=max(r.seconds for r in results))
-    rows = sorted((r for res in results for r in res.rows), key=lambda r: str(r["slide"]))
-    return dataclasses.replace(first, rows=rows, seconds=max(r.seconds for r in results))
+def _worker_options(command: PerSlideCommand, opts: Any, shard: Shard, device: str) -> Any:
+    """A worker's options: its shard and (a command that places a model) its device."""
+    if command.places_model:
+        return dataclasses.replace(opts, shard=shard, device=device)
+    return dataclasses.replace(opts, shard=shard)

@@ -28,8 +28,8 @@ from pathotune_cli.runs.per_slide.resume import folder_rows
 
 COMMANDS = ("tile", "features", "predict")
 SUMMARY_FILES = {"tile": "manifest.csv", "features": "manifest.csv", "predict": "summary.csv"}
-TILE_COLUMNS = ("slide", "status", "tiles", "level", "mpp", "mpp_source", "seconds", "resume", "error")
-FEATURES_COLUMNS = ("slide", "status", "tiles", "dim", "mpp", "mpp_source", "seconds", "resume", "error")
+LEADING_COLUMNS = ("slide", "status")
+TRAILING_COLUMNS = ("seconds", "resume", "error")
 SUMMARY_STATUSES = {
     "ok": "finished: its outputs are in the folder (``resume``: kept, or redone and why, when this run did it)",
     "failed": "its one-line error is in ``error``; it has no outputs (a rerun with --resume redoes it)",
@@ -76,22 +76,20 @@ def summary_path(out: Path, command: str) -> Path:
     return Path(out) / SUMMARY_FILES[command]
 
 
-def rebuild_summary(out: Path, command: str, rows: Iterable[dict[str, Any]] = (), classes: Sequence[str] = (),
-                    report: Reporter = ignore) -> Path:
+def rebuild_summary(out: Path, command: str, rows: Iterable[dict[str, Any]] = (), report: Reporter = ignore) -> Path:
     """The folder's summary from its records (``summary_rows``), written under the summary lock.
 
     Args:
         out: The output folder.
         command: ``tile``, ``features`` or ``predict``.
         rows: This run's rows (they carry ``resume``, which records do not).
-        classes: ``predict``: the prompt file's classes, in order (others found in older records follow).
         report: Told when the lock had to be waited out or taken over.
 
     Returns:
         The summary's path.
     """
     with folder_lock(Path(out) / f"{command}.summary.lock", report):
-        return write_summary_rows(out, command, summary_rows(out, command, rows), classes)
+        return write_summary_rows(out, command, summary_rows(out, command, rows))
 
 
 def summary_rows(out: Path, command: str, rows: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
@@ -162,32 +160,29 @@ def _unrecorded(out: Path, command: str, stem: str, name: str, row: dict[str, An
     return {"slide": name, "status": "pending"}
 
 
-def write_summary_rows(out: Path, command: str, rows: Sequence[dict[str, Any]], classes: Sequence[str] = ()) -> Path:
+def write_summary_rows(out: Path, command: str, rows: Sequence[dict[str, Any]]) -> Path:
     """Write the summary of ``rows`` (no lock, no records: the caller has them), one line per slide.
 
     Sorted by file name (stems are unique in a folder), so a ``pending`` row, which knows only the slide's name
-    from a run record, sits where the slide's path would.
+    from a run record, sits where the slide's path would. Columns: ``summary_columns``.
     """
-    if command == "predict":
-        columns = predict_columns(rows, classes)
-    else:
-        columns = list(TILE_COLUMNS if command == "tile" else FEATURES_COLUMNS)
+    columns = summary_columns(rows)
     ordered = sorted(rows, key=lambda r: (Path(str(r.get("slide", ""))).name, str(r.get("slide", ""))))
     return write_csv(summary_path(out, command), columns,
                      (["" if r.get(c) is None else r.get(c, "") for c in columns] for r in ordered))
 
 
-def predict_columns(rows: Sequence[dict[str, Any]], classes: Sequence[str] = ()) -> list[str]:
-    """``summary.csv``'s columns: per class for tile-level prompt files, label and probabilities for slide-level."""
-    if any("label" in r for r in rows):
-        names = _classes(rows, "prob_", classes)
-        sets = ["prediction_set", "set_size"] if any("prediction_set" in r for r in rows) else []
-        return ["slide", "status", "label", *[f"prob_{c}" for c in names], *sets, "tiles", "mpp", "mpp_source",
-                "tissue_area_mm2", "seconds", "resume", "error"]
-    names = _classes(rows, "fraction_", classes)
-    return ["slide", "status", "tiles", "level", "mpp", "mpp_source", "tissue_area_mm2",
-            *[f"fraction_{c}" for c in names], *[f"area_mm2_{c}" for c in names], "ood_fraction", "mean_set_size",
-            "coords", "seconds", "resume", "error"]
+def summary_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The summary's columns: ``slide``, ``status``, the rows' own, then ``seconds``, ``resume``, ``error``.
+
+    The middle columns come in the order the finished rows give them, which each command builds in its own
+    order (classes in the prompt file's order): so a column a command adds appears without a table to update,
+    and a folder never loses one.
+    """
+    seen = dict.fromkeys(LEADING_COLUMNS)
+    for row in sorted(rows, key=lambda r: r.get("status") != "ok"):  # finished rows say the command's order
+        seen.update(dict.fromkeys(k for k in row if k not in TRAILING_COLUMNS))
+    return [*seen, *TRAILING_COLUMNS]
 
 
 def merge_run(out: Path, report: Reporter = ignore) -> MergeResult:
@@ -221,13 +216,6 @@ def _count(out: Path, command: str, summary: Path, rows: list[dict[str, Any]], l
     missing = sorted({Path(s).stem for s in listed} - done - set(busy)) if listed is not None else None
     return FolderCount(command, summary, sum(r.get("status") == "ok" for r in rows),
                        sum(r.get("status") == "failed" for r in rows), sorted(busy), stale, missing, records)
-
-
-def _classes(rows: Sequence[dict[str, Any]], prefix: str, first: Sequence[str]) -> list[str]:
-    names = list(first)
-    for row in rows:
-        names += [k[len(prefix):] for k in row if k.startswith(prefix) and k[len(prefix):] not in names]
-    return names
 
 
 def _stem(row: dict[str, Any]) -> str:

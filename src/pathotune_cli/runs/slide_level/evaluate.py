@@ -15,7 +15,12 @@ import numpy as np
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.hardware import Placement
 from pathotune_cli.runs.options import kernel_spec
+from pathotune_cli.runs.per_slide.rows import SlideInput
+from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling, plan
+from pathotune_cli.runs.results import EvalResult
+from pathotune_cli.training.slide_data import SlideItem
 
 
 def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
@@ -28,7 +33,6 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     from pathotune_cli.engine.slide_model import load_slide_model
     from pathotune_cli.files import write_json
     from pathotune_cli.hardware import place
-    from pathotune_cli.runs.evaluate import EvalResult
     from pathotune_cli.runs.records import provenance
     from pathotune_cli.runs.trust.apply import load_trust
     from pathotune_cli.runs.trust.report import save_reliability, trust_report
@@ -47,7 +51,9 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     trust = load_trust(file, uncalibrated=opts.uncalibrated)
     if trust.notice:
         warn(report, trust.notice)
-    logits = np.stack([slide_logits_of(model, item.path, header, placement, report)[0] for item in slides.items])
+    tiling = Tiling(header.tile.mpp, header.tile.size, default_mpp=opts.default_mpp)
+    logits = np.stack([slide_logits_of(model, planned_slide(item, tiling), placement, report)[0]
+                       for item in slides.items])
     probs = trust.probabilities(logits)
     scores = write_slide_report(out, slides, probs, task, seed=opts.seed, bootstrap=opts.bootstrap, title=task.name)
     trusted = trust_report(logits, None, slides.labels, trust, opts.bootstrap, opts.seed)
@@ -61,34 +67,29 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     return EvalResult(**{**result.__dict__, "seconds": round(time.time() - started, 2)})
 
 
-def slide_probability(model: Any, path: Path | None, header: Any, placement: Any,
-                      report: Reporter = ignore) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(raw class probabilities (C,), attention over the slide's tiles (N,), the planned slide) of one slide."""
-    from pathotune_cli.training.calibration import softmax
-
-    logits, attention, slide, _ = slide_logits_of(model, path, header, placement, report)
-    return softmax(logits[None])[0], attention, slide
-
-
-def slide_logits_of(model: Any, path: Path | None, header: Any, placement: Any,
-                    report: Reporter = ignore) -> tuple[np.ndarray, np.ndarray, Any, Any]:
-    """(slide logits (C,), attention over the slide's tiles (N,), the planned slide, the tile features (N, d)).
-
-    Raises:
-        BadInput: no slide file, or the slide cannot be read.
-    """
+def slide_logits_of(model: Any, slide: PlannedSlide, placement: Placement, report: Reporter = ignore,
+                    batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(slide logits (C,), attention over the slide's tiles (N,), the tile features (N, d) on the model's device)."""
     import torch
 
-    from pathotune_cli.runs.slide_level.tiles import TilingSettings, plan_tiles, slide_features
+    from pathotune_cli.runs.slide_level.tiles import slide_features
 
-    if path is None:
-        raise BadInput("a slide-level model reads the slide itself, and only its features are listed",
-                       "list the slide files in the CSV")
-    slide = plan_tiles(path, TilingSettings(header.tile.mpp, header.tile.size))
-    features = torch.from_numpy(slide_features(model, slide, placement, 64, report)).to(placement.device)
+    features = torch.from_numpy(slide_features(model, slide, placement, batch_size, report)).to(placement.device)
     with torch.no_grad():
         logits, attention = model(features)
-    return logits.float().cpu().numpy(), attention.float().cpu().numpy(), slide, features
+    return logits.float().cpu().numpy(), attention.float().cpu().numpy(), features
+
+
+def planned_slide(item: SlideItem, tiling: Tiling) -> PlannedSlide:
+    """A labelled slide's tiles, cut as every command cuts them (its CSV mpp, ``--default-mpp``, the tissue rule).
+
+    Raises:
+        BadInput: only the slide's features are listed, or the slide cannot be read.
+    """
+    if item.path is None:
+        raise BadInput(f"{item.slide_id}: a slide-level model reads the slide itself, and only its features are "
+                       "listed", "list the slide files in the CSV")
+    return plan(SlideInput(item.path, item.mpp), tiling)
 
 
 def write_slide_report(out: Path, slides: Any, probs: np.ndarray, task: Any, seed: int = 0, bootstrap: int = 1000,

@@ -1,4 +1,4 @@
-"""``predict`` with a slide-level prompt file: one label per slide, and where the model looked.
+"""Slide-level ``predict``: what one slide goes through with a slide-level model (``SlidePredictJob``).
 
 Per slide: ``<stem>.predictions.csv`` (x, y, w, h, attention per tile), ``<stem>.tiles.geojson`` (the attention as
 a measurement QuPath can colour by), ``<stem>.attention.png`` (the attention over the thumbnail, scaled to the
@@ -6,46 +6,52 @@ slide's most attended tile) and ``<stem>.top_tiles.png`` (the most attended tile
 slide's ``label`` and ``prob_<class>`` (calibrated by the file's temperature unless ``--uncalibrated``) and, with
 ``--alpha``, its ``prediction_set`` and ``set_size``. With ``--explain-top K``, ``<stem>.explain/`` holds a PNG of
 each of the K most attended tiles with its attribution map for the slide's class
-(``training.attribution.slide_gradient_x_input``) and ``explanations.csv``. The same record, resume and failure
-rules as tile-level ``predict``.
+(``training.attribution.slide_gradient_x_input``) and ``explanations.csv``. Slides are cut by the same options as
+at tile level (``runs.per_slide.tiling``); locks, resume, records and the summary are the engine's.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pathotune_cli.errors import describe
-from pathotune_cli.events import Reporter, SlideDone, SlidesStarted, SlideStarted, ignore, note, warn
-from pathotune_cli.runs.options import kernel_spec
+from pathotune_cli.events import Reporter, ignore, warn
+from pathotune_cli.files import Staging
+from pathotune_cli.hardware import Placement
+from pathotune_cli.runs.options import PredictOptions, kernel_spec
+from pathotune_cli.runs.per_slide.engine import SlideJob
+from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
+from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling, plan
+from pathotune_cli.runs.trust.apply import Trust
 
-COMMAND = "predict"
+if TYPE_CHECKING:
+    from pathotune_cli.engine.slide_model import SlideModel
+
 TOP_TILES = 8
-SLIDE_ALGORITHM = 1
+SLIDE_ALGORITHM = 2
+"""2: slides cut with every tiling option (``--min-tissue``, ``--tissue-geojson``, ``--default-mpp``, ...)."""
 
 
-def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
-    """Predict a slide-level task over every slide of ``opts``; returns a ``PredictResult``."""
+def start_slide_level(opts: PredictOptions, prompts: Path, tiling: Tiling, out: Path, sha: str,
+                      report: Reporter = ignore) -> SlidePredictJob:
+    """Load the slide-level model, its trust section and its placement; the job every slide goes through.
+
+    Raises:
+        BadInput: a damaged prompt file, another backbone's weights, an ``--alpha`` the file does not store,
+            a ``--heatmap-class`` (a slide-level model draws its attention).
+    """
     from pathotune_cli.engine import random_weights_warning
     from pathotune_cli.engine.slide_model import load_slide_model
-    from pathotune_cli.files import remove_stale_temporaries, sha256_file
+    from pathotune_cli.errors import BadInput
     from pathotune_cli.runs.per_slide.devices import shard_placement
-    from pathotune_cli.runs.per_slide.inputs import read_slides_csv
-    from pathotune_cli.runs.per_slide.merge import rebuild_summary
-    from pathotune_cli.runs.predict import PredictResult, shard_inputs
-    from pathotune_cli.runs.records import write_slides_record
     from pathotune_cli.runs.trust.apply import load_trust
 
-    started = time.time()
-    listed = read_slides_csv(opts.slides_csv) if opts.slides_csv else []
-    everything, slides, images = shard_inputs(opts, [p for p, _ in listed], report)
-    if images:
-        warn(report, f"{len(images)} tile images skipped: a slide-level model predicts whole slides")
-    model, file = load_slide_model(opts.prompts, opts.weights)
-    header = file.header
+    if opts.heatmap_class is not None:
+        raise BadInput("--heatmap-class is for tile-level prompt files; a slide-level model draws where it looked "
+                       "(<slide>.attention.png)", "drop --heatmap-class")
+    model, file = load_slide_model(prompts, opts.weights)
     if random_weights_warning(model.tiles):
         warn(report, str(random_weights_warning(model.tiles)))
     trust = load_trust(file, uncalibrated=opts.uncalibrated, alpha=opts.alpha)
@@ -53,74 +59,91 @@ def predict_slides(opts: Any, report: Reporter = ignore) -> Any:
         warn(report, trust.notice)
     placement = shard_placement(opts.device, opts.precision, opts.shard)
     model.place(placement, "inference", kernel_spec(opts.kernels))
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    sha = sha256_file(file.path)
-    settings = {"prompts": str(opts.prompts), "inputs": [str(p) for p in opts.inputs], "level": "slide"}
-    write_slides_record(out, COMMAND, opts.shard, everything, settings, started, "running")
-    rows = []
-    report(SlidesStarted(len(slides)))
-    for index, slide in enumerate(slides):
-        report(SlideStarted(index, len(slides), slide.name))
-        row = _one(model, header, trust, slide, opts, placement, out, sha, report)
-        rows.append(row)
-        done = row.get("resume") or f"{row.get('label')}, {row.get('tiles', 0)} tiles"
-        detail = row["error"] if row["status"] != "ok" else done
-        report(SlideDone(slide.name, row["status"], index + 1, len(slides), detail, seconds=row.get("seconds", 0.0)))
-    rebuild_summary(out, COMMAND, rows, list(header.classes), report)
-    result = PredictResult(out=out, prompts=file.path, task=header.task.name, classes=list(header.classes),
-                           tile=header.tile.model_dump(), precision=placement.precision, slides=rows,
-                           probabilities=trust.describe(),
-                           seconds=round(time.time() - started, 2))
-    write_slides_record(out, COMMAND, opts.shard, everything, settings, started, "finished", prompts_sha256=sha,
-                        kernels=model.tiles.kernel_choices(), slides=len(rows), failed=result.failed)
-    return result
+    return SlidePredictJob(out, model, placement, trust, tiling, opts, list(file.header.classes), file.path, sha,
+                           report)
 
 
-def _one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
-         report: Reporter) -> dict[str, Any]:
-    """One slide under its lock (``locked`` when another live process is on it)."""
-    from pathotune_cli.runs.per_slide.locks import slide_lock
-    from pathotune_cli.runs.tile_level.predict import locked_row
+class SlidePredictJob(SlideJob):
+    """A slide-level model over one slide: its label, its attention map, the tiles it looked at."""
 
-    with slide_lock(out, slide.stem, COMMAND) as claim:
-        if not claim.held:
-            return locked_row(slide, claim)
-        if claim.taken_over:
-            note(report, claim.taken_over)
-        return _predict_one(model, header, trust, slide, opts, placement, out, sha, report)
+    command = "predict"
 
+    def __init__(self, out: Path, model: SlideModel, placement: Placement, trust: Trust, tiling: Tiling,
+                 opts: PredictOptions, class_names: list[str], prompts: Path, prompts_sha256: str,
+                 report: Reporter = ignore) -> None:
+        super().__init__(out, report)
+        self.model, self.placement, self.trust, self.tiling, self.opts = model, placement, trust, tiling, opts
+        self.class_names = class_names
+        self.prompts, self.prompts_sha256 = prompts, prompts_sha256
 
-def _predict_one(model: Any, header: Any, trust: Any, slide: Path, opts: Any, placement: Any, out: Path, sha: str,
-                 report: Reporter) -> dict[str, Any]:
-    from pathotune_cli.runs.per_slide.resume import SlideKey, decide, input_identity, record_failure, write_record
+    def settings(self, slide: SlideInput) -> dict[str, object]:
+        """The prompt file, the precision, the calibration, the tiling and the output options."""
+        return {"version": SLIDE_ALGORITHM, "prompts_sha256": self.prompts_sha256,
+                "precision": self.placement.precision, "calibrated": self.trust.calibrated, "alpha": self.opts.alpha,
+                "explain_top": self.opts.explain_top, **self.tiling.settings(slide)}
 
-    started = time.time()
-    finals = _outputs(out, slide.stem, bool(opts.explain_top))
-    settings = {"version": SLIDE_ALGORITHM, "prompts_sha256": sha, "precision": placement.precision,
-                "calibrated": trust.calibrated, "alpha": opts.alpha, "explain_top": opts.explain_top}
-    resume = ""
-    try:
-        key = SlideKey(input_identity(slide), settings)
-        if opts.resume:
-            decision = decide(out, slide.stem, COMMAND, key, list(finals.values()))
-            if decision.keep:
-                note(report, f"{slide.name}: finished earlier with these settings, kept (--resume)")
-                return {**decision.row, "resume": "kept", "seconds": 0.0}
-            resume = decision.resume
-        row = {**_predict(model, header, trust, slide, opts.explain_top, placement, out, report),
-               "status": "ok", "error": "",
-               "seconds": round(time.time() - started, 2)}
-        write_record(out, slide.stem, COMMAND, key, row)
-        return {**row, "resume": resume}
-    except Exception as exc:  # one broken slide must never stop the others
-        error = describe(exc, out)[1]
-    warn(report, error if slide.name in error else f"{slide.name}: {error}")
-    row = {"slide": slide.name, "status": "failed", "tiles": 0, "error": error,
-           "seconds": round(time.time() - started, 2)}
-    record_failure(out, slide.stem, COMMAND, finals.values(), lambda: SlideKey(input_identity(slide), settings), row)
-    return {**row, "resume": resume}
+    def label(self, slide: SlideInput) -> str:
+        """``summary.csv`` names slides by file name."""
+        return slide.name
+
+    def outputs(self, stem: str) -> list[Path]:
+        """CSV, GeoJSON, attention map, top tiles (and the explanations folder with ``--explain-top``)."""
+        return list(_outputs(self.out, stem, bool(self.opts.explain_top)).values())
+
+    def run_extra(self) -> dict[str, object]:
+        """What the run record adds when the run ends."""
+        return {"prompts_sha256": self.prompts_sha256, "precision": self.placement.precision,
+                "kernels": self.model.tiles.kernel_choices()}
+
+    def images(self, images: list[Path]) -> None:
+        """Tile images are not slides: a slide-level model skips them, and says so."""
+        warn(self.report, f"{len(images)} tile images skipped: a slide-level model predicts whole slides")
+
+    def process(self, slide: SlideInput, staged: Staging) -> SlideRow:
+        """The slide's label and probabilities, and its files under temporary names."""
+        from pathotune_cli.runs.slide_level.evaluate import slide_logits_of
+        from pathotune_cli.runs.trust.apply import tile_columns
+
+        planned = plan(slide, self.tiling)
+        for line in planned.plan.notes:
+            warn(self.report, line)
+        logits, attention, features = slide_logits_of(self.model, planned, self.placement, self.report,
+                                                      self.opts.batch_size)
+        columns = tile_columns(self.trust, logits[None], None, self.class_names)
+        self._write(planned, attention, staged, slide.stem)
+        if self.opts.explain_top:
+            folder = staged.temp(_outputs(self.out, slide.stem, True)["explain"])
+            _explain_top(self.model, self.trust, planned, features, attention, columns, self.class_names,
+                         self.opts.explain_top, folder)
+        return self._row(slide, planned, columns)
+
+    def _write(self, planned: PlannedSlide, attention: np.ndarray, staged: Staging, stem: str) -> None:
+        from pathotune_cli.files import write_csv
+        from pathotune_cli.wsi.geojson import write_measured_tiles
+        from pathotune_cli.wsi.thumbnail import draw_heatmap, save_png
+
+        coords, footprint, finals = planned.coords, planned.footprint, _outputs(self.out, stem)
+        scaled = attention / attention.max() if len(attention) and attention.max() > 0 else attention
+        rows = ([int(x), int(y), footprint, footprint, f"{a:.6g}"] for (x, y), a in zip(coords, attention, strict=True))
+        write_csv(staged.temp(finals["csv"]), ["x", "y", "w", "h", "attention"], rows)
+        write_measured_tiles(staged.temp(finals["geojson"]), coords, footprint,
+                             {"attention": attention, "attention_scaled": scaled})
+        picture = draw_heatmap(planned.plan.thumbnail, planned.plan.level0_size, coords, footprint,
+                               scaled.reshape(-1, 1), ["attention"], show="attention")
+        save_png(staged.temp(finals["attention"]), picture)
+        save_png(staged.temp(finals["top"]), _montage(planned, attention))
+
+    def _row(self, slide: SlideInput, planned: PlannedSlide, columns: dict[str, Any]) -> SlideRow:
+        probs = columns["probs"][0]
+        sets = ({"prediction_set": columns["prediction_set"][0], "set_size": int(columns["set_size"][0])}
+                if "prediction_set" in columns else {})
+        values = {"label": self.class_names[int(probs.argmax())],
+                  **{f"prob_{c}": round(float(p), 6) for c, p in zip(self.class_names, probs, strict=True)},
+                  **sets, "tissue_area_mm2": round(planned.plan.tissue_area_mm2, 4),
+                  "coords": str(planned.coords_file) if planned.coords_file else "tiled on the fly",
+                  "prompts": self.prompts.name, "prompts_sha256": self.prompts_sha256}
+        return SlideRow(slide.name, "ok", tiles=int(len(planned)), level=int(planned.level),
+                        mpp=round(planned.plan.mpp, 5), mpp_source=planned.plan.mpp_source, values=values)
 
 
 def _outputs(out: Path, stem: str, explain: bool = False) -> dict[str, Path]:
@@ -129,45 +152,6 @@ def _outputs(out: Path, stem: str, explain: bool = False) -> dict[str, Path]:
     if explain:
         paths["explain"] = out / f"{stem}.explain"
     return paths
-
-
-def _predict(model: Any, header: Any, trust: Any, slide: Path, explain_top: int, placement: Any, out: Path,
-             report: Reporter) -> dict[str, Any]:
-    from pathotune_cli.files import Staging, write_csv
-    from pathotune_cli.runs.per_slide.resume import record_path
-    from pathotune_cli.runs.slide_level.evaluate import slide_logits_of
-    from pathotune_cli.runs.trust.apply import tile_columns
-    from pathotune_cli.wsi import draw_heatmap, save_png
-    from pathotune_cli.wsi.geojson import write_measured_tiles
-
-    logits, attention, planned, features = slide_logits_of(model, slide, header, placement, report)
-    columns = tile_columns(trust, logits[None], None, list(header.classes))
-    probs = columns["probs"][0]
-    plan, coords = planned.plan, planned.coords
-    footprint = plan.grid.patch_size_level0
-    scaled = attention / attention.max() if len(attention) and attention.max() > 0 else attention
-    label = header.classes[int(probs.argmax())]
-    finals = _outputs(out, slide.stem, bool(explain_top))
-    with Staging() as staged:
-        rows = ([int(x), int(y), footprint, footprint, f"{a:.6g}"] for (x, y), a in zip(coords, attention, strict=True))
-        write_csv(staged.temp(finals["csv"]), ["x", "y", "w", "h", "attention"], rows)
-        write_measured_tiles(staged.temp(finals["geojson"]), coords, footprint,
-                             {"attention": attention, "attention_scaled": scaled})
-        picture = draw_heatmap(plan.thumbnail, plan.level0_size, coords, footprint, scaled.reshape(-1, 1),
-                               ["attention"], show="attention")
-        save_png(staged.temp(finals["attention"]), picture)
-        save_png(staged.temp(finals["top"]), _montage(planned, attention))
-        if explain_top:
-            _explain_top(model, trust, planned, features, attention, columns, list(header.classes), explain_top,
-                         staged.temp(finals["explain"]))
-        record_path(out, slide.stem, COMMAND).unlink(missing_ok=True)
-        staged.commit()
-    return {"slide": slide.name, "tiles": int(len(coords)), "label": label,
-            **{f"prob_{c}": round(float(p), 6) for c, p in zip(header.classes, probs, strict=True)},
-            **({"prediction_set": columns["prediction_set"][0], "set_size": int(columns["set_size"][0])}
-               if "prediction_set" in columns else {}),
-            "mpp": round(plan.mpp, 5), "mpp_source": plan.mpp_source,
-            "tissue_area_mm2": round(plan.tissue_area_mm2, 4)}
 
 
 def _montage(planned: Any, attention: np.ndarray, k: int = TOP_TILES) -> np.ndarray:

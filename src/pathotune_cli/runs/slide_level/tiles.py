@@ -1,4 +1,4 @@
-"""A slide's tiles for a slide-level model: planned once (as ``tile`` cuts them), read whole or by index.
+"""A slide's tiles for a slide-level model (planned by ``per_slide.tiling``), read whole or by index.
 
 ``features``, slide-level ``tune``, ``eval`` and ``predict`` all go through here, so a slide gives the same
 tiles, and so the same features, in every command.
@@ -6,56 +6,12 @@ tiles, and so the same features, in every command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, ignore
-
-
-@dataclass(frozen=True)
-class PlannedSlide:
-    """Where a slide's tiles are and how to read them."""
-
-    path: Path
-    backend: str
-    coords: np.ndarray
-    level: int
-    read_size: int
-    tile_size: int
-    plan: Any
-    """The ``wsi.SlidePlan`` (thumbnail, mask, mpp, attributes for the coords of a features file)."""
-
-    def __len__(self) -> int:
-        return len(self.coords)
-
-
-@dataclass(frozen=True)
-class TilingSettings:
-    """How slides are cut for a slide-level model (the task's tile mpp and size, the tissue rule)."""
-
-    mpp: float
-    size: int
-    min_tissue: float = 0.25
-    tissue: str = "otsu"
-    default_mpp: float | None = None
-    backend: str = "auto"
-
-
-def plan_tiles(path: Path, tiling: TilingSettings, csv_mpp: float | None = None) -> PlannedSlide:
-    """Plan a slide's tiles at the task's resolution.
-
-    Raises:
-        BadInput: the slide cannot be read or has no usable mpp.
-    """
-    from pathotune_cli.wsi import plan_slide
-
-    plan = plan_slide(path, target_mpp=tiling.mpp, tile_size=tiling.size, min_tissue=tiling.min_tissue,
-                      tissue=tiling.tissue, mpp_override=csv_mpp, default_mpp=tiling.default_mpp,
-                      backend=tiling.backend)
-    return PlannedSlide(plan.path, plan.backend, plan.coords, plan.level, plan.read_size, plan.tile_size, plan)
+from pathotune_cli.runs.per_slide.tiling import PlannedSlide
 
 
 def read_tiles(slide: PlannedSlide, index: np.ndarray | None = None) -> Any:

@@ -27,9 +27,13 @@ from pathotune_cli.cluster import World
 from pathotune_cli.config import RunConfig
 from pathotune_cli.errors import BadInput, PathotuneError
 from pathotune_cli.events import Reporter, ignore, note, warn
+from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling
 from pathotune_cli.runs.records import add_to_run_record
-from pathotune_cli.runs.tune import PROMPTS_NAME, TuneResult, config_digest
+from pathotune_cli.runs.results import TuneResult, config_digest
+from pathotune_cli.runs.run_folder import PROMPTS_NAME
+from pathotune_cli.runs.slide_level.evaluate import planned_slide
 from pathotune_cli.training.distributed import SINGLE
+from pathotune_cli.training.slide_data import SlideItem
 
 
 @dataclass
@@ -236,13 +240,16 @@ def _bags(encoder: _Encoder, slides: Any, config: RunConfig, out: Path, placemen
     return usable, Bags(usable.labels, features=features)
 
 
-def _plan(item: Any, config: RunConfig) -> Any:
-    from pathotune_cli.runs.slide_level.tiles import TilingSettings, plan_tiles
-
+def _plan(item: SlideItem, config: RunConfig) -> PlannedSlide:
     if item.path is None:
         raise BadInput(f"{item.slide_id}: end-to-end tuning reads the slide itself, and only its features are given",
                        "list the slide files in the CSV, or use --method linear with --features")
-    return plan_tiles(item.path, TilingSettings(config.task.tile.mpp, config.task.tile.size))
+    return planned_slide(item, _tiling(config))
+
+
+def _tiling(config: RunConfig) -> Tiling:
+    """How this run cuts slides: the task's tile mpp and size, ``--default-mpp`` (and each slide's CSV mpp)."""
+    return Tiling(config.task.tile.mpp, config.task.tile.size, default_mpp=config.default_mpp)
 
 
 def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, placement: Any,
@@ -252,7 +259,7 @@ def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, pla
 
     from pathotune_cli.files import Staging
     from pathotune_cli.formats import features_path
-    from pathotune_cli.runs.slide_level.tiles import TilingSettings, plan_tiles, slide_features
+    from pathotune_cli.runs.slide_level.tiles import slide_features
     from pathotune_cli.wsi.features_file import read_features, write_features
 
     given = features_path(config.features, item.slide_id) if config.features else None
@@ -260,7 +267,7 @@ def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, pla
     for path in (given, cached if cached.is_file() else None):
         if path is not None:
             return torch.from_numpy(_checked(read_features(path), encoder, path).features)
-    slide = plan_tiles(item.path, TilingSettings(config.task.tile.mpp, config.task.tile.size))
+    slide = planned_slide(item, _tiling(config))
     values = slide_features(encoder.model, slide, placement, 64, report)
     attrs = {"encoder": encoder.built.model.backbone.preset.name,
              "backbone_fingerprint": encoder.built.backbone_fingerprint, "feature_kind": encoder.source,
@@ -293,9 +300,10 @@ def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement
                       started: float, dist: Any = SINGLE) -> None:
     from pathotune_cli.files import write_csv, write_json, write_yaml
     from pathotune_cli.runs.records import provenance
+    from pathotune_cli.runs.run_folder import started_record
 
     write_yaml(out / "config.yaml", config.model_dump(mode="json"))
-    write_json(out / "run.json", provenance({
+    write_json(out / "run.json", provenance(started_record({
         "seed": config.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "level": "slide", "tile_source": encoder.source, "aggregator": encoder.model.aggregator.kind,
         "backbone_fingerprint": encoder.built.backbone_fingerprint,
@@ -303,7 +311,7 @@ def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement
         "config_digest": config_digest(config),
         "random_weights": encoder.model.tiles.backbone.weight_source.kind == "random",
         **dist.describe(config.mil.slides_per_step),
-    }))
+    })))
     rows = [(item.slide_id, str(item.path or ""), item.patient, train.class_names[item.label], split)
             for split, data in (("train", train), ("val", val)) if data is not None for item in data.items]
     write_csv(out / "data_manifest.csv", ("slide_id", "path", "patient", "label", "split"), rows)
@@ -332,7 +340,7 @@ def _validation_report(out: Path, encoder: _Encoder, val: Any, val_bags: Any, co
     logits, _ = slide_logits(encoder.model, val_bags, config.mil, placement)
     scores = write_slide_report(out, val, softmax(logits), config.task, seed=config.seed, prefix="val_",
                                 title="validation")
-    trust = fit_trust(logits, val.labels, None, None, None, config.task.class_names, report)
+    trust = fit_trust(logits, val.labels, None, None, None, config.task.class_names, report, unit="slides")
     add_to_run_record(out / "run.json", trust=trust.summary)
     values = {k: v["value"] for k, v in scores["metrics"].items()}
     return {**values, **{k: trust.summary[k] for k in ("temperature", "ece_before", "ece_after")}}, trust

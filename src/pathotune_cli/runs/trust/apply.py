@@ -43,8 +43,8 @@ class Trust:
 
     @property
     def calibrated(self) -> bool:
-        """Whether reported probabilities are calibrated."""
-        return self.calibrate and self.stats is not None
+        """Whether reported probabilities are calibrated (a temperature was fitted: none from too few items)."""
+        return self.calibrate and self.stats is not None and not self.stats.calibration.note
 
     @property
     def has_ood(self) -> bool:
@@ -62,6 +62,8 @@ class Trust:
             return "raw softmax probabilities (no calibration in this prompt file)"
         if not self.calibrate:
             return f"raw softmax probabilities (--uncalibrated; the file's temperature is {self.temperature:.3g})"
+        if self.stats.calibration.note:
+            return f"raw softmax probabilities (no temperature: {self.stats.calibration.note})"
         return f"calibrated probabilities (temperature {self.temperature:.3g})"
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:

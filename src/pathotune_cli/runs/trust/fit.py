@@ -32,7 +32,7 @@ class FittedTrust:
 def fit_trust(
     val_logits: np.ndarray, val_labels: np.ndarray, val_features: np.ndarray | None,
     train_features: np.ndarray | None, train_labels: np.ndarray | None, class_names: list[str],
-    report: Reporter = ignore,
+    report: Reporter = ignore, unit: str = "tiles",
 ) -> FittedTrust:
     """Temperature, conformal quantiles and (with features) OOD statistics.
 
@@ -44,6 +44,7 @@ def fit_trust(
         train_labels: (m,) their classes.
         class_names: The task's classes.
         report: Receives notes and warnings (too few tiles for a level, an OOD fit that failed).
+        unit: What the validation items are (``tiles``, ``slides``), for the messages.
     """
     from pathotune_cli.engine.trust import CalibrationStats, ConformalQuantileStats, ConformalStats, TrustStats
     from pathotune_cli.training.calibration import (
@@ -55,7 +56,7 @@ def fit_trust(
     )
     from pathotune_cli.training.conformal import ALPHAS, conformal_quantile, lac_scores
 
-    fit = fit_temperature(val_logits, val_labels)
+    fit = fit_temperature(val_logits, val_labels, unit)
     raw, calibrated = softmax(val_logits), softmax(val_logits, fit.temperature)
     calibration = CalibrationStats(
         temperature=fit.temperature, at_bound=fit.at_bound, note=fit.note, validation_images=len(val_labels),
@@ -71,7 +72,7 @@ def fit_trust(
     scores = lac_scores(calibrated, val_labels)
     levels = []
     for alpha in ALPHAS:
-        q = conformal_quantile(scores, alpha)
+        q = conformal_quantile(scores, alpha, unit)
         if q.value is None:
             warn(report, f"no prediction sets at alpha {alpha:g}: {q.reason}")
         levels.append(ConformalQuantileStats(alpha=alpha, quantile=q.value, rank=q.rank, reason=q.reason))
