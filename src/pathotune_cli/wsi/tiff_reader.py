@@ -19,7 +19,7 @@ import numpy as np
 
 from pathotune_cli.errors import BadInput, MissingDependency, first_line
 from pathotune_cli.wsi import mpp as mpp_meta
-from pathotune_cli.wsi.reader import WHITE, DamagedSlide, SlideReader
+from pathotune_cli.wsi.reader import WHITE, DamagedSlide, DamagedTile, SlideReader
 
 # tifffile flags a file may carry and still be a plain pyramid whose tiles we can place ourselves.
 _PLAIN_FLAGS = frozenset({"shaped", "svs", "ome", "uniform"})
@@ -86,13 +86,13 @@ class TiffSlideReader(SlideReader):
 
     @property
     def mpp(self) -> float | None:
-        """From the Aperio description when there is one, else the level-0 resolution tags."""
+        """From the Aperio description or the OME-XML when there is one, else the level-0 resolution tags."""
         value, _ = self._mpp()
         return value
 
     @property
     def mpp_source(self) -> str | None:
-        """``aperio-description`` or ``tiff-resolution``, or None."""
+        """``aperio-description``, ``ome-xml`` or ``tiff-resolution``, or None."""
         _, source = self._mpp()
         return source
 
@@ -198,9 +198,11 @@ class TiffSlideReader(SlideReader):
         else:
             data = os.pread(self._fd, count, offset)
             try:
+                if page.compression == 7 and not jpeg_complete(data):
+                    raise ValueError("Corrupt JPEG data: premature end of data segment")
                 decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
             except Exception as exc:  # codec errors have many types; one line for the user
-                raise DamagedSlide(
+                raise DamagedTile(
                     f"{self.path.name}: tile {index} of level {level} cannot be decoded ({first_line(exc)})",
                     "the file is damaged; copy it again from the scanner",
                 ) from exc
@@ -215,6 +217,10 @@ class TiffSlideReader(SlideReader):
         value = mpp_meta.aperio_mpp(self._description)
         if value is not None:
             return value, "aperio-description"
+        if self._tif.is_ome:
+            value = mpp_meta.ome_mpp(self._tif.ome_metadata)
+            if value is not None:
+                return value, "ome-xml"
         first = self._pages[0]
         unit = first.tags.get("ResolutionUnit")
         xres = first.tags.get("XResolution")
@@ -224,6 +230,24 @@ class TiffSlideReader(SlideReader):
         return (value, "tiff-resolution") if value is not None else (None, None)
 
 
+def jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG tile's scan runs to its end-of-image marker (``FFD9``, then at most zero padding).
+
+    libjpeg only warns about a scan cut short ("premature end of data segment") and pads the tile with grey;
+    OpenSlide turns that warning into an error, and so does this check, before decoding. In the entropy-coded
+    data every ``FF`` byte is followed by ``00`` or a restart marker, so the first ``FFD9`` after the scan's
+    header is the end of the image: one anywhere but at the end (a writer's few bytes of zero padding
+    allowed), or none, is a cut.
+    """
+    sos = data.find(b"\xff\xda")
+    if sos < 0 or sos + 4 > len(data):
+        return False
+    end = data.find(b"\xff\xd9", sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big"))
+    return end >= 0 and len(data) - end - 2 <= _JPEG_PADDING and not data[end + 2 :].strip(b"\x00")
+
+
+_JPEG_PADDING = 8
+"""Zero bytes a writer may leave after a tile's end-of-image marker (alignment); more is a tile cut short."""
 _PARALLEL_TILES = 16
 """A thumbnail band needs at least this many stored tiles not in the cache to be decoded in threads."""
 
