@@ -100,3 +100,15 @@ def format_slides(tmp_path_factory: pytest.TempPathFactory, cmu_region: np.ndarr
         "ome-tiff": write_ome_tiff(folder / "cmu.ome.tif", cmu_region),
         "ome-zarr": write_ome_zarr(folder / "cmu.zarr", cmu_region),
     }
+
+
+DAMAGED_TILES = [5, 6]
+"""Level-0 stored tiles (256 px, 4 across) of ``damaged_slide`` whose JPEG data is cut short."""
+
+
+@pytest.fixture(scope="session")
+def damaged_slide(tmp_path_factory: pytest.TempPathFactory, cmu_region: np.ndarray) -> Path:
+    """The CMU region as a 3-level generic JPEG pyramid whose level-0 tiles 5 and 6 do not decode."""
+    from slide_files import damaged_pyramid
+
+    return damaged_pyramid(tmp_path_factory.mktemp("damaged") / "damaged.tiff", cmu_region, DAMAGED_TILES)
