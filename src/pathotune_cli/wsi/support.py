@@ -18,6 +18,7 @@ CONVERT = (
     "-tiley 512 -compression JPEG {name} {stem}.ome.tif` (Bio-Formats command-line tools) or QuPath's "
     "File > Export images > OME TIFF, then pass the .ome.tif"
 )
+_BIOFORMATS = "bfconvert, or QuPath's OME TIFF export"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class SlideFormat:
     """Python modules that reader needs (all of them)."""
     install: str
     """The ``pip install`` that adds them (core dependencies: the README's set-up installs them)."""
+    convert: str = ""
+    """For a format no reader handles: the tool that converts it, when Bio-Formats (``bfconvert``) does not."""
 
 
 FORMATS: tuple[SlideFormat, ...] = (
@@ -57,13 +60,14 @@ FORMATS: tuple[SlideFormat, ...] = (
                 "pip install pillow"),
     # Formats no reader here handles: each gets the conversion.
     SlideFormat("Olympus/Evident VSI", (".vsi", ".ets"), "", (), ""),
-    SlideFormat("Philips iSyntax", (".isyntax",), "", (), ""),
     SlideFormat("Leica LIF", (".lif",), "", (), ""),
     SlideFormat("Nikon ND2", (".nd2",), "", (), ""),
-    SlideFormat("KFBio KFB", (".kfb",), "", (), ""),
-    SlideFormat("SQRAY SDPC", (".sdpc",), "", (), ""),
-    SlideFormat("UNIC TMAP", (".tmap",), "", (), ""),
-    SlideFormat("Motic MDS", (".mds", ".mdsx"), "", (), ""),
+    SlideFormat("Philips iSyntax", (".isyntax",), "", (), "",
+                "Philips' iSyntax SDK or Glencoe's isyntax2raw + raw2ometiff to write an OME-TIFF"),
+    SlideFormat("KFBio KFB", (".kfb",), "", (), "", "the scanner vendor's converter to write an SVS or TIFF"),
+    SlideFormat("SQRAY SDPC", (".sdpc",), "", (), "", "the scanner vendor's converter to write an SVS or TIFF"),
+    SlideFormat("UNIC TMAP", (".tmap",), "", (), "", "the scanner vendor's converter to write an SVS or TIFF"),
+    SlideFormat("Motic MDS", (".mds", ".mdsx"), "", (), "", "the scanner vendor's converter to write an SVS or TIFF"),
 )
 """Every format pathotune knows by name, read or not."""
 
@@ -89,7 +93,7 @@ def readable_formats() -> list[dict[str, str | bool]]:
     rows: list[dict[str, str | bool]] = []
     for fmt in FORMATS:
         reads = installed(fmt)
-        how = "" if reads else fmt.install or "no reader: convert to OME-TIFF (bfconvert, or QuPath's OME TIFF export)"
+        how = "" if reads else fmt.install or f"no reader: convert it ({fmt.convert or _BIOFORMATS})"
         rows.append({"format": fmt.name, "suffixes": " ".join(fmt.suffixes), "reader": fmt.reader or "none",
                      "reads": reads, "add": how})
     return rows
@@ -100,8 +104,8 @@ def refuse_unreadable(path: Path) -> None:
     fmt = format_of(path)
     if fmt is None or fmt.reader:
         return
-    raise UnsupportedFormat(f"{path.name}: {fmt.name} is a slide format pathotune cannot read",
-                            CONVERT.format(name=path.name, stem=_stem(path)))
+    fix = f"convert it with {fmt.convert}" if fmt.convert else CONVERT.format(name=path.name, stem=_stem(path))
+    raise UnsupportedFormat(f"{path.name}: {fmt.name} is a slide format pathotune cannot read", fix)
 
 
 def unreadable_line(path: Path, what: str) -> UnsupportedFormat:
