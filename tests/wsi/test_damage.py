@@ -81,7 +81,7 @@ def test_damage_above_the_share_fails_the_slide_with_its_reason(damaged_slide: P
     with pytest.raises(DamagedSlide, match=r"damaged.tiff: \d+ of 24 tiles \(\d+\.\d%\) cannot be decoded, above the "
                        r"limit of 5% \(Corrupt JPEG data") as err:
         list(iter_tile_batches(damaged_slide, coords, level=0, read_size=224, tile_size=224, damage=damage))
-    assert err.value.exit_code == 2 and "raise the limit" in err.value.fix
+    assert err.value.exit_code == 2 and "raise --max-damaged" in err.value.fix
 
 
 def test_without_a_counter_the_first_damaged_tile_fails_as_before(damaged_slide: Path) -> None:

@@ -80,7 +80,7 @@ class TileDamage:
         raise DamagedSlide(
             f"{self.name}: {self.count} of {self.total} tiles ({self.count / self.total:.1%}) cannot be decoded, "
             f"above the limit of {self.max_share:.0%} ({self.first_error or 'damaged tile data'})",
-            "copy the slide again from the scanner, or raise the limit of damaged tiles",
+            "copy the slide again from the scanner, or raise --max-damaged (the share of its tiles allowed)",
         )
 
 
