@@ -87,3 +87,11 @@ def test_readable_formats_say_what_reads_each_and_how_to_add_the_rest() -> None:
     assert rows["OME-Zarr"]["reads"] and rows["OME-TIFF"]["reads"]
     assert not rows["Olympus/Evident VSI"]["reads"] and "bfconvert" in str(rows["Olympus/Evident VSI"]["add"])
     assert format_of(Path("a.ome.tif")).name == "OME-TIFF"  # the longest suffix wins over .tif
+
+
+def test_czi_levels_come_from_its_pyramid_zooms() -> None:
+    from pathotune_cli.wsi.czi_reader import _level_dimensions
+
+    # edge subblocks carry zooms a little off their layer's; one level per whole downsample
+    dims = _level_dimensions((10_000, 6_000), [1.0, 0.5, 0.499, 0.25, 0.1111])
+    assert dims == ((10_000, 6_000), (5_000, 3_000), (2_500, 1_500), (1_111, 666))
