@@ -95,3 +95,20 @@ def test_czi_levels_come_from_its_pyramid_zooms() -> None:
     # edge subblocks carry zooms a little off their layer's; one level per whole downsample
     dims = _level_dimensions((10_000, 6_000), [1.0, 0.5, 0.499, 0.25, 0.1111])
     assert dims == ((10_000, 6_000), (5_000, 3_000), (2_500, 1_500), (1_111, 666))
+
+
+def test_czi_scenes_compose_on_white_from_the_mosaic_origin(cmu_region: np.ndarray, tmp_path: Path) -> None:
+    from pylibCZIrw import czi as pyczi
+
+    piece = np.ascontiguousarray(cmu_region[:512, :512])
+    path = tmp_path / "scenes.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as czi:  # two scenes, the first left of the origin
+        for scene, x in enumerate((-300, 1000)):
+            czi.write(data=np.ascontiguousarray(piece[..., ::-1]), location=(x, 200), plane={"C": 0, "T": 0, "Z": 0},
+                      scene=scene)
+        czi.write_metadata(scale_x=0.25e-6, scale_y=0.25e-6)
+    with open_slide(path) as reader:
+        assert reader.dimensions == (1812, 512) and reader.mpp == pytest.approx(0.25)
+        assert np.array_equal(reader.read_region(0, 0, 0, 512, 512), piece)
+        assert np.array_equal(reader.read_region(1300, 0, 0, 512, 512), piece)
+        assert (reader.read_region(700, 100, 0, 100, 100) == 255).all()  # between the scenes
