@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pathotune_cli.errors import first_line
 from pathotune_cli.wsi.reader import WHITE, DamagedSlide, DamagedTile, SlideReader
 
 DEFAULT_MAX_DAMAGED = 0.05
@@ -97,8 +98,8 @@ def read_tile_tolerant(
 
     try:
         return read_tile(reader, x0, y0, level, read_size, tile_size), True
-    except DamagedTile as exc:
-        error = exc.problem.split(" (", 1)[-1].rstrip(")") if " (" in exc.problem else exc.problem
+    except DamagedTile as exc:  # the decoder's own words, not our line around them
+        error = first_line(exc.__cause__) if exc.__cause__ is not None else exc.problem
     downsamples = reader.level_downsamples
     for coarser in range(level + 1, reader.levels):
         size = max(1, round(read_size * downsamples[level] / downsamples[coarser]))
