@@ -74,3 +74,18 @@ def test_tile_finishes_a_slide_with_damaged_tiles_and_counts_them(region: np.nda
     assert result.exit_code == 0, result.output
     row = _manifest(tmp_path / "T")["d.tiff"]
     assert row["status"] == "ok" and int(row["tiles_damaged"]) > 0
+
+
+def test_predict_maps_czi_and_ome_tiff_slides(tiny_run: Path, region: np.ndarray, tmp_path: Path) -> None:
+    from slide_files import write_czi, write_ome_tiff
+
+    czi = write_czi(tmp_path / "a.czi", region)
+    ome = write_ome_tiff(tmp_path / "b.ome.tif", region)
+    out = tmp_path / "P"
+    result = runner.invoke(app, ["predict", str(tiny_run / "prompts.safetensors"), str(czi), str(ome), "--out",
+                                 str(out), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    with (out / "summary.csv").open(newline="") as fh:
+        rows = {Path(row["slide"]).name: row for row in csv.DictReader(fh)}
+    assert rows["a.czi"]["status"] == "ok" and rows["b.ome.tif"]["status"] == "ok"
+    assert int(rows["a.czi"]["tiles"]) > 0 and rows["a.czi"]["tiles"] == rows["b.ome.tif"]["tiles"]
