@@ -75,3 +75,14 @@ def test_find_slides_picks_files_and_zarr_folders_and_groups_series(
     (tmp_path / "notes.txt").write_text("x")
     found = [p.relative_to(tmp_path).as_posix() for p in find_slides(tmp_path, SLIDE_SUFFIXES)]
     assert found == ["boxes_0.dcm", "small.svs", "sub/biopsy.vsi", "sub/cmu.czi", "sub/cmu.zarr"]
+
+
+def test_identity_files_stand_for_a_whole_slide(fixtures_dir: Path, format_slides: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    from pathotune_cli.wsi.inputs import identity_files
+
+    series = identity_files(fixtures_dir / "boxes_0.dcm")
+    assert [p.name for p in series] == ["boxes_0.dcm", "boxes_1.dcm"]
+    zarr_files = identity_files(format_slides["ome-zarr"])
+    assert {p.name for p in zarr_files} == {"zarr.json"} and len(zarr_files) == 4  # root and 3 levels, no chunks
+    assert identity_files(fixtures_dir / "small.svs") == [fixtures_dir / "small.svs"]

@@ -172,3 +172,32 @@ def find_slides(folder: str | Path, suffixes: Iterable[str], *, recursive: bool 
             elif name.endswith(wanted) and not name.startswith("."):
                 found.append(entry)
     return sorted(group_slide_files(found))
+
+
+_ZARR_METADATA = frozenset({"zarr.json", ".zattrs", ".zarray", ".zgroup"})
+_ZARR_DEPTH = 3  # root, image group (bioformats2raw ``0/``), dataset: chunk folders below are not walked
+
+
+def identity_files(path: str | Path) -> list[Path]:
+    """The files whose bytes stand for a slide when ``--resume`` asks whether it changed.
+
+    A plain file is itself; an OME-Zarr folder its metadata files (root to datasets, not the chunks); a DICOM
+    series every file of the series; an MRXS file with its ``Slidedat.ini``.
+    """
+    import os
+
+    path = Path(path)
+    if path.is_dir():
+        found = []
+        for here, folders, files in os.walk(path):
+            depth = len(Path(here).relative_to(path).parts)
+            folders[:] = sorted(folders) if depth < _ZARR_DEPTH else []
+            found += [Path(here) / name for name in sorted(files) if name in _ZARR_METADATA]
+        return found
+    if path.suffix.lower() == ".mrxs":
+        index = path.with_suffix("") / "Slidedat.ini"
+        return [path, index] if index.is_file() else [path]
+    uid = dicom_series_uid(path) if path.suffix.lower() in (".dcm", "") else None
+    if uid is None:
+        return [path]
+    return sorted(p for p in path.parent.iterdir() if p.is_file() and dicom_series_uid(p) == uid)
