@@ -106,3 +106,17 @@ def test_damaged_tiles_are_marked_in_a_qupath_geojson(tmp_path: Path) -> None:
     names = [f["properties"]["classification"]["name"] for f in data["features"]]
     assert names == ["Damaged (filled from a coarser level)", "Damaged (left out)"]
     assert data["features"][1]["geometry"]["coordinates"][0][2] == [672, 672]
+
+
+def test_a_jpeg_is_complete_only_when_its_scan_ends_at_the_end() -> None:
+    import imagecodecs
+
+    from pathotune_cli.wsi.damage import jpeg_complete
+
+    rng = np.random.default_rng(0)
+    good = imagecodecs.jpeg_encode(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), level=90)
+    assert jpeg_complete(good) and jpeg_complete(good + b"\x00\x00")  # a writer's alignment padding
+    cut = len(good) * 2 // 3
+    assert not jpeg_complete(good[:cut])  # truncated: no end-of-image marker
+    assert not jpeg_complete(good[:cut] + b"\xff\xd9" + bytes(len(good) - cut - 2))  # ended early, then zeros
+    assert not jpeg_complete(b"\x00" * 100)

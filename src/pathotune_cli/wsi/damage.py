@@ -127,3 +127,41 @@ def write_damage_geojson(path: str | Path, damage: TileDamage, size_level0: int)
                 "properties": {"objectType": "annotation", "classification": {"name": kind, "color": [200, 0, 0]}},
             })
     return write_text(path, json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+_JPEG_PADDING = 8
+"""Zero bytes a writer may leave after a tile's end-of-image marker (alignment); more is a tile cut short."""
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG tile's scan runs to its end-of-image marker (``FFD9``, then at most zero padding).
+
+    libjpeg only warns about a scan cut short ("premature end of data segment") and pads the tile with grey;
+    OpenSlide turns that warning into an error, and so does this check, before decoding. In the entropy-coded
+    data every ``FF`` byte is followed by ``00`` or a restart marker, so the first ``FFD9`` after the scan's
+    header is the end of the image: one anywhere but at the end (a writer's few bytes of zero padding
+    allowed), or none, is a cut.
+    """
+    scan = _scan_start(data)
+    if scan is None:
+        return False
+    end = data.find(b"\xff\xd9", scan)
+    return end >= 0 and len(data) - end - 2 <= _JPEG_PADDING and not data[end + 2 :].strip(b"\x00")
+
+
+def _scan_start(data: bytes) -> int | None:
+    """Where the entropy-coded data of the first scan begins: the marker segments from SOI walked to SOS."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            return pos
+    return None

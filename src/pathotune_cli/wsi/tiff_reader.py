@@ -19,6 +19,7 @@ import numpy as np
 
 from pathotune_cli.errors import BadInput, MissingDependency, first_line
 from pathotune_cli.wsi import mpp as mpp_meta
+from pathotune_cli.wsi.damage import jpeg_complete
 from pathotune_cli.wsi.reader import WHITE, DamagedSlide, DamagedTile, SlideReader
 
 # tifffile flags a file may carry and still be a plain pyramid whose tiles we can place ourselves.
@@ -230,24 +231,6 @@ class TiffSlideReader(SlideReader):
         return (value, "tiff-resolution") if value is not None else (None, None)
 
 
-def jpeg_complete(data: bytes) -> bool:
-    """Whether a JPEG tile's scan runs to its end-of-image marker (``FFD9``, then at most zero padding).
-
-    libjpeg only warns about a scan cut short ("premature end of data segment") and pads the tile with grey;
-    OpenSlide turns that warning into an error, and so does this check, before decoding. In the entropy-coded
-    data every ``FF`` byte is followed by ``00`` or a restart marker, so the first ``FFD9`` after the scan's
-    header is the end of the image: one anywhere but at the end (a writer's few bytes of zero padding
-    allowed), or none, is a cut.
-    """
-    sos = data.find(b"\xff\xda")
-    if sos < 0 or sos + 4 > len(data):
-        return False
-    end = data.find(b"\xff\xd9", sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big"))
-    return end >= 0 and len(data) - end - 2 <= _JPEG_PADDING and not data[end + 2 :].strip(b"\x00")
-
-
-_JPEG_PADDING = 8
-"""Zero bytes a writer may leave after a tile's end-of-image marker (alignment); more is a tile cut short."""
 _PARALLEL_TILES = 16
 """A thumbnail band needs at least this many stored tiles not in the cache to be decoded in threads."""
 
