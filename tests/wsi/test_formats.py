@@ -112,3 +112,24 @@ def test_czi_scenes_compose_on_white_from_the_mosaic_origin(cmu_region: np.ndarr
         assert np.array_equal(reader.read_region(0, 0, 0, 512, 512), piece)
         assert np.array_equal(reader.read_region(1300, 0, 0, 512, 512), piece)
         assert (reader.read_region(700, 100, 0, 100, 100) == 255).all()  # between the scenes
+
+
+def test_ome_zarr_of_ngff_0_4_in_zarr_v2_opens_too(cmu_region: np.ndarray, tmp_path: Path) -> None:
+    import warnings
+
+    import zarr
+
+    piece = np.ascontiguousarray(cmu_region[:768, :512])
+    root = zarr.open_group(str(tmp_path / "v04.zarr"), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from ome_zarr.format import FormatV04
+        from ome_zarr.writer import write_image
+
+        write_image(image=np.moveaxis(piece, -1, 0), group=root, axes="cyx", scale_factors=(2,), fmt=FormatV04(),
+                    scale={"y": 0.25, "x": 0.25}, axes_units={"y": "micrometer", "x": "micrometer"},
+                    storage_options={"chunks": (3, 256, 256)})
+    assert (tmp_path / "v04.zarr" / ".zattrs").is_file()
+    with open_slide(tmp_path / "v04.zarr") as reader:
+        assert reader.level_dimensions == ((512, 768), (256, 384)) and reader.mpp == pytest.approx(0.25)
+        assert np.array_equal(reader.read_region(0, 0, 0, 512, 768), piece)
