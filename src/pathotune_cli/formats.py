@@ -16,9 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 SLIDE_SUFFIXES = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff"
+    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".vmu", ".svslide", ".qptiff",
+    ".czi", ".zarr",
+    ".vsi", ".isyntax", ".lif", ".nd2", ".kfb", ".sdpc", ".tmap", ".mds", ".mdsx",
 )
-"""Whole-slide formats (OpenSlide's, and the TIFF family the direct decoder reads)."""
+"""Whole-slide formats: OpenSlide's, the TIFF family the direct decoder reads, CZI, OME-Zarr (a folder), and the
+formats no reader handles, picked up so that each gets its one line with the conversion (``wsi.support``)
+instead of going unnoticed."""
 FLAT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 """Flat images: tiles for ``predict``, one-level slides for ``tile``."""
 TILE_IMAGE_SUFFIXES = (*FLAT_IMAGE_SUFFIXES, ".tif", ".tiff")

@@ -278,6 +278,9 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "bomb-in-export-check-data": lambda c: ["export", str(c.prompts), "--format", "torchscript", "--out",
                                             str(c.tmp / "m.ts"), "--check-data", str(c.bomb(c.tmp / "C").parent)],
     "bomb-as-a-slide": lambda c: ["tile", str(c.bomb()), "--out", str(c.tmp / "T")],
+    "unsupported-format": lambda c: ["tile", str(c.file("biopsy.vsi", b"II*\x00" + bytes(64))), "--out",
+                                     str(c.tmp / "T")],
+    "damaged-beyond-limit": lambda c: _damaged_slide(c),
     "shots-above-a-class": lambda c: [*TUNE, "--data", str(c.tile_copy("D")), "--shots", "100", "--out",
                                       str(c.tmp / "R")],
     "two-folders-one-class": lambda c: _tune_on(c, shutil.copytree(c.tile_copy("D") / "tumor", c.tmp / "D" / "Tumor")),
@@ -340,6 +343,13 @@ def _plain_safetensors() -> bytes:
     from safetensors.torch import save
 
     return save({"w": torch.zeros(2)})
+
+
+def _damaged_slide(c: Ctx) -> list[str]:
+    from slide_files import cmu_rgb, damaged_pyramid
+
+    slide = damaged_pyramid(c.tmp / "damaged.tiff", cmu_rgb(), [5, 6, 9, 10])
+    return ["tile", str(slide), "--save-tiles", "jpg", "--out", str(c.tmp / "T")]
 
 
 ROWS = read_table()

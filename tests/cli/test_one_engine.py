@@ -86,7 +86,7 @@ def test_a_slide_without_mpp_works_at_slide_level_with_default_mpp_and_a_csv_mpp
     slide_model: Path, slides: list[Path], tmp_path: Path
 ) -> None:
     refused = _invoke("predict", slide_model, slides[1], "--out", tmp_path / "none")
-    assert refused.exit_code == 1 and "--default-mpp" in refused.output
+    assert refused.exit_code == 2 and "--default-mpp" in refused.output  # one slide: bad input
     by_option = _invoke("predict", slide_model, slides[1], "--default-mpp", 0.5, "--out", tmp_path / "A")
     assert by_option.exit_code == 0, by_option.output
     listed = tmp_path / "list.csv"

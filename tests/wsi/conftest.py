@@ -79,3 +79,36 @@ def small_pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("pyr") / "band.tiff"
     return write_pyramid_tiff(path, 4096, 3072, stripes, mpp=0.25, factor=2, min_level_size=400)
+
+
+@pytest.fixture(scope="session")
+def cmu_region() -> np.ndarray:
+    """1024 x 1536 px of the real CMU H&E slide (0.499 µm/px): what every generated format is written from."""
+    from slide_files import cmu_rgb
+
+    return cmu_rgb()
+
+
+@pytest.fixture(scope="session")
+def format_slides(tmp_path_factory: pytest.TempPathFactory, cmu_region: np.ndarray) -> dict[str, Path]:
+    """The CMU region as CZI (pylibCZIrw), OME-TIFF (tifffile) and OME-Zarr (ome-zarr-py), mpp in each's metadata."""
+    from slide_files import write_czi, write_ome_tiff, write_ome_zarr
+
+    folder = tmp_path_factory.mktemp("formats")
+    return {
+        "czi": write_czi(folder / "cmu.czi", cmu_region),
+        "ome-tiff": write_ome_tiff(folder / "cmu.ome.tif", cmu_region),
+        "ome-zarr": write_ome_zarr(folder / "cmu.zarr", cmu_region),
+    }
+
+
+DAMAGED_TILES = [5, 6]
+"""Level-0 stored tiles (256 px, 4 across) of ``damaged_slide`` whose JPEG data is cut short."""
+
+
+@pytest.fixture(scope="session")
+def damaged_slide(tmp_path_factory: pytest.TempPathFactory, cmu_region: np.ndarray) -> Path:
+    """The CMU region as a 3-level generic JPEG pyramid whose level-0 tiles 5 and 6 do not decode."""
+    from slide_files import damaged_pyramid
+
+    return damaged_pyramid(tmp_path_factory.mktemp("damaged") / "damaged.tiff", cmu_region, DAMAGED_TILES)

@@ -54,6 +54,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("explain", "explain", "explain"),
     ("tile", "tile", "tile"),
     ("features", "features", "features"),
+    ("convert", "convert", "convert"),
     ("merge", "merge", "merge"),
     ("export", "export", "export"),
     ("inspect", "inspect", "inspect"),

@@ -53,6 +53,10 @@ def _render(report: dict) -> None:
         "lab defaults": report["lab_defaults"]["file"],
         **{f"  {key}": value or "(not set)" for key, value in report["lab_defaults"]["values"].items()},
     })
+    formats = report["slide_formats"]
+    table("slide formats", ["format", "names", "read by", "this install"], [
+        (f["format"], f["suffixes"], f["reader"], "reads it" if f["reads"] else f["add"]) for f in formats
+    ])
     requested = set(report["requested"])
     table("backbone weights", ["preset", "weights", "gated"], [
         (("* " if w["preset"] in requested else "") + w["preset"],

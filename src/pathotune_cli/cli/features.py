@@ -14,6 +14,7 @@ from pathotune_cli.cli.options import (
     DevicesOpt,
     JsonOpt,
     KernelsOpt,
+    MaxDamagedOpt,
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
@@ -56,6 +57,7 @@ def features(
     resume: Annotated[bool, typer.Option("--resume", help="Keep slides finished earlier with these settings.")] = False,
     shard: ShardOpt = None,
     devices: DevicesOpt = None,
+    max_damaged: MaxDamagedOpt = 0.05,
     json_out: JsonOpt = False,
 ) -> None:
     """Extract tile features per slide: <slide>.h5 with features and coords, as TRIDENT and CLAM read them."""
@@ -71,7 +73,7 @@ def features(
         backbone=backbone, weights=weights, mpp=mpp, tile_size=tile_size, batch_size=batch_size,
         min_tissue=min_tissue, tissue=tissue.value, tissue_geojson=tissue_geojson, coords=coords,
         default_mpp=default_mpp, precision=precision, device=device,
-        resume=resume, kernels=kernels, shard=resolve_shard(shard),
+        resume=resume, max_damaged=max_damaged, kernels=kernels, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
         result = run_command(FEATURES, opts, workers_on, progress)
@@ -82,5 +84,5 @@ def features(
               ["slide", "status", "tiles", "seconds"],
               [(r.name, r.status + (f" ({r.resume})" if r.resume else ""), r.tiles, r.seconds)
                for r in result.rows])
-    if result.failed:
-        raise typer.Exit(1)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -146,6 +146,11 @@ TissueOpt = Annotated[
     TissueChoice,
     typer.Option("--tissue", case_sensitive=False, help="otsu: detect tissue; none: every tile."),
 ]
+MaxDamagedOpt = Annotated[
+    float,
+    typer.Option("--max-damaged", min=0.0, max=1.0, help="Share of a slide's tiles that may fail to decode (read "
+                 "from a coarser level, or left out) before the slide fails."),
+]
 CoordsOpt = Annotated[
     Path | None,
     typer.Option("--coords", help="Reuse tile coordinates: a coords .h5 (from tile, CLAM or TRIDENT) or a folder of "

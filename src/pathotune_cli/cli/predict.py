@@ -15,6 +15,7 @@ from pathotune_cli.cli.options import (
     DevicesOpt,
     JsonOpt,
     KernelsOpt,
+    MaxDamagedOpt,
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
@@ -87,6 +88,7 @@ def predict(
     explain_top: ExplainTopOpt = 0,
     shard: ShardOpt = None,
     devices: DevicesOpt = None,
+    max_damaged: MaxDamagedOpt = 0.05,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
@@ -103,7 +105,7 @@ def predict(
         workers=workers, precision=precision, device=device, weights=weights, coords=coords, min_tissue=min_tissue,
         tissue=tissue.value, tissue_geojson=tissue_geojson, slides_csv=slides_csv, default_mpp=default_mpp,
         heatmap_class=heatmap_class, resume=resume, kernels=kernels, alpha=alpha, uncalibrated=uncalibrated,
-        explain_top=explain_top, shard=resolve_shard(shard),
+        explain_top=explain_top, max_damaged=max_damaged, shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
         result = run_command(PREDICT, opts, workers_on, progress)
@@ -111,8 +113,8 @@ def predict(
         emit_json(result.to_dict())
     else:
         _render(result)
-    if result.failed:
-        raise typer.Exit(1)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def _render(result: PredictResult) -> None:

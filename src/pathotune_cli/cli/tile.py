@@ -12,6 +12,7 @@ from pathotune_cli.cli.options import (
     DefaultMppOpt,
     DevicesOpt,
     JsonOpt,
+    MaxDamagedOpt,
     MinTissueOpt,
     ShardOpt,
     SlidesCsvOpt,
@@ -80,6 +81,7 @@ def tile(
     resume: ResumeOpt = False,
     shard: ShardOpt = None,
     devices: DevicesOpt = None,
+    max_damaged: MaxDamagedOpt = 0.05,
     json_out: JsonOpt = False,
 ) -> None:
     """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv.
@@ -113,6 +115,7 @@ def tile(
         save_tiles=save_tiles.value if save_tiles is not None else None,
         workers=workers,
         resume=resume,
+        max_damaged=max_damaged,
         shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
@@ -121,8 +124,8 @@ def tile(
         emit_json(result.to_dict())
     else:
         _render(result)
-    if not result.ok:
-        raise typer.Exit(1)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def _render(result: TileResult) -> None:

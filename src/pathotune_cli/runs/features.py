@@ -23,7 +23,7 @@ from pathotune_cli.hardware import Placement
 from pathotune_cli.runs.options import coerce_paths, kernel_spec
 from pathotune_cli.runs.per_slide.devices import PerSlideCommand
 from pathotune_cli.runs.per_slide.engine import RunPlan, SlideJob, run_slides
-from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
+from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow, run_exit_code
 from pathotune_cli.runs.per_slide.tiling import Tiling, plan
 
 COMMAND = "features"
@@ -52,6 +52,8 @@ class FeaturesOptions:
     coords: Path | None = None
     """A coords ``.h5`` (one slide) or a folder of ``<stem>.h5`` to reuse instead of cutting."""
     default_mpp: float | None = None
+    max_damaged: float = 0.05
+    """Share of a slide's tiles that may fail to decode before the slide fails (``wsi.damage``)."""
     precision: str = "auto"
     device: str = "auto"
     resume: bool = False
@@ -85,6 +87,11 @@ class FeaturesResult:
     feature_dim: int
     rows: list[SlideRow] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0; 2 when every slide failed on bad input (a single slide of an unsupported format); else 1."""
+        return run_exit_code(self.rows)
 
     @property
     def failed(self) -> int:
@@ -164,13 +171,15 @@ class FeaturesJob(SlideJob):
         from pathotune_cli.wsi.features_file import write_features
 
         planned = plan(slide, self.encoder.tiling)
-        features = slide_features(self.encoder.model, planned, self.placement, self.batch_size, self.report)
+        encoded = slide_features(self.encoder.model, planned, self.placement, self.batch_size, self.report,
+                                 self.encoder.tiling.max_damaged)
+        features = encoded.values[0]
         attrs = {**self.identity, "feature_dim": int(features.shape[1]), "precision": self.placement.precision}
-        write_features(staged.temp(self.outputs(slide.stem)[0]), features, planned.coords, planned.plan.h5_attrs(),
-                       attrs)
-        return SlideRow(str(slide.path), "ok", tiles=len(planned), level=planned.level,
+        write_features(staged.temp(self.outputs(slide.stem)[0]), features, encoded.coords(planned),
+                       planned.plan.h5_attrs(), attrs)
+        return SlideRow(str(slide.path), "ok", tiles=len(features), level=planned.level,
                         mpp=round(planned.plan.mpp, 6), mpp_source=planned.plan.mpp_source,
-                        values={"dim": int(features.shape[1])})
+                        values={"dim": int(features.shape[1]), "tiles_damaged": encoded.damage.count})
 
 
 @dataclass
@@ -209,5 +218,5 @@ def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[st
     if random_weights_warning(model):
         warn(report, str(random_weights_warning(model)))
     tiling = Tiling(mpp, size, opts.min_tissue, opts.tissue, opts.default_mpp, tissue_geojson=opts.tissue_geojson,
-                    coords=opts.coords)
+                    coords=opts.coords, max_damaged=opts.max_damaged)
     return _Encoder(model, tiling), identity

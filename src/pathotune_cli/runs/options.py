@@ -94,6 +94,8 @@ class PredictOptions:
     """Report the raw softmax instead of the calibrated probabilities."""
     explain_top: int = 0
     """Explain the this-many most confident tiles of each class per slide (0: none)."""
+    max_damaged: float = 0.05
+    """Share of a slide's tiles that may fail to decode before the slide fails (``wsi.damage``)."""
 
     shard: Shard = WHOLE
     """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""
@@ -119,4 +121,4 @@ class PredictOptions:
     def tiling(self, mpp: float, size: int) -> Tiling:
         """How this run cuts slides for a model whose tiles are ``size`` px at ``mpp`` (the prompt file's)."""
         return Tiling(mpp, size, self.min_tissue, self.tissue, self.default_mpp, self.backend,
-                      tissue_geojson=self.tissue_geojson, coords=self.coords)
+                      tissue_geojson=self.tissue_geojson, coords=self.coords, max_damaged=self.max_damaged)

@@ -22,7 +22,7 @@ from pathotune_cli.events import Reporter, ignore, note
 from pathotune_cli.runs.options import PredictOptions
 from pathotune_cli.runs.per_slide.devices import PerSlideCommand
 from pathotune_cli.runs.per_slide.engine import RunPlan, run_slides
-from pathotune_cli.runs.per_slide.rows import SlideRow
+from pathotune_cli.runs.per_slide.rows import SlideRow, run_exit_code
 from pathotune_cli.runs.slide_level.predict import SlidePredictJob, start_slide_level
 from pathotune_cli.runs.tile_level.predict import ImagesResult, TilePredictJob, start_tile_level
 
@@ -46,6 +46,11 @@ class PredictResult:
     slides: list[SlideRow] = field(default_factory=list)
     images: ImagesResult | None = None
     seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0; 2 when every slide failed on bad input (a single slide of an unsupported format); else 1."""
+        return run_exit_code(self.slides)
 
     @property
     def failed(self) -> int:

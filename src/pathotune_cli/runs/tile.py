@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli.cluster import WHOLE, Shard
 from pathotune_cli.errors import BadInput
@@ -22,9 +22,12 @@ from pathotune_cli.runs.options import coerce_paths
 from pathotune_cli.runs.per_slide.devices import PerSlideCommand
 from pathotune_cli.runs.per_slide.engine import RunPlan, SlideJob, run_slides
 from pathotune_cli.runs.per_slide.inputs import collect
-from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
+from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow, run_exit_code
 from pathotune_cli.runs.per_slide.tiling import Tiling, plan
 from pathotune_cli.wsi.plan import SlidePlan
+
+if TYPE_CHECKING:
+    from pathotune_cli.wsi.damage import TileDamage
 
 COMMAND = "tile"
 """Names the per-slide records: ``<stem>.tile.json``."""
@@ -72,6 +75,8 @@ class TileConfig:
     """Slide reader (see ``wsi.open_slide``)."""
     shard: Shard = WHOLE
     """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""
+    max_damaged: float = 0.05
+    """With ``--save-tiles``: share of a slide's tiles that may fail to decode before the slide fails."""
 
     def __post_init__(self) -> None:
         """Check the rules that span fields."""
@@ -94,7 +99,7 @@ class TileConfig:
         """How this run cuts slides (the options every cutting command shares)."""
         return Tiling(mpp=self.target_mpp, size=self.tile_size, min_tissue=self.min_tissue, tissue=self.tissue,
                       default_mpp=self.default_mpp, backend=self.backend, mag=self.mag, overlap=self.overlap,
-                      tissue_geojson=self.tissue_geojson)
+                      tissue_geojson=self.tissue_geojson, max_damaged=self.max_damaged)
 
 
 @dataclass
@@ -104,6 +109,11 @@ class TileResult:
     out: Path
     manifest: Path
     rows: list[SlideRow] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0; 2 when every slide failed on bad input (a single slide of an unsupported format); else 1."""
+        return run_exit_code(self.rows)
 
     @property
     def failed(self) -> int:
@@ -195,10 +205,12 @@ class TileJob(SlideJob):
     def process(self, slide: SlideInput, staged: Staging) -> SlideRow:
         """Plan the slide and write its outputs under temporary names."""
         planned = plan(slide, self.config.tiling).plan
-        _write_outputs(planned, self.out, self.config, staged)
+        damage = _write_outputs(planned, self.out, self.config, staged)
         notes = (*planned.notes, *([] if len(planned.coords) else [_why_no_tiles(planned, self.config)]))
-        return SlideRow(str(slide.path), "ok", tiles=len(planned.coords), level=planned.level,
-                        mpp=round(planned.mpp, 6), mpp_source=planned.mpp_source, notes=notes)
+        damaged = damage.count if damage is not None else 0
+        return SlideRow(str(slide.path), "ok", tiles=len(planned.coords) - len(damage.left_out if damage else ()),
+                        level=planned.level, mpp=round(planned.mpp, 6), mpp_source=planned.mpp_source, notes=notes,
+                        values={"tiles_damaged": damaged})
 
 
 def output_paths(out: Path, stem: str) -> dict[str, Path]:
@@ -211,8 +223,13 @@ def output_paths(out: Path, stem: str) -> dict[str, Path]:
     }
 
 
-def _write_outputs(plan: SlidePlan, out: Path, config: TileConfig, staged: Staging) -> None:
-    """Every output of a slide under a temporary name, staged so the ``.h5`` is renamed last."""
+def _write_outputs(plan: SlidePlan, out: Path, config: TileConfig, staged: Staging) -> TileDamage | None:
+    """Every output of a slide under a temporary name, staged so the ``.h5`` is renamed last.
+
+    With ``--save-tiles`` the tiles are decoded: those that do not decode are filled from a coarser level or left
+    out (``wsi.damage``), and the coords file then lists only the tiles saved. Returns the damage met (None
+    without ``--save-tiles``: no tile was decoded).
+    """
     from pathotune_cli.wsi.coords_file import write_coords
     from pathotune_cli.wsi.geojson import write_tissue_geojson
     from pathotune_cli.wsi.thumbnail import draw_overview, save_png
@@ -228,23 +245,31 @@ def _write_outputs(plan: SlidePlan, out: Path, config: TileConfig, staged: Stagi
         )
         write_tissue_geojson(temps["geojson"], plan.polygons)
         save_png(temps["thumb"], picture)
-        write_coords(temps["h5"], plan.coords, plan.h5_attrs())
 
     if not config.save_tiles:
         small_outputs()
-        return
+        write_coords(temps["h5"], plan.coords, plan.h5_attrs())
+        return None
     from concurrent.futures import ThreadPoolExecutor
 
+    from pathotune_cli.wsi.damage import TileDamage
+
+    damage = TileDamage(plan.path.name, total=len(plan.coords), max_share=config.max_damaged)
     threads = config.save_threads or save_threads_for(config.workers)
     failed = threading.Event()  # the pictures and files failed: stop saving tiles for nothing
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pictures and files take shape while tiles are saved
         small = pool.submit(small_outputs)
         small.add_done_callback(lambda done: failed.set() if done.exception() is not None else None)
-        _save_tiles(plan, temps["tiles"], config.save_tiles, threads, failed)
+        _save_tiles(plan, temps["tiles"], config.save_tiles, threads, failed, damage)
         small.result()
+    left_out = set(damage.left_out)
+    kept = [i for i, (x, y) in enumerate(plan.coords) if (int(x), int(y)) not in left_out]
+    write_coords(temps["h5"], plan.coords[kept], plan.h5_attrs())
+    return damage
 
 
-def _save_tiles(plan: SlidePlan, folder: Path, fmt: str, threads: int, cancel: threading.Event | None = None) -> Path:
+def _save_tiles(plan: SlidePlan, folder: Path, fmt: str, threads: int, cancel: threading.Event | None = None,
+                damage: TileDamage | None = None) -> Path:
     """Write every tile of ``plan`` as ``<stem>_x<x>_y<y>.<fmt>`` into ``folder``, from ``threads`` threads.
 
     Reading, encoding and writing a tile are C calls that release the GIL, so two threads on two cores
@@ -285,6 +310,7 @@ def _save_tiles(plan: SlidePlan, folder: Path, fmt: str, threads: int, cancel: t
         threads=threads,
         backend=plan.backend,
         cancel=cancel,
+        damage=damage,
     )
     return folder
 

@@ -46,6 +46,41 @@ def mpp_from_resolution(resolution: float | tuple[int, int] | None, unit: int | 
     return _MICRONS_PER_UNIT[int(unit)] / float(resolution)
 
 
+# OME and NGFF length units (OME-XML symbols and NGFF names) in microns.
+_MICRONS = {
+    "m": 1e6, "meter": 1e6, "cm": 1e4, "centimeter": 1e4, "mm": 1e3, "millimeter": 1e3, "µm": 1.0, "um": 1.0,
+    "\u03bcm": 1.0, "micrometer": 1.0, "micron": 1.0, "nm": 1e-3, "nanometer": 1e-3,
+}
+
+
+def to_microns(value: float | str | None, unit: str | None) -> float | None:
+    """A physical pixel size in ``unit`` (OME-XML symbol or NGFF name; None means microns) as microns, or None."""
+    try:
+        size = float(value) if value is not None else None
+    except ValueError:
+        return None
+    factor = _MICRONS.get((unit or "µm").strip().lower())
+    if size is None or factor is None or size <= 0:
+        return None
+    return size * factor
+
+
+def ome_mpp(xml: str | None) -> float | None:
+    """Microns per pixel of the first image of an OME-XML document (``Pixels/@PhysicalSizeX``), or None."""
+    import xml.etree.ElementTree as ET
+
+    if not xml:
+        return None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    return to_microns(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit"))
+
+
 def aperio_mpp(description: str | None) -> float | None:
     """The ``MPP = 0.499`` field of an Aperio ImageDescription, or None."""
     return _aperio_field(_APERIO_MPP, description)

@@ -1,6 +1,8 @@
-"""Pick the reader for a slide: the direct TIFF decoder where the file allows it, else OpenSlide, else Pillow.
+"""Pick the reader for a slide by its content: CZI by its header, OME-Zarr by its folder's metadata, the direct
+TIFF decoder where the file allows it, else OpenSlide, else Pillow.
 
-Every way a file can fail to open ends in one line that names the file and what is wrong with it.
+Every way a file can fail to open ends in one line that names the file and what is wrong with it; a format no
+reader handles (VSI, iSyntax, ...) names the conversion that makes it readable (``wsi.support``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathotune_cli.errors import BadInput, MissingDependency
 from pathotune_cli.imaging import NotAnImage
 from pathotune_cli.wsi.reader import DamagedSlide, SlideReader
 
-Backend = Literal["auto", "tifffile", "openslide", "image"]
-BACKENDS: tuple[str, ...] = ("auto", "tifffile", "openslide", "image")
+Backend = Literal["auto", "tifffile", "openslide", "czi", "zarr", "image"]
+BACKENDS: tuple[str, ...] = ("auto", "tifffile", "openslide", "czi", "zarr", "image")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 # Formats only OpenSlide reads; without it these get the pip install line rather than "unreadable".
 _OPENSLIDE_ONLY = frozenset({".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".dcm"})
@@ -23,25 +25,38 @@ def open_slide(path: str | Path, backend: Backend | str = "auto") -> SlideReader
     """Open a slide or image with the fastest reader that handles it.
 
     Args:
-        path: A slide file (SVS, generic tiled TIFF, NDPI, MRXS, DICOM, ...) or a flat image.
-        backend: ``auto`` tries, in order, the direct tifffile decoder (tiled TIFF-family files whose
-            levels are plain tiled pages, including SVS), OpenSlide, then Pillow for flat images.
-            ``tifffile``, ``openslide`` or ``image`` force one reader.
+        path: A slide file (SVS, generic tiled TIFF, OME-TIFF, CZI, NDPI, MRXS, DICOM, ...), an OME-Zarr
+            folder, or a flat image.
+        backend: ``auto`` picks by content: a CZI header goes to pylibCZIrw, an OME-Zarr folder to zarr;
+            otherwise it tries, in order, the direct tifffile decoder (tiled TIFF-family files whose levels are
+            plain tiled pages, including SVS and OME-TIFF), OpenSlide, then Pillow for flat images.
+            ``tifffile``, ``openslide``, ``czi``, ``zarr`` or ``image`` force one reader.
 
     Returns:
         An open ``SlideReader``; close it, or use it as a context manager.
 
     Raises:
-        BadInput: The file is missing, not a slide or image, or damaged (``DamagedSlide``).
+        BadInput: The file is missing, not a slide or image, damaged (``DamagedSlide``), or of a format no
+            reader handles (``UnsupportedFormat``, with the conversion).
         MissingDependency: The file needs OpenSlide (openslide-python, openslide-bin) or imagecodecs, and
             neither reader that could read it is installed.
     """
+    import pathotune_cli.wsi.support as support
+    from pathotune_cli.wsi.zarr_reader import is_zarr
+
     path = Path(path)
-    _check_file(path)
     if backend not in BACKENDS:
         raise BadInput(f"unknown slide backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if path.is_dir() and (backend == "zarr" or (backend == "auto" and is_zarr(path))):
+        return _open_with(path, "zarr")
+    _check_file(path)
     if backend != "auto":
         return _open_with(path, backend)
+    support.refuse_unreadable(path)
+    from pathotune_cli.wsi.czi_reader import is_czi
+
+    if is_czi(path):
+        return _open_with(path, "czi")
     reasons: list[str] = []
     missing: MissingDependency | None = None
     if _is_tiff(path):
@@ -78,9 +93,10 @@ def open_slide(path: str | Path, backend: Backend | str = "auto") -> SlideReader
         raise MissingDependency(
             f"{path.name}: reading this slide needs OpenSlide, which is not installed", INSTALL
         )
-    raise BadInput(
-        f"{path.name}: not a slide or image pathotune can read ({_describe(path)}; {'; '.join(reasons)})"
-    )
+    what = f"{_describe(path)}; {'; '.join(reasons)}"
+    if what.startswith("unrecognised binary"):  # a format of its own: the conversion is the way in
+        raise support.unreadable_line(path, what)
+    raise BadInput(f"{path.name}: not a slide or image pathotune can read ({what})")
 
 
 def _open_with(path: Path, backend: str) -> SlideReader:
@@ -92,6 +108,14 @@ def _open_with(path: Path, backend: str) -> SlideReader:
         from pathotune_cli.wsi.openslide_reader import OpenSlideReader
 
         return OpenSlideReader(path)
+    if backend == "czi":
+        from pathotune_cli.wsi.czi_reader import CziSlideReader
+
+        return CziSlideReader(path)
+    if backend == "zarr":
+        from pathotune_cli.wsi.zarr_reader import ZarrSlideReader
+
+        return ZarrSlideReader(path)
     from pathotune_cli.wsi.image_reader import ImageReader
 
     return ImageReader(path)
@@ -102,7 +126,8 @@ def _check_file(path: Path) -> None:
         raise BadInput(f"{path}: no such file", "check the path")
     if path.is_dir():
         raise BadInput(
-            f"{path}: a folder, not a slide file", "pass the slide file itself (for MRXS, the .mrxs)"
+            f"{path}: a folder, not a slide file",
+            "pass the slide file itself (for MRXS, the .mrxs; an OME-Zarr folder needs its .zattrs or zarr.json)",
         )
     if path.stat().st_size == 0:
         raise DamagedSlide(f"{path.name}: the file is empty", "copy it again from the scanner")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pathotune_cli.errors import BadInput, MissingDependency, first_line
-from pathotune_cli.wsi.reader import DamagedSlide, SlideReader, rgba_to_rgb
+from pathotune_cli.wsi.reader import DamagedSlide, DamagedTile, SlideReader, rgba_to_rgb
 
 INSTALL = "pip install openslide-python openslide-bin"
 
@@ -84,11 +84,21 @@ class OpenSlideReader(SlideReader):
         try:
             region = self._slide.read_region((round(x * ds), round(y * ds)), level, (w, h))
         except self._error_type as exc:
-            raise DamagedSlide(
-                f"{self.path.name}: OpenSlide cannot read a region ({first_line(exc)})",
+            self._reopen()  # OpenSlide's errors are sticky: the handle refuses every later call
+            raise DamagedTile(
+                f"{self.path.name}: OpenSlide cannot read a region of level {level} ({first_line(exc)})",
                 "the file may be damaged or truncated; copy it again",
             ) from exc
         return rgba_to_rgb(np.asarray(region))
+
+    def _reopen(self) -> None:
+        """A fresh handle after an error, so a coarser level (or the next tile) can still be read."""
+        openslide = import_openslide()
+        try:
+            self._slide.close()
+        except self._error_type:
+            pass
+        self._slide = openslide.OpenSlide(str(self.path))
 
 
 def import_openslide() -> Any:

@@ -26,6 +26,13 @@ class DamagedSlide(BadInput):
     """The file is a slide format but its contents are cut short or corrupt; no other reader does better."""
 
 
+class DamagedTile(DamagedSlide):
+    """One stored tile (or subblock) of a readable slide does not decode; the rest of the slide may well.
+
+    Tile readers retry it from a coarser level (``wsi.damage``); raised past them only when nothing could.
+    """
+
+
 class SlideReader(ABC):
     """A whole-slide image as a pyramid of levels, read as RGB uint8.
 
@@ -153,14 +160,24 @@ class SlideReader(ABC):
         """The whole slide shrunk to fit ``max_size`` on its long side, as RGB uint8.
 
         Reads the coarsest level that is still at least as large as the thumbnail, a band of rows at a time,
-        so a slide whose only level is huge still never sits in memory whole.
+        so a slide whose only level is huge still never sits in memory whole. Where that level holds a tile
+        that does not decode, the next coarser level serves; where none is left, the bands are read in
+        blocks and an undecodable block is white.
         """
-        from PIL import Image
-
         w0, h0 = self.dimensions
         scale = min(1.0, max_size / max(w0, h0))
         tw, th = max(1, round(w0 * scale)), max(1, round(h0 * scale))
         level = self.best_level_for_downsample(min(w0 / tw, h0 / th))
+        for candidate in range(level, self.levels):
+            try:
+                return self._thumbnail_from(candidate, tw, th, tolerant=False)
+            except DamagedTile:
+                continue
+        return self._thumbnail_from(self.levels - 1, tw, th, tolerant=True)
+
+    def _thumbnail_from(self, level: int, tw: int, th: int, *, tolerant: bool) -> np.ndarray:
+        from PIL import Image
+
         lw, lh = self.level_dimensions[level]
         rows = max(1, min(lh, _THUMB_CHUNK_BYTES // (lw * 3)))
         out = np.empty((th, tw, 3), np.uint8)
@@ -169,9 +186,22 @@ class SlideReader(ABC):
         for ty in range(0, th, step):
             ty1 = min(th, ty + step)
             ly0, ly1 = math.floor(ty * ys), min(lh, math.ceil(ty1 * ys))
-            band = Image.fromarray(self._checked(self._read_band(0, ly0, level, lw, ly1 - ly0), lw, ly1 - ly0))
+            read = self._read_blocks if tolerant else self._read_band
+            band = Image.fromarray(self._checked(read(0, ly0, level, lw, ly1 - ly0), lw, ly1 - ly0))
             box = (0.0, ty * ys - ly0, float(lw), ty1 * ys - ly0)
             out[ty:ty1] = np.asarray(band.resize((tw, ty1 - ty), Image.Resampling.BOX, box=box))
+        return out
+
+    def _read_blocks(self, x: int, y: int, level: int, w: int, h: int, block: int = 256) -> np.ndarray:
+        """A band read in ``block``-pixel squares, each one that does not decode left white."""
+        out = np.full((h, w, 3), WHITE, np.uint8)
+        for by in range(y, y + h, block):
+            for bx in range(x, x + w, block):
+                bw, bh = min(block, x + w - bx), min(block, y + h - by)
+                try:
+                    out[by - y : by - y + bh, bx - x : bx - x + bw] = self._read(bx, by, level, bw, bh)
+                except DamagedTile:
+                    continue
         return out
 
     def _read_band(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
@@ -213,3 +243,16 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     return composite_on_white(rgba)
 
 
+def read_tile(
+    reader: SlideReader, x0: int, y0: int, level: int, read_size: int, tile_size: int
+) -> np.ndarray:
+    """One tile: ``read_size`` pixels of ``level`` at level-0 ``(x0, y0)``, resized to ``tile_size``.
+
+    Parts outside the slide (a pixel of pyramid rounding at the far edge) are white.
+    """
+    from PIL import Image
+
+    region = reader.read_region(int(x0), int(y0), level, read_size, read_size, pad=True)
+    if read_size == tile_size:
+        return region
+    return np.asarray(Image.fromarray(region).resize((tile_size, tile_size), Image.Resampling.BILINEAR))

@@ -9,12 +9,15 @@ is in the resolution tags, which is what OpenSlide needs to read it as a generic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 
 import numpy as np
 
 TileFn = Callable[[int, int, int, int], np.ndarray]
+TileStore = MutableMapping[tuple[int, int], object]
+"""Where a reduced level's finished tiles wait (encoded, or a uniform tile's colour) until that level is written."""
+COMPRESSIONS = ("jpeg", "zlib")
 BACKGROUND = (243, 243, 241)
 
 
@@ -32,13 +35,16 @@ def write_pyramid_tiff(
     height: int,
     tile_fn: TileFn,
     *,
-    mpp: float = 0.5,
+    mpp: float | None = 0.5,
     tile: int = 256,
     factor: int = 4,
     min_level_size: int = 512,
     quality: int = 90,
     aperio: bool = False,
     objective_power: float | None = None,
+    compression: str = "jpeg",
+    description: str | None = None,
+    store: Callable[[], TileStore] = dict,
 ) -> Path:
     """Write a pyramid TIFF whose level 0 is ``width`` x ``height`` pixels drawn by ``tile_fn``.
 
@@ -48,7 +54,8 @@ def write_pyramid_tiff(
         height: Level-0 height in pixels.
         tile_fn: ``tile_fn(x, y, w, h)`` returns the ``(h, w, 3)`` uint8 RGB pixels of level 0 whose
             top-left is ``(x, y)``; it is called once per stored tile, in row order.
-        mpp: Microns per level-0 pixel, written to the resolution tags (and the description with ``aperio``).
+        mpp: Microns per level-0 pixel, written to the resolution tags (and the description with ``aperio``);
+            None writes no resolution.
         tile: Stored tile side, a multiple of 16.
         factor: Downsample between consecutive levels (2 or 4).
         min_level_size: Stop adding levels once the long side would fall below this.
@@ -56,29 +63,42 @@ def write_pyramid_tiff(
         aperio: Write an Aperio-style ImageDescription (``AppMag``, ``MPP``) so OpenSlide reports
             vendor ``aperio`` and the objective power.
         objective_power: ``AppMag`` for the Aperio description (default ``10 / mpp``).
+        compression: ``jpeg`` (lossy, ``quality``) or ``zlib`` (deflate: lossless; reduced levels wait as PNG).
+        description: ImageDescription of level 0 when not ``aperio``.
+        store: Makes the container each reduced level's finished tiles wait in (a dict: memory; ``convert``
+            passes one that spills them to disk, so memory stays flat in slide size).
 
     Returns:
         ``path``.
     """
     import tifffile
 
-    if tile % 16 or factor not in (2, 4):
-        raise ValueError("tile must be a multiple of 16 and factor 2 or 4")
+    if tile % 16 or factor not in (2, 4) or compression not in COMPRESSIONS:
+        raise ValueError("tile must be a multiple of 16, factor 2 or 4, compression jpeg or zlib")
     path = Path(path)
     sizes = pyramid_sizes(width, height, factor, min_level_size)
-    store: list[dict[tuple[int, int], object]] = [{} for _ in sizes[1:]]
-    cascade = _Cascade(sizes, tile, factor, quality, store)
-    description = _aperio_description(width, height, tile, quality, mpp, objective_power) if aperio else ""
-    common = dict(photometric="rgb", compression="jpeg", compressionargs={"level": quality}, tile=(tile, tile),
-                  resolutionunit="CENTIMETER", metadata=None, dtype=np.uint8)
+    stores = [store() for _ in sizes[1:]]
+    cascade = _Cascade(sizes, tile, factor, compression, stores)
+    if aperio:
+        description = _aperio_description(width, height, tile, quality, mpp or 0.5, objective_power)
+    codec = {"compressionargs": {"level": quality}} if compression == "jpeg" else {}
+    common = dict(photometric="rgb", compression=compression, tile=(tile, tile), metadata=None, dtype=np.uint8,
+                  **codec)
     with tifffile.TiffWriter(path, bigtiff=width * height * 3 > 2**31) as tw:
         tw.write(_level0_tiles(width, height, tile, tile_fn, cascade), shape=(height, width, 3),
-                 description=description or None, resolution=(1e4 / mpp, 1e4 / mpp), subfiletype=0, **common)
+                 description=description or None, subfiletype=0, **_resolution(mpp, 1), **common)
         for level, (w, h) in enumerate(sizes[1:], start=1):
-            ds = factor**level
-            tw.write(_stored_tiles(store[level - 1], w, h, tile), shape=(h, w, 3),
-                     resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)), subfiletype=1, **common)
+            tw.write(_stored_tiles(stores[level - 1], w, h, tile, compression), shape=(h, w, 3), subfiletype=1,
+                     **_resolution(mpp, factor**level), **common)
     return path
+
+
+def _resolution(mpp: float | None, downsample: int) -> dict[str, object]:
+    """tifffile's resolution arguments for a level (pixels per centimetre), or none without an mpp."""
+    if mpp is None:
+        return {}
+    per_cm = 1e4 / (mpp * downsample)
+    return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
 
 
 def blobs_tile_fn(width: int, height: int, *, blobs: int = 3, seed: int = 0) -> TileFn:
@@ -117,9 +137,9 @@ class _Cascade:
     """Box-averages rows of level-k tiles into level k+1 as they stream past, storing finished tiles."""
 
     def __init__(
-        self, sizes: list[tuple[int, int]], tile: int, factor: int, quality: int, store: list[dict]
+        self, sizes: list[tuple[int, int]], tile: int, factor: int, compression: str, store: list[TileStore]
     ) -> None:
-        self.sizes, self.tile, self.factor, self.quality, self.store = sizes, tile, factor, quality, store
+        self.sizes, self.tile, self.factor, self.compression, self.store = sizes, tile, factor, compression, store
         self.pending: list[list[np.ndarray]] = [[] for _ in sizes]  # rows waiting, per level >= 1
         self.rows_done = [0 for _ in sizes]
 
@@ -149,7 +169,6 @@ class _Cascade:
             self.push(level, band[:take])
 
     def _emit(self, level: int, band: np.ndarray) -> None:
-        import imagecodecs
 
         ty = self.rows_done[level] // self.tile
         self.rows_done[level] += band.shape[0]
@@ -159,7 +178,7 @@ class _Cascade:
             if (piece == first).all():
                 self.store[level - 1][ty, tx] = tuple(int(c) for c in first)
             else:
-                self.store[level - 1][ty, tx] = imagecodecs.jpeg_encode(np.ascontiguousarray(piece), level=95)
+                self.store[level - 1][ty, tx] = _encode(np.ascontiguousarray(piece), self.compression)
 
 
 def _level0_tiles(
@@ -181,9 +200,17 @@ def _level0_tiles(
             yield _padded(band[:, x : x + tile], tile)
 
 
-def _stored_tiles(store: dict, width: int, height: int, tile: int) -> Iterator[np.ndarray]:
+def _encode(piece: np.ndarray, compression: str) -> bytes:
+    """A reduced level's tile while it waits: JPEG q95 for a JPEG pyramid, PNG (lossless) for a deflate one."""
     import imagecodecs
 
+    return imagecodecs.jpeg_encode(piece, level=95) if compression == "jpeg" else imagecodecs.png_encode(piece)
+
+
+def _stored_tiles(store: TileStore, width: int, height: int, tile: int, compression: str) -> Iterator[np.ndarray]:
+    import imagecodecs
+
+    decode = imagecodecs.jpeg_decode if compression == "jpeg" else imagecodecs.png_decode
     for ty in range(-(-height // tile)):
         for tx in range(-(-width // tile)):
             h, w = min(tile, height - ty * tile), min(tile, width - tx * tile)
@@ -192,7 +219,7 @@ def _stored_tiles(store: dict, width: int, height: int, tile: int) -> Iterator[n
                 pixels = np.empty((h, w, 3), np.uint8)
                 pixels[:] = item
             else:
-                pixels = imagecodecs.jpeg_decode(item)
+                pixels = decode(item)
             yield _padded(pixels, tile)
 
 

@@ -19,7 +19,8 @@ import numpy as np
 
 import pathotune_cli.wsi.mpp as mpp_meta
 from pathotune_cli.errors import BadInput, MissingDependency, first_line
-from pathotune_cli.wsi.reader import WHITE, DamagedSlide, SlideReader
+from pathotune_cli.wsi.damage import jpeg_complete
+from pathotune_cli.wsi.reader import WHITE, DamagedSlide, DamagedTile, SlideReader
 
 # tifffile flags a file may carry and still be a plain pyramid whose tiles we can place ourselves.
 _PLAIN_FLAGS = frozenset({"shaped", "svs", "ome", "uniform"})
@@ -86,13 +87,13 @@ class TiffSlideReader(SlideReader):
 
     @property
     def mpp(self) -> float | None:
-        """From the Aperio description when there is one, else the level-0 resolution tags."""
+        """From the Aperio description or the OME-XML when there is one, else the level-0 resolution tags."""
         value, _ = self._mpp()
         return value
 
     @property
     def mpp_source(self) -> str | None:
-        """``aperio-description`` or ``tiff-resolution``, or None."""
+        """``aperio-description``, ``ome-xml`` or ``tiff-resolution``, or None."""
         _, source = self._mpp()
         return source
 
@@ -198,9 +199,11 @@ class TiffSlideReader(SlideReader):
         else:
             data = os.pread(self._fd, count, offset)
             try:
+                if page.compression == 7 and not jpeg_complete(data):
+                    raise ValueError("Corrupt JPEG data: premature end of data segment")
                 decoded, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
             except Exception as exc:  # codec errors have many types; one line for the user
-                raise DamagedSlide(
+                raise DamagedTile(
                     f"{self.path.name}: tile {index} of level {level} cannot be decoded ({first_line(exc)})",
                     "the file is damaged; copy it again from the scanner",
                 ) from exc
@@ -215,6 +218,10 @@ class TiffSlideReader(SlideReader):
         value = mpp_meta.aperio_mpp(self._description)
         if value is not None:
             return value, "aperio-description"
+        if self._tif.is_ome:
+            value = mpp_meta.ome_mpp(self._tif.ome_metadata)
+            if value is not None:
+                return value, "ome-xml"
         first = self._pages[0]
         unit = first.tags.get("ResolutionUnit")
         xres = first.tags.get("XResolution")

@@ -7,6 +7,11 @@ each worker opens its own reader once and reads whole batches; the parent keeps 
 
 ``for_each_tile`` calls a function on every tile from a few threads (``tile --save-tiles``), where the
 work per tile is C code that releases the GIL.
+
+Given a ``TileDamage`` (``damage=``), every reader here tolerates tiles that do not decode: such a tile is read
+from a coarser level or left out (``wsi.damage``), each batch marks which (``TileBatch.filled`` /
+``left_out``), and the slide fails only past the counter's share. Without one, the first such tile fails the
+slide, as before.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from pathotune_cli.errors import PathotuneError
-from pathotune_cli.wsi.reader import SlideReader
+from pathotune_cli.wsi.damage import TileDamage, read_tile_tolerant
+from pathotune_cli.wsi.reader import SlideReader, read_tile
 
 
 @dataclass(frozen=True)
@@ -36,31 +42,48 @@ class TileBatch:
     """``(B, 2)`` int64 level-0 top-left x, y."""
     start: int
     """Index of the first tile of the batch in the ``coords`` that were streamed."""
+    filled: np.ndarray | None = None
+    """``(B,)`` bool: read from a coarser level because its own did not decode (None: no damage counter)."""
+    left_out: np.ndarray | None = None
+    """``(B,)`` bool: no level decoded it; its pixels are white and the caller drops it (None: no counter)."""
 
-
-def read_tile(
-    reader: SlideReader, x0: int, y0: int, level: int, read_size: int, tile_size: int
-) -> np.ndarray:
-    """One tile: ``read_size`` pixels of ``level`` at level-0 ``(x0, y0)``, resized to ``tile_size``.
-
-    Parts outside the slide (a pixel of pyramid rounding at the far edge) are white.
-    """
-    from PIL import Image
-
-    region = reader.read_region(int(x0), int(y0), level, read_size, read_size, pad=True)
-    if read_size == tile_size:
-        return region
-    return np.asarray(Image.fromarray(region).resize((tile_size, tile_size), Image.Resampling.BILINEAR))
+    @property
+    def kept(self) -> np.ndarray:
+        """``(B,)`` bool: the tiles to use (all but the left-out ones)."""
+        return ~self.left_out if self.left_out is not None else np.ones(len(self.coords), bool)
 
 
 def read_batch(
-    reader: SlideReader, coords: np.ndarray, level: int, read_size: int, tile_size: int
+    reader: SlideReader, coords: np.ndarray, level: int, read_size: int, tile_size: int,
+    damage: TileDamage | None = None,
 ) -> np.ndarray:
-    """Tiles at each of ``coords`` as one ``(B, tile_size, tile_size, 3)`` uint8 array."""
+    """Tiles at each of ``coords`` as one ``(B, tile_size, tile_size, 3)`` uint8 array.
+
+    With ``damage``, a tile that does not decode is filled from a coarser level or left white and counted
+    there (its ``left_out`` corners are the ones to drop); without, it raises ``DamagedTile``.
+    """
     out = np.empty((len(coords), tile_size, tile_size, 3), np.uint8)
     for i, (x, y) in enumerate(np.asarray(coords, np.int64).reshape(-1, 2)):
-        out[i] = read_tile(reader, int(x), int(y), level, read_size, tile_size)
+        if damage is None:
+            out[i] = read_tile(reader, int(x), int(y), level, read_size, tile_size)
+        else:
+            out[i] = read_tile_tolerant(reader, int(x), int(y), level, read_size, tile_size, damage)[0]
     return out
+
+
+def _marked_batch(reader: SlideReader, chunk: np.ndarray, level: int, read_size: int, tile_size: int,
+                  tolerant: bool) -> tuple[np.ndarray, TileDamage | None]:
+    """A batch and, when ``tolerant``, the damage met in it alone (never failing: the caller's counter judges)."""
+    local = TileDamage(max_share=None) if tolerant else None
+    return read_batch(reader, chunk, level, read_size, tile_size, local), local
+
+
+def _masks(chunk: np.ndarray, local: TileDamage | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if local is None:
+        return None, None
+    corners = [tuple(c) for c in np.asarray(chunk).tolist()]
+    filled, left = set(local.filled), set(local.left_out)
+    return np.array([c in filled for c in corners], bool), np.array([c in left for c in corners], bool)
 
 
 def iter_tile_batches(
@@ -75,6 +98,7 @@ def iter_tile_batches(
     prefetch: int = 2,
     backend: str = "auto",
     pool: TileReaderPool | None = None,
+    damage: TileDamage | None = None,
 ) -> Iterator[TileBatch]:
     """Yield the tiles at ``coords`` in batches, in order.
 
@@ -89,6 +113,8 @@ def iter_tile_batches(
         prefetch: Batches read ahead per worker.
         backend: Reader backend when ``slide`` is a path (see ``open_slide``).
         pool: Reading processes to use (shared across slides); None starts ``workers`` for this slide.
+        damage: Counts tiles that do not decode (filled from a coarser level or left out, marked on each
+            batch) and fails the slide past its share; None fails it at the first such tile.
 
     Yields:
         ``TileBatch`` objects; closing the generator early stops the workers.
@@ -99,7 +125,7 @@ def iter_tile_batches(
     """
     coords = np.asarray(coords, np.int64).reshape(-1, 2)
     if workers <= 0 and pool is None:
-        yield from _batches_here(slide, coords, level, read_size, tile_size, batch_size, backend)
+        yield from _batches_here(slide, coords, level, read_size, tile_size, batch_size, backend, damage)
         return
     if not len(coords):
         return
@@ -108,14 +134,15 @@ def iter_tile_batches(
     own_pool = pool is None
     pool = pool if pool is not None else TileReaderPool(workers)
     try:
-        yield from _batches_from(pool, Path(slide), coords, level, read_size, tile_size, batch_size, prefetch, backend)
+        yield from _batches_from(pool, Path(slide), coords, level, read_size, tile_size, batch_size, prefetch, backend,
+                                 damage)
     finally:
         if own_pool:
             pool.close()
 
 
 def _batches_here(slide: str | Path | SlideReader, coords: np.ndarray, level: int, read_size: int, tile_size: int,
-                  batch_size: int, backend: str) -> Iterator[TileBatch]:
+                  batch_size: int, backend: str, damage: TileDamage | None) -> Iterator[TileBatch]:
     """Batches read in this process, from the reader given or one opened (and closed) here."""
     from pathotune_cli.wsi.open import open_slide
 
@@ -124,21 +151,26 @@ def _batches_here(slide: str | Path | SlideReader, coords: np.ndarray, level: in
     try:
         for start in range(0, len(coords), max(1, batch_size)):
             chunk = coords[start : start + batch_size]
-            yield TileBatch(read_batch(reader, chunk, level, read_size, tile_size), chunk, start)
+            tiles, local = _marked_batch(reader, chunk, level, read_size, tile_size, damage is not None)
+            if damage is not None and local is not None:
+                damage.merge(local)
+            yield TileBatch(tiles, chunk, start, *_masks(chunk, local))
     finally:
         if own:
             reader.close()
 
 
 def _batches_from(pool: TileReaderPool, slide: Path, coords: np.ndarray, level: int, read_size: int,
-                  tile_size: int, batch_size: int, prefetch: int, backend: str) -> Iterator[TileBatch]:
+                  tile_size: int, batch_size: int, prefetch: int, backend: str,
+                  damage: TileDamage | None) -> Iterator[TileBatch]:
     """Batches read by the pool's processes, ``prefetch`` per worker ahead, yielded in the order of ``coords``."""
     executor = pool.executor
     pending: deque[tuple[int, Future[Any]]] = deque()
 
     def submit(start: int) -> None:
         chunk = coords[start : start + batch_size]
-        pending.append((start, executor.submit(_worker_batch, str(slide), backend, chunk, level, read_size, tile_size)))
+        pending.append((start, executor.submit(_worker_batch, str(slide), backend, chunk, level, read_size, tile_size,
+                                               damage is not None)))
 
     todo = iter(range(0, len(coords), max(1, batch_size)))
     try:
@@ -148,11 +180,14 @@ def _batches_from(pool: TileReaderPool, slide: Path, coords: np.ndarray, level: 
                 break
         while pending:
             start, future = pending.popleft()
-            tiles = _unwrap(future.result())
+            tiles, local = _unwrap(future.result())
+            if damage is not None and local is not None:
+                damage.merge(local)
             nxt = next(todo, None)
             if nxt is not None:
                 submit(nxt)
-            yield TileBatch(tiles, coords[start : start + len(tiles)], start)
+            chunk = coords[start : start + len(tiles)]
+            yield TileBatch(tiles, chunk, start, *_masks(chunk, local))
     finally:
         for _, future in pending:
             future.cancel()
@@ -169,6 +204,7 @@ def for_each_tile(
     threads: int = 1,
     backend: str = "auto",
     cancel: threading.Event | None = None,
+    damage: TileDamage | None = None,
 ) -> None:
     """Call ``func(tile, x, y)`` for every tile at ``coords``, spread over ``threads`` threads.
 
@@ -178,7 +214,9 @@ def for_each_tile(
     tile about once) and its own reader, since readers keep a cache; a flat image's reader holds only the
     decoded array and is shared. Calls across threads come in no set order. The first error stops the
     other threads and is raised here (an interrupt first); when ``cancel`` is set, every thread stops at its
-    next tile and this returns. Every thread has ended when this returns or raises.
+    next tile and this returns. Every thread has ended when this returns or raises. With ``damage``, a tile
+    that does not decode is filled from a coarser level, or left out (``func`` is not called for it), and
+    counted there; the slide fails past its share.
 
     Raises:
         PathotuneError: The slide cannot be opened or a tile cannot be read (or whatever ``func`` raised).
@@ -200,7 +238,12 @@ def for_each_tile(
                 for x, y in band.tolist():
                     if stop.is_set() or (cancel is not None and cancel.is_set()):
                         return
-                    func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
+                    if damage is None:
+                        func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
+                        continue
+                    tile, kept = read_tile_tolerant(reader, x, y, level, read_size, tile_size, damage)
+                    if kept:
+                        func(tile, x, y)
             finally:
                 if own:
                     reader.close()
@@ -276,16 +319,18 @@ def _worker_reader(path: str, backend: str) -> SlideReader:
     return reader
 
 
-def _worker_batch(path: str, backend: str, coords: np.ndarray, level: int, read_size: int, tile_size: int) -> Any:
-    # errors travel as tuples so the parent raises them with their fix
+def _worker_batch(path: str, backend: str, coords: np.ndarray, level: int, read_size: int, tile_size: int,
+                  tolerant: bool = False) -> Any:
+    # errors travel as (class, problem, fix) so the parent raises them with their fix; a batch as [tiles, damage]
     try:
-        return read_batch(_worker_reader(path, backend), coords, level, read_size, tile_size)
+        tiles, local = _marked_batch(_worker_reader(path, backend), coords, level, read_size, tile_size, tolerant)
     except PathotuneError as exc:
         return (type(exc), exc.problem, exc.fix)
+    return [tiles, local]
 
 
-def _unwrap(result: Any) -> np.ndarray:
+def _unwrap(result: Any) -> tuple[np.ndarray, TileDamage | None]:
     if isinstance(result, tuple):
         cls, problem, fix = result
         raise cls(problem, fix)
-    return result
+    return result[0], result[1]

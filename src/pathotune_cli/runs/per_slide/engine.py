@@ -168,14 +168,15 @@ def _unlocked(job: SlideJob, slide: SlideInput, resume: bool) -> SlideRow:
         row.resume = word
         return row
     except Exception as exc:  # one broken slide never stops the others
-        error = describe(exc, job.out)[1]
-    return failed_row(job, slide, error, round(time.perf_counter() - started, 2), word)
+        code, error = describe(exc, job.out)
+    return failed_row(job, slide, error, round(time.perf_counter() - started, 2), word, code)
 
 
-def failed_row(job: SlideJob, slide: SlideInput, error: str, seconds: float = 0.0, resume: str = "") -> SlideRow:
+def failed_row(job: SlideJob, slide: SlideInput, error: str, seconds: float = 0.0, resume: str = "",
+               code: int = 1) -> SlideRow:
     """Record a slide's failure (its outputs removed, its line in the record) and return its row."""
     line = error if slide.name in error else f"{slide.name}: {error}"
-    row = SlideRow(job.label(slide), "failed", seconds=seconds, error=line, resume=resume)
+    row = SlideRow(job.label(slide), "failed", seconds=seconds, error=line, resume=resume, exit_code=code)
     record_failure(job.out, slide.stem, job.command, job.outputs(slide.stem), lambda: job.key(slide),
                    row.to_record())
     return row

@@ -1,8 +1,8 @@
 """Inputs found one way, for every per-slide command: slide files, folders, slide lists, and the tile images among them.
 
 - A folder is searched recursively (hidden folders and an MRXS slide's data folder are not entered).
-- A slide made of several files counts once: the ``.dcm`` files of one folder are one DICOM series (OpenSlide
-  opens the series from any of its files); an ``.mrxs`` file with its data folder is one slide.
+- A slide made of several files counts once (``wsi.inputs``): the ``.dcm`` files of one DICOM series (OpenSlide
+  opens the series from any of its files), an ``.mrxs`` file with its data folder, an OME-Zarr folder.
 - A slide list comes from ``--slides-csv FILE`` or ``-`` among the inputs (standard input), as a CSV with a
   ``slide`` column (and an optional ``mpp``) or one path per line; a FIFO or ``/dev/stdin`` works as a file.
 - Which files are tiles and which are slides: ``formats.kind_of`` (by content where the suffix cannot tell).
@@ -54,7 +54,7 @@ def collect(paths: Sequence[Path], slides_csv: Path | None = None, *, tiles_as_i
         path = Path(given).expanduser()
         if not path.exists():
             raise BadInput(f"{path}: no such file or folder", "check the path")
-        if path.is_dir():
+        if path.is_dir() and not _is_zarr(path):
             found = _walk(path, tiles_as_images)
             if not found.slides and not found.images:
                 raise BadInput(f"{path}: no slides or tile images in this folder (searched with its subfolders)",
@@ -67,6 +67,7 @@ def collect(paths: Sequence[Path], slides_csv: Path | None = None, *, tiles_as_i
             slides.append(SlideInput(path))  # named explicitly: the reader says whether it is a slide
     if slides_csv is not None:
         slides += read_slide_list(Path(slides_csv))
+    slides = _one_per_slide(slides)
     _check_names(slides)
     return Inputs(slides, images)
 
@@ -121,25 +122,19 @@ def check_tissue_geojson(slides: list[Path], given: Path | None) -> None:
 
 
 def _walk(folder: Path, tiles_as_images: bool) -> Inputs:
-    """A folder's slides and tile images, recursively, sorted by path; multi-file slides once."""
+    """A folder's slides and tile images, recursively, sorted by path; multi-file slides once (``wsi.inputs``)."""
+    from pathotune_cli.formats import FLAT_IMAGE_SUFFIXES, SLIDE_SUFFIXES
+    from pathotune_cli.wsi.inputs import find_slides
+
     slides: list[SlideInput] = []
     images: list[Path] = []
-    series: set[Path] = set()
-    skip = {p.with_suffix("") for p in folder.rglob("*.mrxs")}  # an MRXS slide's data folder
-    for file in sorted(folder.rglob("*")):
-        if not file.is_file() or any(part.startswith(".") for part in file.relative_to(folder).parts):
+    for file in find_slides(folder, (*SLIDE_SUFFIXES, *FLAT_IMAGE_SUFFIXES)):
+        if any(part.startswith(".") for part in file.relative_to(folder).parts):
             continue
-        if any(parent in skip for parent in file.parents):
-            continue
-        kind = kind_of(file)
-        if kind == "dicom":
-            if file.parent not in series:
-                series.add(file.parent)
-                slides.append(SlideInput(file))
-        elif kind == "slide" or (kind == "image" and not tiles_as_images):
-            slides.append(SlideInput(file))
-        elif kind == "image":
+        if tiles_as_images and kind_of(file) == "image":
             images.append(file)
+        else:
+            slides.append(SlideInput(file))
     return Inputs(slides, images)
 
 
@@ -212,6 +207,20 @@ def _relative(name: str, folder: Path) -> Path:
 
 def _shown(path: Path) -> str:
     return "standard input" if str(path) == STDIN else str(path)
+
+
+def _is_zarr(path: Path) -> bool:
+    from pathotune_cli.wsi.zarr_reader import is_zarr
+
+    return is_zarr(path)
+
+
+def _one_per_slide(slides: list[SlideInput]) -> list[SlideInput]:
+    """Files named one by one that make one slide (the ``.dcm`` files of a series) count once."""
+    from pathotune_cli.wsi.inputs import group_slide_files
+
+    kept = set(group_slide_files([s.path for s in slides]))
+    return [s for s in slides if s.path in kept]
 
 
 def _check_names(slides: list[SlideInput]) -> None:

@@ -26,8 +26,10 @@ from pathotune_cli.files import dumps, write_csv
 from pathotune_cli.runs.per_slide.locks import folder_lock, live_owner, lock_path
 from pathotune_cli.runs.per_slide.resume import folder_rows
 
-COMMANDS = ("tile", "features", "predict")
-SUMMARY_FILES = {"tile": "manifest.csv", "features": "manifest.csv", "predict": "summary.csv"}
+COMMANDS = ("tile", "features", "predict", "convert")
+SUMMARY_FILES = {
+    "tile": "manifest.csv", "features": "manifest.csv", "predict": "summary.csv", "convert": "manifest.csv",
+}
 LEADING_COLUMNS = ("slide", "status")
 TRAILING_COLUMNS = ("seconds", "resume", "error")
 SUMMARY_STATUSES = {

@@ -51,15 +51,26 @@ class Decision:
 
 
 def input_identity(path: Path) -> dict[str, Any]:
-    """Name, size and a sampled sha256 (first and last MiB) of an input file."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(SAMPLE_BYTES))
-        if size > SAMPLE_BYTES:
-            handle.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+    """Name, size and a sampled sha256 (first and last MiB) of an input.
+
+    Of each file that stands for the slide, in order (``wsi.inputs.identity_files``: a DICOM series' files, an
+    OME-Zarr folder's metadata, an MRXS file and its index); a one-file slide's identity is as it always was.
+    """
+    from pathotune_cli.wsi.inputs import identity_files
+
+    files = (identity_files(path) if path.is_dir() or path.suffix.lower() in (".dcm", ".mrxs") else []) or [path]
+    digest = hashlib.sha256()
+    total = 0
+    for file in files:
+        size = file.stat().st_size
+        total += size
+        digest.update(str(size).encode())
+        with file.open("rb") as handle:
             digest.update(handle.read(SAMPLE_BYTES))
-    return {"name": path.name, "bytes": size, "sample_sha256": digest.hexdigest()}
+            if size > SAMPLE_BYTES:
+                handle.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+                digest.update(handle.read(SAMPLE_BYTES))
+    return {"name": path.name, "bytes": total, "sample_sha256": digest.hexdigest()}
 
 
 def file_digest(path: str | Path | None) -> str | None:

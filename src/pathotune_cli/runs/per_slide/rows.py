@@ -54,6 +54,8 @@ class SlideRow:
     """The command's own columns, in order."""
     notes: tuple[str, ...] = ()
     """Warnings for the user about this slide (stderr), never stored."""
+    exit_code: int = 0
+    """A failed slide's code: 2 when its input is at fault (an unsupported format, no mpp), else 1; never stored."""
 
     def column(self, name: str) -> Value:
         """A column by name, shared or the command's own (None when the row has no such column)."""
@@ -89,4 +91,16 @@ class SlideRow:
         return cls(**shared, values=values, resume=resume)  # type: ignore[arg-type]
 
 
-_SHARED = tuple(f.name for f in fields(SlideRow) if f.name not in ("values", "notes"))
+def run_exit_code(rows: list[SlideRow]) -> int:
+    """A per-slide run's exit code: 0 when no slide failed; 2 when every slide failed on bad input; else 1.
+
+    A single slide of an unsupported format, or without mpp, is the user's input, as for any command (2); a run
+    where some slides failed is a failed run whose other results are kept (1).
+    """
+    failed = [r for r in rows if r.status == "failed"]
+    if not failed:
+        return 0
+    return 2 if len(failed) == len(rows) and all(r.exit_code == 2 for r in failed) else 1
+
+
+_SHARED = tuple(f.name for f in fields(SlideRow) if f.name not in ("values", "notes", "exit_code"))

@@ -47,6 +47,9 @@ class Tiling:
     """A QuPath GeoJSON of tissue polygons (one slide), or a folder of ``<stem>.geojson``."""
     coords: Path | None = None
     """A coords ``.h5`` (one slide) or a folder of ``<stem>.h5`` to reuse instead of cutting."""
+    max_damaged: float = 0.05
+    """Share of a slide's tiles that may fail to decode (filled from a coarser level or left out) before the
+    slide fails (``wsi.damage``; our default, ``DEFAULT_MAX_DAMAGED``)."""
 
     def check(self, slides: Sequence[SlideInput]) -> None:
         """Read every slide's tissue GeoJSON and coords file up front: a bad one is refused before any slide is cut.
@@ -75,7 +78,7 @@ class Tiling:
             "min_tissue": self.min_tissue, "tissue": self.tissue,
             "tissue_geojson": file_digest(geojson_for(slide.path, self.tissue_geojson)),
             "coords": file_digest(coords_file_for(self.coords, slide.path)), "csv_mpp": slide.mpp,
-            "default_mpp": self.default_mpp, "reader": self.backend,
+            "default_mpp": self.default_mpp, "reader": self.backend, "max_damaged": self.max_damaged,
         }
 
 

@@ -7,7 +7,9 @@ Writes ``metrics.json``, ``predictions.csv`` (one row per slide), ``confusion_ma
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     if trust.notice:
         warn(report, trust.notice)
     tiling = Tiling(header.tile.mpp, header.tile.size, default_mpp=opts.default_mpp)
-    logits = np.stack([slide_logits_of(model, planned_slide(item, tiling), placement, report)[0]
+    logits = np.stack([slide_logits_of(model, planned_slide(item, tiling), placement, report).logits
                        for item in slides.items])
     probs = trust.probabilities(logits)
     scores = write_slide_report(out, slides, probs, task, seed=opts.seed, bootstrap=opts.bootstrap, title=task.name)
@@ -68,16 +70,34 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
 
 
 def slide_logits_of(model: Any, slide: PlannedSlide, placement: Placement, report: Reporter = ignore,
-                    batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(slide logits (C,), attention over the slide's tiles (N,), the tile features (N, d) on the model's device)."""
+                    batch_size: int = 64, max_damaged: float | None = 0.05) -> SlideLogits:
+    """A slide through a slide-level model: its logits, where it looked, and the tiles that decoded."""
     import torch
 
     from pathotune_cli.runs.slide_level.tiles import slide_features
 
-    features = torch.from_numpy(slide_features(model, slide, placement, batch_size, report)).to(placement.device)
+    encoded = slide_features(model, slide, placement, batch_size, report, max_damaged)
+    features = torch.from_numpy(encoded.values[0]).to(placement.device)
     with torch.no_grad():
         logits, attention = model(features)
-    return logits.float().cpu().numpy(), attention.float().cpu().numpy(), features
+    kept = dataclasses.replace(slide, coords=encoded.coords(slide))
+    return SlideLogits(logits.float().cpu().numpy(), attention.float().cpu().numpy(), features, kept,
+                       encoded.damage.count)
+
+
+@dataclass(frozen=True)
+class SlideLogits:
+    """One slide through a slide-level model."""
+
+    logits: np.ndarray
+    """(C,) the slide's logits."""
+    attention: np.ndarray
+    """(N,) attention over the tiles that decoded."""
+    features: Any
+    """(N, d) their features, a tensor on the model's device."""
+    slide: PlannedSlide
+    """The slide with only the tiles that decoded."""
+    tiles_damaged: int
 
 
 def planned_slide(item: SlideItem, tiling: Tiling) -> PlannedSlide:

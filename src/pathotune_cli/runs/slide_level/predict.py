@@ -107,15 +107,18 @@ class SlidePredictJob(SlideJob):
         planned = plan(slide, self.tiling)
         for line in planned.plan.notes:
             warn(self.report, line)
-        logits, attention, features = slide_logits_of(self.model, planned, self.placement, self.report,
-                                                      self.opts.batch_size)
-        columns = tile_columns(self.trust, logits[None], None, self.class_names)
+        seen = slide_logits_of(self.model, planned, self.placement, self.report, self.opts.batch_size,
+                               self.tiling.max_damaged)
+        planned, attention = seen.slide, seen.attention
+        columns = tile_columns(self.trust, seen.logits[None], None, self.class_names)
         self._write(planned, attention, staged, slide.stem)
         if self.opts.explain_top:
             folder = staged.temp(_outputs(self.out, slide.stem, True)["explain"])
-            _explain_top(self.model, self.trust, planned, features, attention, columns, self.class_names,
+            _explain_top(self.model, self.trust, planned, seen.features, attention, columns, self.class_names,
                          self.opts.explain_top, folder)
-        return self._row(slide, planned, columns)
+        row = self._row(slide, planned, columns)
+        row.values["tiles_damaged"] = seen.tiles_damaged
+        return row
 
     def _write(self, planned: PlannedSlide, attention: np.ndarray, staged: Staging, stem: str) -> None:
         from pathotune_cli.files import write_csv

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, ignore
+from pathotune_cli.events import Reporter, ignore
+from pathotune_cli.hardware import Placement
+from pathotune_cli.runs.per_slide.inference import TileOutputs, infer_tiles
 from pathotune_cli.runs.per_slide.tiling import PlannedSlide
 
 
@@ -26,26 +28,16 @@ def read_tiles(slide: PlannedSlide, index: np.ndarray | None = None) -> Any:
     return torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
 
 
-def slide_features(model: Any, slide: PlannedSlide, placement: Any, batch_size: int = 64,
-                   report: Reporter = ignore) -> np.ndarray:
-    """Features (N, D) float32 of every tile of a slide from ``model.tile_features``, read in batches."""
-    import torch
+def slide_features(model: Any, slide: PlannedSlide, placement: Placement, batch_size: int = 64,
+                   report: Reporter = ignore, max_damaged: float | None = 0.05) -> TileOutputs:
+    """Features (kept, D) float32 of a slide's tiles from ``model.tile_features`` (``per_slide.inference``)."""
 
-    from pathotune_cli.wsi import iter_tile_batches
+    def step(images: Any) -> tuple[np.ndarray, ...]:
+        return (model.tile_features(images).float().cpu().numpy(),)
 
-    report(TilesPlanned(slide.path.name, len(slide)))
-    out = np.zeros((len(slide), model.feature_dim), np.float32)
-    if not len(slide):
-        return out
-    batches = iter_tile_batches(slide.path, slide.coords, level=slide.level, read_size=slide.read_size,
-                                tile_size=slide.tile_size, batch_size=batch_size, backend=slide.backend)
-    for batch in batches:
-        images = torch.from_numpy(batch.tiles).permute(0, 3, 1, 2).float().div_(255.0).to(placement.device)
-        with torch.no_grad(), placement.autocast():
-            features = model.tile_features(images).float().cpu().numpy()
-        out[batch.start : batch.start + len(features)] = features
-        report(TilesDone(slide.path.name, batch.start + len(features)))
-    return out
+    empty = (np.zeros((0, model.feature_dim), np.float32),)
+    return infer_tiles(slide, step, empty, placement, batch_size=batch_size, max_damaged=max_damaged,
+                       report=report)
 
 
 class SlideTileBags:

@@ -16,6 +16,7 @@ per epoch, so more processes would only add start-up time.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,7 +269,8 @@ def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, pla
         if path is not None:
             return torch.from_numpy(_checked(read_features(path), encoder, path).features)
     slide = planned_slide(item, _tiling(config))
-    values = slide_features(encoder.model, slide, placement, 64, report)
+    encoded = slide_features(encoder.model, slide, placement, 64, report, _tiling(config).max_damaged)
+    values, slide = encoded.values[0], dataclasses.replace(slide, coords=encoded.coords(slide))
     attrs = {"encoder": encoder.built.model.backbone.preset.name,
              "backbone_fingerprint": encoder.built.backbone_fingerprint, "feature_kind": encoder.source,
              "prompts_sha256": (encoder.source_prompts or {}).get("sha256", "")}

@@ -11,6 +11,7 @@ slide's row gets the flagged share (``ood_fraction``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pathotune_cli.errors import BadInput
-from pathotune_cli.events import Reporter, TilesDone, TilesPlanned, ignore, warn
+from pathotune_cli.events import Reporter, ignore, warn
 from pathotune_cli.files import Staging, write_csv
 from pathotune_cli.hardware import Placement
 from pathotune_cli.runs.options import PredictOptions, kernel_spec
 from pathotune_cli.runs.per_slide.engine import SlideJob
+from pathotune_cli.runs.per_slide.inference import TileOutputs, infer_tiles
 from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
 from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling, plan
 from pathotune_cli.runs.trust.apply import UNCERTAIN, Trust, extra_headers, extra_values, tile_columns
@@ -130,8 +132,11 @@ class TilePredictJob(SlideJob):
         planned = plan(slide, self.tiling)
         for line in planned.plan.notes:
             warn(self.report, line)
-        logits, ood = self._infer(planned, slide.name)
+        inferred = self._infer(planned)
+        planned = dataclasses.replace(planned, coords=inferred.coords(planned))  # the tiles that decoded
+        logits, ood = inferred.values[0], (inferred.values[1] if self.trust.has_ood else None)
         columns = tile_columns(self.trust, logits, ood, self.class_names)
+        columns["damaged"] = inferred.filled
         probs = columns["probs"]
         paths = output_paths(self.out, slide.stem, bool(self.opts.explain_top))
         picture = draw_heatmap(planned.plan.thumbnail, planned.plan.level0_size, planned.coords, planned.footprint,
@@ -142,7 +147,9 @@ class TilePredictJob(SlideJob):
         save_png(staged.temp(paths["heatmap"]), picture)
         if self.opts.explain_top:
             self._explain_top(planned, probs, staged.temp(paths["explain"]))
-        return self._row(slide, planned, probs, columns)
+        row = self._row(slide, planned, probs, columns)
+        row.values["tiles_damaged"] = inferred.damage.count
+        return row
 
     def run_extra(self) -> dict[str, object]:
         """What the run record adds when the run ends."""
@@ -184,37 +191,23 @@ class TilePredictJob(SlideJob):
         return SlideRow(slide.name, "ok", tiles=int(len(planned)), level=int(planned.level),
                         mpp=round(planned.plan.mpp, 5), mpp_source=planned.plan.mpp_source, values=values)
 
-    def _infer(self, planned: PlannedSlide, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits (N, C) of the slide's tiles, read in batches, and their OOD scores (N,) where the file has them.
+    def _infer(self, planned: PlannedSlide) -> TileOutputs:
+        """Logits (kept, C) of the slide's tiles and their OOD scores (kept,) where the file has them.
 
         The scores are computed batch by batch from the features of the same forward, so no (N, d) array is kept.
         """
-        import torch
-
         from pathotune_cli.training.outputs import forward_with_features
-        from pathotune_cli.wsi.tiles import iter_tile_batches
 
-        self.report(TilesPlanned(name, len(planned)))
-        logits = np.zeros((len(planned), len(self.class_names)), np.float32)
-        ood = np.zeros(len(planned)) if self.trust.has_ood else None
-        if not len(planned):
-            return logits, ood
-        batches = iter_tile_batches(
-            planned.path, planned.coords, level=planned.level, read_size=planned.read_size,
-            tile_size=planned.tile_size, batch_size=self.opts.batch_size, workers=0, backend=planned.backend,
-            pool=self.pool,
-        )
-        for batch in batches:
-            images = torch.from_numpy(batch.tiles).permute(0, 3, 1, 2).float().div_(255.0)
-            with torch.no_grad(), self.placement.autocast():
-                z, f = forward_with_features(self.model, images.to(self.placement.device),
-                                             with_features=ood is not None)
-            done = slice(batch.start, batch.start + len(batch.tiles))
-            logits[done] = z.cpu().numpy()
-            if ood is not None and f is not None:
-                ood[done] = self.trust.ood_scores(f.cpu().numpy())
-            self.report(TilesDone(name, batch.start + len(batch.tiles)))
-        return logits, ood
+        with_ood = self.trust.has_ood
+
+        def step(images: Any) -> tuple[np.ndarray, ...]:
+            z, f = forward_with_features(self.model, images, with_features=with_ood)
+            scores = self.trust.ood_scores(f.float().cpu().numpy()) if with_ood and f is not None else None
+            return z.float().cpu().numpy(), (scores if scores is not None else np.zeros(len(z)))
+
+        empty = (np.zeros((0, len(self.class_names)), np.float32), np.zeros(0))
+        return infer_tiles(planned, step, empty, self.placement, batch_size=self.opts.batch_size,
+                           max_damaged=self.tiling.max_damaged, report=self.report, pool=self.pool)
 
     def _explain_top(self, planned: PlannedSlide, probs: np.ndarray, folder: Path) -> None:
         """PNGs of the ``--explain-top`` most confident tiles of each class, and ``explanations.csv``.
@@ -282,6 +275,8 @@ def geojson_extras(columns: dict[str, Any], classes: list[str]) -> dict[str, Any
     if "ood" in columns:
         measurements.update(ood_score=columns["ood_score"], ood=columns["ood"])
         extras.update(uncertain=columns["ood"], uncertain_name=UNCERTAIN)
+    if "damaged" in columns and np.any(columns["damaged"]):  # read from a coarser level: its own did not decode
+        measurements["damaged"] = np.asarray(columns["damaged"], np.float64)
     return extras
 
 
