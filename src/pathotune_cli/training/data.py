@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pathotune_cli.config.schema import TaskPreset, normalise_class_name
+from pathotune_cli.config.schema import TaskPreset, class_matcher
 from pathotune_cli.errors import BadInput
 from pathotune_cli.formats import TILE_IMAGE_SUFFIXES as IMAGE_SUFFIXES
 
@@ -48,15 +48,6 @@ class LabelledSet:
             [self.paths[i] for i in idx], self.labels[idx], [self.splits[i] for i in idx],
             self.class_names, self.source, self.skipped,
         )
-
-
-def class_matcher(task: TaskPreset) -> Callable[[str], int | None]:
-    """Map a folder or label name to a class index, forgiving case and separators, honouring aliases."""
-    table: dict[str, int] = {}
-    for i, spec in enumerate(task.classes):
-        for key in [spec.name, *spec.aliases]:
-            table[normalise_class_name(key)] = i
-    return lambda name: table.get(normalise_class_name(name))
 
 
 def discover(
