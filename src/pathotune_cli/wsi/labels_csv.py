@@ -68,7 +68,7 @@ def labelled_rows(plan: SlidePlan, tiles: TileLabels, class_names: Sequence[str]
         class_names: The task's class names, in label order.
     """
     keep = np.flatnonzero(tiles.labels >= 0)
-    slide = str(Path(plan.path).resolve())
+    slide = str(Path(plan.path).absolute())  # not resolved: a link names its own slide
     grid = plan.grid
     return [
         (slide, int(plan.coords[i, 0]), int(plan.coords[i, 1]), class_names[int(tiles.labels[i])],
