@@ -102,3 +102,24 @@ def test_a_label_the_task_does_not_know_names_its_line(labels_csv: Path, tmp_pat
     bad.write_text("\n".join(text) + "\n")
     with pytest.raises(BadInput, match=r"bad_labels.csv line 3: label 'NECROSIS' is not a class of task 'kather2016'"):
         slide_tiles_set(bad, load_task_preset("kather2016"))
+
+
+def test_demo_annotations_label_each_tile_with_the_region_under_it(tmp_path: Path) -> None:
+    from pathotune_cli.demo_data import region_class
+    from pathotune_cli.runs.demo_labels import TRAIN_SLIDE_SIZE, demo_labels
+
+    messages: list[object] = []
+    labels = demo_labels(tmp_path, slides=1, report=messages.append)
+    data = slide_tiles_set_for_demo(labels)
+    centres = data.table.coords + data.table.footprint[:, None] / 2
+    truth = region_class(centres[:, 0], centres[:, 1], *TRAIN_SLIDE_SIZE)
+    assert set(data.labels.tolist()) == {0, 1, 2, 3}  # 'Immune cells' matched lymphocytes through its alias
+    assert (truth == data.labels).mean() >= 0.95
+    assert not [m for m in messages if getattr(m, "warning", False)]
+    assert any("cut" in getattr(m, "text", "") for m in messages)
+
+
+def slide_tiles_set_for_demo(labels: Path):
+    from pathotune_cli.runs.slide_labels import slide_tiles_set
+
+    return slide_tiles_set(labels, load_task_preset("demo"))
