@@ -146,3 +146,42 @@ def test_roi_keeps_tiles_mostly_inside_the_regions_of_one_class(tmp_path: Path, 
     assert not (necrosis & (rect_cover(cmu_plan.coords, footprint, TUMOR) > 0)).any()
     with pytest.raises(BadInput, match="no region of class 'Lymph'"):
         read_roi(path, cmu_plan.level0_size, roi_class="Lymph")
+
+
+def test_predicted_tile_polygons_overlap_the_region_they_were_labelled_from(tmp_path: Path, cmu_plan, kather) -> None:
+    """The round trip in coordinates: a labelled tile written as QuPath GeoJSON lies on its region."""
+    from pathotune_cli.wsi.geojson import write_tiles_geojson
+    from pathotune_cli.wsi.qupath_objects import read_qupath_objects
+
+    regions = read_label_regions(cmu_annotations(tmp_path / "cmu.geojson"), kather, cmu_plan.level0_size)
+    footprint = cmu_plan.grid.patch_size_level0
+    tiles = label_tiles(regions, cmu_plan.coords, footprint)
+    keep = tiles.labels >= 0
+    probs = np.eye(len(kather.class_names))[tiles.labels[keep]]
+    path = write_tiles_geojson(tmp_path / "pred.geojson", cmu_plan.coords[keep], footprint, kather.class_names, probs)
+    back = read_qupath_objects(path).objects
+    assert len(back) == int(keep.sum())
+    for obj in back:
+        index = kather.class_names.index(obj.class_name)
+        assert obj.geometry.intersection(regions.areas[index]).area >= 0.5 * obj.geometry.area - 1e-6
+
+
+def test_cut_labels_gives_rows_counts_and_warnings_of_one_slide(tmp_path: Path, cmu_plan, kather) -> None:
+    from pathotune_cli.wsi.labels import labels_for_slides
+    from pathotune_cli.wsi.labels_csv import COLUMNS, combine_labels_csv, cut_labels
+
+    annotations = cmu_annotations(tmp_path / "cmu-1-small-region.geojson")
+    found = labels_for_slides([CMU], tmp_path)
+    assert found == {CMU: annotations}
+    cut = cut_labels(cmu_plan, annotations, kather)
+    want, conflicts = expected_labels(cmu_plan.coords, cmu_plan.grid.patch_size_level0)
+    assert cut.counts()["TUMOR"] == int((want == 0).sum()) and len(cut.rows) == int((want >= 0).sum())
+    lines = cut.warnings()
+    assert sum("unclassified" in line for line in lines) == 1
+    assert any(f"{conflicts} tile(s) lie under two classes" in line for line in lines)
+    one = write_labels_csv(tmp_path / "a.labels.csv", cut.rows)
+    both = combine_labels_csv([one, one], tmp_path / "labels.csv")
+    assert both.read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert len(read_labels_csv(both)) == 2 * len(cut.rows)
+    with pytest.raises(BadInput, match="one GeoJSON file for 2 slides"):
+        labels_for_slides([CMU, tmp_path / "b.svs"], annotations)

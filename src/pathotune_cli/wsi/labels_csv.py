@@ -20,7 +20,8 @@ import numpy as np
 from pathotune_cli.errors import BadInput
 
 if TYPE_CHECKING:
-    from pathotune_cli.wsi.labels import TileLabels
+    from pathotune_cli.config.schema import TaskPreset
+    from pathotune_cli.wsi.labels import LabelRegions, TileLabels
     from pathotune_cli.wsi.plan import SlidePlan
 
 COLUMNS = ("slide", "x", "y", "label", "patch_size_level0", "tile_size", "target_mpp", "level", "read_size",
@@ -78,11 +79,59 @@ def labelled_rows(plan: SlidePlan, tiles: TileLabels, class_names: Sequence[str]
     ]
 
 
+@dataclass(frozen=True)
+class LabelledCut:
+    """One slide cut with its labels: its ``labels.csv`` rows, each tile's label, and what the regions held."""
+
+    rows: list[tuple[Any, ...]]
+    tiles: TileLabels
+    regions: LabelRegions
+
+    def counts(self) -> dict[str, int]:
+        """Labelled tiles per class."""
+        return self.tiles.counts(self.regions.class_names)
+
+    def warnings(self) -> list[str]:
+        """Lines for the user: the one about regions that give no label, tiles under two classes, notes."""
+        lines = [w for w in [self.regions.warning()] if w]
+        if self.tiles.conflicted:
+            lines.append(f"{self.regions.source.name}: {self.tiles.conflicted} tile(s) lie under two classes "
+                         f"(each covering at least {self.tiles.min_cover:g} of the tile) and were left out")
+        return lines + self.regions.notes()
+
+
+def cut_labels(plan: SlidePlan, labels: str | Path, task: TaskPreset, min_cover: float | None = None) -> LabelledCut:
+    """Label one planned slide's tiles from its QuPath export: what ``tile --labels`` does per slide.
+
+    Raises:
+        BadInput: a bad annotation file or a region outside the slide (``wsi.labels.read_label_regions``).
+    """
+    from pathotune_cli.wsi.labels import MIN_LABEL_COVER, label_tiles, read_label_regions
+
+    regions = read_label_regions(labels, task, plan.level0_size)
+    tiles = label_tiles(regions, plan.coords, plan.grid.patch_size_level0,
+                        MIN_LABEL_COVER if min_cover is None else min_cover)
+    return LabelledCut(labelled_rows(plan, tiles, task.class_names), tiles, regions)
+
+
 def write_labels_csv(path: str | Path, rows: Iterable[Sequence[Any]]) -> Path:
     """Write ``labels.csv`` (temporary name, then renamed) from ``labelled_rows`` of one or more slides."""
     from pathotune_cli.files import write_csv
 
     return write_csv(path, COLUMNS, rows)
+
+
+def combine_labels_csv(parts: Iterable[str | Path], path: str | Path) -> Path:
+    """One run-level ``labels.csv`` from per-slide ones (``<slide>.labels.csv``), rows in the order given."""
+    rows: list[list[str]] = []
+    for part in parts:
+        with Path(part).open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is not None and tuple(header) != COLUMNS:
+                raise BadInput(f"{part} is not a labels.csv of this version (header {','.join(header)})", _FIX)
+            rows.extend(reader)
+    return write_labels_csv(path, rows)
 
 
 def is_labels_csv(path: str | Path) -> bool:
