@@ -74,7 +74,7 @@ def store_for(data: LabelledSet, size: int, **kwargs: Any) -> Any:
 
     if data.rows is None:
         return ImageStore(data.paths, size, **kwargs)
-    reader = SlideTileReader(data.table, data.rows)
+    reader = SlideTileReader(data.table, data.rows, size)
     try:
         return ReadStore(len(data), size, reader.read, **{k: v for k, v in kwargs.items() if k == "max_bytes"})
     finally:
@@ -127,8 +127,10 @@ class SlideTileReader:
     decodes each stored tile about once). Each thread keeps its last slides open.
     """
 
-    def __init__(self, table: SlideTiles, rows: np.ndarray, threads: int = READ_THREADS, keep_open: int = 4) -> None:
+    def __init__(self, table: SlideTiles, rows: np.ndarray, size: int | None = None, threads: int = READ_THREADS,
+                 keep_open: int = 4) -> None:
         self.table = table
+        self.size = size
         self.rows = np.asarray(rows, np.int64)
         self.threads = max(1, threads)
         self.keep_open = keep_open
@@ -138,10 +140,13 @@ class SlideTileReader:
         self._pool: ThreadPoolExecutor | None = None
 
     def read(self, index: np.ndarray) -> np.ndarray:
-        """uint8 ``(B, S, S, 3)`` tiles of the samples at ``index`` (S: the largest recorded tile size)."""
+        """uint8 ``(B, S, S, 3)`` tiles of the samples at ``index``.
+
+        S is ``size`` (tiles of another recorded size are resized, bicubic), or without it the largest one recorded.
+        """
         rows = self.rows[np.asarray(index, np.int64)]
         t = self.table
-        size = int(t.tile_size[rows].max()) if len(rows) else 0
+        size = self.size or (int(t.tile_size[rows].max()) if len(rows) else 0)
         out = np.full((len(rows), size, size, 3), 255, np.uint8)
         keys = np.stack([t.slide_index[rows], t.level[rows], t.read_size[rows], t.tile_size[rows]], axis=1)
         jobs = []
@@ -150,8 +155,8 @@ class SlideTileReader:
             jobs.extend((key, part) for part in np.array_split(where, min(self.threads, len(where))) if len(part))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="slide-tiles")
-        for where, tiles in self._pool.map(lambda job: self._read_job(job[0], job[1], rows), jobs):
-            out[where, : tiles.shape[1], : tiles.shape[2]] = tiles
+        for where, tiles in self._pool.map(lambda job: self._read_job(job[0], job[1], rows, size), jobs):
+            out[where] = tiles
         return out
 
     def close(self) -> None:
@@ -166,12 +171,17 @@ class SlideTileReader:
                 readers.clear()
             self._all.clear()
 
-    def _read_job(self, key: np.ndarray, where: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _read_job(self, key: np.ndarray, where: np.ndarray, rows: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray]:
+        from PIL import Image
+
         from pathotune_cli.wsi.tiles import read_batch
 
         slide, level, read_size, tile_size = (int(v) for v in key)
-        reader = self._reader(slide)
-        return where, read_batch(reader, self.table.coords[rows[where]], level, read_size, tile_size)
+        tiles = read_batch(self._reader(slide), self.table.coords[rows[where]], level, read_size, tile_size)
+        if tile_size != size:
+            tiles = np.stack([np.asarray(Image.fromarray(t).resize((size, size), Image.BICUBIC)) for t in tiles])
+        return where, tiles
 
     def _reader(self, slide: int) -> SlideReader:
         from pathotune_cli.wsi.open import open_slide
