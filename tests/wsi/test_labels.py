@@ -185,3 +185,12 @@ def test_cut_labels_gives_rows_counts_and_warnings_of_one_slide(tmp_path: Path, 
     assert len(read_labels_csv(both)) == 2 * len(cut.rows)
     with pytest.raises(BadInput, match="one GeoJSON file for 2 slides"):
         labels_for_slides([CMU, tmp_path / "b.svs"], annotations)
+
+
+def test_an_outline_with_no_area_left_after_repair_is_refused_by_name(tmp_path: Path, kather) -> None:
+    flat = [[100, 100], [300, 300], [200, 200], [100, 100]]  # every point on one line
+    path = tmp_path / "flat.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        feature({"type": "Polygon", "coordinates": [flat]}, {"name": "Stroma", "color": [1, 2, 3]})]}))
+    with pytest.raises(BadInput, match=r"object 1 \('Stroma'\), an annotation outline, crosses itself and cannot be"):
+        read_label_regions(path, kather)

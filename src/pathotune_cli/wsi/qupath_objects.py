@@ -201,7 +201,8 @@ def _area(path: Path, index: int, geometry: Any, names: tuple[str, ...],
         return area, False
     fixed = _polygonal(shapely.make_valid(area))
     if fixed is None or fixed.area <= 0:
-        raise BadInput(f"{path}: {what}, a {object_type}, crosses itself and cannot be repaired (no area left)",
+        raise BadInput(f"{path}: {what}, an {object_type} outline, crosses itself and cannot be repaired (no area "
+                       "left)",
                        "redraw that region in QuPath so its outline does not cross itself")
     return fixed, True
 
