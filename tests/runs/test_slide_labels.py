@@ -123,3 +123,20 @@ def slide_tiles_set_for_demo(labels: Path):
     from pathotune_cli.runs.slide_labels import slide_tiles_set
 
     return slide_tiles_set(labels, load_task_preset("demo"))
+
+
+def test_a_patient_column_keeps_a_patients_slides_on_one_side(labels_csv: Path) -> None:
+    from pathotune_cli.runs.slide_labels import slide_tiles_set
+
+    lines = labels_csv.read_text().splitlines()
+    patient = {"a": "P1", "b": "P1", "c": "P2", "d": "P3"}
+    rows = [lines[0] + ",patient"] + [f"{line},{patient[Path(line.split(',')[0]).stem]}" for line in lines[1:]]
+    with_patients = labels_csv.parent / "patients.csv"
+    with_patients.write_text("\n".join(rows) + "\n")
+    data = slide_tiles_set(with_patients, load_task_preset("kather2016"))
+    assert set(data.groups) == {"P1", "P2", "P3"}
+    for seed in range(6):
+        train, val = split_train_val(data, 0.3, seed)
+        slides_in = {side: {p.split("#")[0] for p in map(str, part.paths)} for side, part in (("t", train), ("v", val))}
+        assert not slides_in["t"] & slides_in["v"]
+        assert not set(train.groups) & set(val.groups)
