@@ -226,13 +226,15 @@ def labels_file_for(slide: str | Path, source: str | Path, table: dict[str, Path
     return source
 
 
-def labels_for_slides(slides: Sequence[str | Path], source: str | Path) -> dict[Path, Path | None]:
+def labels_for_slides(slides: Sequence[str | Path], source: str | Path,
+                      option: str = "--labels") -> dict[Path, Path | None]:
     """Each slide's labels file, found before any work: a GeoJSON (one slide), a folder by stem, or a CSV.
 
     Args:
         slides: The slides of the run.
-        source: ``--labels``: a ``.geojson``/``.json`` file, a folder of ``<slide stem>.geojson``, or a ``.csv``
-            with columns ``slide,labels``.
+        source: ``--labels`` (or ``--roi``): a ``.geojson``/``.json`` file, a folder of ``<slide stem>.geojson``,
+            or a ``.csv`` with columns ``slide,labels``.
+        option: The option that named ``source``, for the messages.
 
     Returns:
         Slide -> its labels file, or None where the folder or CSV has none (the slide gets no labelled tiles).
@@ -242,11 +244,11 @@ def labels_for_slides(slides: Sequence[str | Path], source: str | Path) -> dict[
     """
     source = Path(source)
     if not source.exists():
-        raise BadInput(f"--labels {source} does not exist",
+        raise BadInput(f"{option} {source} does not exist",
                        "pass a QuPath GeoJSON export, a folder of <slide>.geojson files, or a CSV slide,labels")
     table = read_labels_table(source) if source.is_file() and source.suffix.lower() == ".csv" else None
     if source.is_file() and table is None and len(slides) > 1:
-        raise BadInput(f"--labels {source} is one GeoJSON file for {len(slides)} slides",
+        raise BadInput(f"{option} {source} is one GeoJSON file for {len(slides)} slides",
                        "pass a folder of <slide stem>.geojson files, or a CSV with columns slide,labels")
     return {Path(s): labels_file_for(s, source, table) for s in slides}
 
