@@ -213,6 +213,9 @@ def _tune_on(c: Ctx, made: object, data: Path | None = None) -> list[str]:
     return [*TUNE, "--data", str(data if data is not None else c.tmp / "D"), "--out", str(c.tmp / "R")]
 
 
+_LABELS_HEADER = "slide,x,y,label,patch_size_level0,tile_size,target_mpp,level,read_size"
+
+
 def _csv(c: Ctx, text: str) -> Path:
     return c.file("data.csv", text)
 
@@ -264,6 +267,10 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "csv-without-label-column": lambda c: [*TUNE, "--data", str(_csv(c, "path,class\na.png,tumor\n"))],
     "csv-unknown-label": lambda c: [*TUNE, "--data", str(_csv(c, "path,label\na.png,cancer\n"))],
     "csv-missing-image": lambda c: [*TUNE, "--data", str(_csv(c, "path,label\nmissing.png,tumor\n"))],
+    "labels-csv-unknown-label": lambda c: [*TUNE, "--data", str(c.file("labels.csv", f"{_LABELS_HEADER}\n"
+                                                                    f"{c.slide},0,0,cancer,224,224,0.5,0,224\n"))],
+    "labels-csv-missing-slide": lambda c: [*TUNE, "--data", str(c.file("labels.csv", f"{_LABELS_HEADER}\n"
+                                                                    "gone.svs,0,0,tumor,224,224,0.5,0,224\n"))],
     "csv-not-utf8": lambda c: [*TUNE, "--data", str(c.file("data.csv", b"path,label\n\xff\xfe.png,tumor\n"))],
     "unknown-class-folder": lambda c: _tune_on(c, _renamed(c.tile_copy("D") / "tumor", "cancer")),
     "one-class-only": lambda c: [*TUNE, "--data", str(c.tile_copy("D", {"stroma": 0, "lymphocytes": 0, "adipose": 0})),

@@ -27,7 +27,9 @@ from pathotune_cli.errors import BadInput
 @user_errors
 def evaluate(
     prompts: PromptsArg = None,
-    data: Annotated[Path | None, typer.Option("--data", help="ImageFolder tree or CSV with path,label.")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="ImageFolder tree, CSV with path,label, or labels.csv.")
+    ] = None,
     prompts_opt: PromptsOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default: beside the prompts, eval/).")

@@ -18,6 +18,8 @@ from pathotune_cli.cli.options import (
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
+    RoiClassOpt,
+    RoiOpt,
     ShardOpt,
     SlidesCsvOpt,
     TissueChoice,
@@ -58,6 +60,8 @@ def features(
     shard: ShardOpt = None,
     devices: DevicesOpt = None,
     max_damaged: MaxDamagedOpt = 0.05,
+    roi: RoiOpt = None,
+    roi_class: RoiClassOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Extract tile features per slide: <slide>.h5 with features and coords, as TRIDENT and CLAM read them."""
@@ -73,7 +77,8 @@ def features(
         backbone=backbone, weights=weights, mpp=mpp, tile_size=tile_size, batch_size=batch_size,
         min_tissue=min_tissue, tissue=tissue.value, tissue_geojson=tissue_geojson, coords=coords,
         default_mpp=default_mpp, precision=precision, device=device,
-        resume=resume, max_damaged=max_damaged, kernels=kernels, shard=resolve_shard(shard),
+        resume=resume, roi=roi, roi_class=roi_class, max_damaged=max_damaged, kernels=kernels,
+        shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
         result = run_command(FEATURES, opts, workers_on, progress)

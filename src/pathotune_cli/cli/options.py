@@ -83,7 +83,7 @@ def device_workers(devices: str | None, device: str = "auto") -> list[str] | Non
 
     Raises:
         typer.BadParameter: both ``--devices`` and ``--device`` were given.
-        BadInput: an entry of ``--devices`` is not a device here (``runs.devices.parse_devices``).
+        BadInput: an entry of ``--devices`` is not a device here (``runs.per_slide.devices.parse_devices``).
     """
     if devices is None:
         return None
@@ -150,6 +150,14 @@ MaxDamagedOpt = Annotated[
     float,
     typer.Option("--max-damaged", min=0.0, max=1.0, help="Share of a slide's tiles that may fail to decode (read "
                  "from a coarser level, or left out) before the slide fails."),
+]
+RoiOpt = Annotated[
+    Path | None,
+    typer.Option("--roi", help="Regions of interest from QuPath (File > Export objects as GeoJSON): one slide's "
+                 ".geojson, a folder of <slide>.geojson, or a CSV slide,labels; only tiles inside are read."),
+]
+RoiClassOpt = Annotated[
+    str | None, typer.Option("--roi-class", help="With --roi: only the regions of this class (e.g. Tumor).")
 ]
 CoordsOpt = Annotated[
     Path | None,

@@ -37,6 +37,11 @@ class TileFormat(str, Enum):
     jpg = "jpg"
 
 
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option("--labels", help="QuPath annotations (File > Export objects as GeoJSON): one slide's .geojson, a "
+                 "folder of <slide>.geojson, or a CSV slide,labels; writes labels.csv for tune --data."),
+]
 SlidesArg = Annotated[
     list[Path] | None, typer.Argument(help="Slide files or folders of slides.", show_default=False)
 ]
@@ -82,6 +87,12 @@ def tile(
     shard: ShardOpt = None,
     devices: DevicesOpt = None,
     max_damaged: MaxDamagedOpt = 0.05,
+    labels: LabelsOpt = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="With --labels: the task whose classes the "
+                                               "annotations name (aliases forgiven).")] = None,
+    min_label_cover: Annotated[float | None, typer.Option(
+        "--min-label-cover", min=0.01, max=1.0, show_default=False,
+        help="With --labels: share of a tile a region must cover to label it [default: 0.5].")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv.
@@ -116,6 +127,9 @@ def tile(
         workers=workers,
         resume=resume,
         max_damaged=max_damaged,
+        labels=labels,
+        preset=preset,
+        min_label_cover=min_label_cover,
         shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:

@@ -26,7 +26,9 @@ BackboneOpt = Annotated[
 def tune(
     preset: Annotated[str | None, typer.Option("--preset", help="Task preset name or YAML path (e.g. crc).")] = None,
     data: Annotated[
-        Path | None, typer.Option("--data", help="ImageFolder tree or CSV with path,label[,split].")
+        Path | None, typer.Option(
+            "--data", help="ImageFolder tree, CSV with path,label[,split], or labels.csv of slide tiles."
+        )
     ] = None,
     backbone: BackboneOpt = None,
     method: Annotated[

@@ -6,6 +6,7 @@ Cross-field rules sit beside the fields they join, each with its own message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -212,3 +213,12 @@ def _check_template(key: str, template: str, fields: tuple[str, ...]) -> None:
 def normalise_class_name(name: str) -> str:
     """Forgive case and separators: ``Adipose-Tissue``, ``adipose_tissue`` and ``ADIPOSE TISSUE`` match."""
     return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def class_matcher(task: TaskPreset) -> Callable[[str], int | None]:
+    """Map a folder, label or QuPath class name to a class index, forgiving case and separators, honouring aliases."""
+    table: dict[str, int] = {}
+    for i, spec in enumerate(task.classes):
+        for key in [spec.name, *spec.aliases]:
+            table[normalise_class_name(key)] = i
+    return lambda name: table.get(normalise_class_name(name))

@@ -1,6 +1,6 @@
 """The prompt file's trust section: what ``predict`` and ``eval`` need to weigh a prediction.
 
-Fitted by ``tune`` on the validation split after training (``runs.trust_fit``): a temperature for calibrated
+Fitted by ``tune`` on the validation split after training (``runs.trust.fit``): a temperature for calibrated
 probabilities, split-conformal quantiles for prediction sets, and the statistics of an out-of-distribution
 score. The numbers live in the header (``PromptHeader.trust``); the OOD class means and covariance factors are
 tensors in the same safetensors file, named ``trust.ood.*``, covered by the same checksum. The formulas are in

@@ -1,9 +1,11 @@
 """``pathotune demo``: the whole flow on data it generates and a tiny random backbone; offline, anywhere.
 
-Steps: generate labelled tiles and a pyramidal slide made of regions of the demo classes, tune ``pathotune``
-prompts on ``tiny-random``, evaluate on fresh tiles, tile the slide, predict over it from the tile step's
-coordinates, score the slide (the share of tiles that get the class of the region they lie in), and export
-the model to ONNX and TorchScript with their checks and model cards.
+Steps: generate training slides with QuPath-style annotation files and cut their labelled tiles into
+``labels.csv`` (``runs.tile_level.demo_labels``), generate test tiles and a pyramidal slide made of regions of the demo
+classes, tune ``pathotune`` prompts on ``tiny-random`` from ``labels.csv`` (tiles read from the slides), evaluate
+on fresh tiles, tile the slide, predict over it from the tile step's coordinates, score the slide (the share of
+tiles that get the class of the region they lie in), and export the model to ONNX and TorchScript with their
+checks and model cards.
 """
 
 from __future__ import annotations
@@ -46,14 +48,15 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
     from pathotune_cli.demo_data import write_demo_tiles
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
     from pathotune_cli.runs.export import export_all
+    from pathotune_cli.runs.tile_level.demo_labels import demo_labels
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
     started = time.time()
     out = Path(out)
-    data = write_demo_tiles(out / "tiles" / "train", per_class=40, seed=seed)
+    data = demo_labels(out / "train-slides", seed=seed, report=report)  # annotated slides -> labels.csv
     test = write_demo_tiles(out / "tiles" / "test", per_class=20, seed=seed + 1)
     slide = write_demo_slide(out / "slides" / "demo-slide.tiff", seed=seed)
-    note(report, f"generated synthetic tiles in {out / 'tiles'} and a slide {slide}")
+    note(report, f"generated synthetic test tiles in {out / 'tiles'} and a slide {slide}")
     config = resolve_config(TuneOptions(
         preset="demo", data=data, backbone="tiny-random", method="pathotune", out=out / "run", epochs=epochs,
         seed=seed, sets=("train.lr=3e-3",),
@@ -88,7 +91,7 @@ def _artifacts(out: Path, data: Path, test: Path, slide: Path, tuned: Any, evalu
     """Where each thing the demo made is, for the closing table."""
     made = {f: d for f, d in exports.items() if not isinstance(d, str)}
     return {
-        "training tiles": str(data),
+        "training labels (tiles in slides)": str(data),
         "test tiles": str(test),
         "prompt file": str(tuned.prompts),
         "run config": str(out / "run" / "config.yaml"),

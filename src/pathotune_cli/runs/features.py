@@ -54,6 +54,9 @@ class FeaturesOptions:
     default_mpp: float | None = None
     max_damaged: float = 0.05
     """Share of a slide's tiles that may fail to decode before the slide fails (``wsi.damage``)."""
+    roi: Path | None = None
+    """Regions of interest (QuPath GeoJSON, a folder of them, or a CSV ``slide,labels``): tiles inside only."""
+    roi_class: str | None = None
     precision: str = "auto"
     device: str = "auto"
     resume: bool = False
@@ -218,5 +221,5 @@ def _encoder(opts: FeaturesOptions, report: Reporter) -> tuple[_Encoder, dict[st
     if random_weights_warning(model):
         warn(report, str(random_weights_warning(model)))
     tiling = Tiling(mpp, size, opts.min_tissue, opts.tissue, opts.default_mpp, tissue_geojson=opts.tissue_geojson,
-                    coords=opts.coords, max_damaged=opts.max_damaged)
+                    coords=opts.coords, max_damaged=opts.max_damaged, roi=opts.roi, roi_class=opts.roi_class)
     return _Encoder(model, tiling), identity

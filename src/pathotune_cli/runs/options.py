@@ -96,6 +96,10 @@ class PredictOptions:
     """Explain the this-many most confident tiles of each class per slide (0: none)."""
     max_damaged: float = 0.05
     """Share of a slide's tiles that may fail to decode before the slide fails (``wsi.damage``)."""
+    roi: Path | None = None
+    """Regions of interest (QuPath GeoJSON, a folder of them, or a CSV ``slide,labels``): tiles inside only."""
+    roi_class: str | None = None
+    """With ``roi``: only the regions of this class."""
 
     shard: Shard = WHOLE
     """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""
@@ -121,4 +125,5 @@ class PredictOptions:
     def tiling(self, mpp: float, size: int) -> Tiling:
         """How this run cuts slides for a model whose tiles are ``size`` px at ``mpp`` (the prompt file's)."""
         return Tiling(mpp, size, self.min_tissue, self.tissue, self.default_mpp, self.backend,
-                      tissue_geojson=self.tissue_geojson, coords=self.coords, max_damaged=self.max_damaged)
+                      tissue_geojson=self.tissue_geojson, coords=self.coords, max_damaged=self.max_damaged,
+                      roi=self.roi, roi_class=self.roi_class)

@@ -98,7 +98,7 @@ class EvalResult:
     scores: dict[str, Any]
     """``training.metrics.classification_metrics``: n, metrics, per_class, confusion_matrix, classes, ..."""
     trust: dict[str, Any] = field(default_factory=dict)
-    """``runs.eval_trust.trust_report``: calibration (raw and calibrated), conformal coverage, OOD flags."""
+    """``runs.trust.report.trust_report``: calibration (raw and calibrated), conformal coverage, OOD flags."""
     counts: dict[str, int] = field(default_factory=dict)
     out: Path = Path()
     seconds: float = 0.0

@@ -70,13 +70,20 @@ class TileConfig:
     """Threads that read, encode and write one slide's tile images; 0: the CPUs this process may use,
     shared among the ``workers``."""
     resume: bool = False
-    """Keep slides finished earlier from the same file with the same settings (``runs.resume``)."""
+    """Keep slides finished earlier from the same file with the same settings (``runs.per_slide.resume``)."""
     backend: str = "auto"
     """Slide reader (see ``wsi.open_slide``)."""
     shard: Shard = WHOLE
     """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""
     max_damaged: float = 0.05
     """With ``--save-tiles``: share of a slide's tiles that may fail to decode before the slide fails."""
+    labels: Path | None = None
+    """QuPath annotations (one slide's GeoJSON, a folder of ``<stem>.geojson``, or a CSV ``slide,labels``): each tile
+    takes the class of the region covering ``min_label_cover`` of it, into ``labels.csv``."""
+    preset: str | None = None
+    """With ``labels``: the task whose classes (and aliases) the annotations' classes are matched to."""
+    min_label_cover: float | None = None
+    """With ``labels``: share of a tile a region must cover to label it (None: ``wsi.labels.MIN_LABEL_COVER``)."""
 
     def __post_init__(self) -> None:
         """Check the rules that span fields."""
@@ -93,6 +100,12 @@ class TileConfig:
             raise BadInput(f"--save-tiles {self.save_tiles!r} is not a tile format", "use png or jpg")
         if not self.slides and self.slides_csv is None:
             raise BadInput("no slides given", "pass slide files or folders, or --slides-csv FILE")
+        if self.labels is not None and self.preset is None:
+            raise BadInput("--labels needs the task its classes belong to", "add --preset TASK (e.g. --preset crc)")
+        if self.labels is None and (self.preset is not None or self.min_label_cover is not None):
+            raise BadInput("--preset and --min-label-cover are for --labels", "add --labels FILE|DIR, or drop them")
+        if self.min_label_cover is not None and not 0.0 < self.min_label_cover <= 1.0:
+            raise BadInput(f"--min-label-cover {self.min_label_cover} must lie above 0 and at most 1")
 
     @property
     def tiling(self) -> Tiling:
@@ -171,7 +184,12 @@ def tile_run(config: TileConfig, report: Reporter = ignore) -> TileResult:
     settings = {k: [str(p) for p in v] if k == "slides" else (str(v) if isinstance(v, Path) else v)
                 for k, v in asdict(config).items()}
     job = TileJob(out, config, report)
+    job.check_labels(slides)
     rows = run_slides(job, RunPlan(slides, everything, config.shard, settings, config.resume, config.workers))
+    if config.labels is not None:  # the run's labelled tiles in one file, from every slide's (shards' too)
+        from pathotune_cli.wsi.labels_csv import combine_labels_csv
+
+        combine_labels_csv(sorted(out.glob("*.labels.csv")), out / "labels.csv")
     return TileResult(out=out, manifest=out / "manifest.csv", rows=rows)
 
 
@@ -194,13 +212,41 @@ class TileJob(SlideJob):
         self.config = config
 
     def settings(self, slide: SlideInput) -> dict[str, object]:
-        """Every setting a slide's tiles depend on."""
-        return {"version": TILE_ALGORITHM, **self.config.tiling.settings(slide), "save_tiles": self.config.save_tiles}
+        """Every setting a slide's tiles (and labels) depend on."""
+        from pathotune_cli.runs.per_slide.resume import file_digest
+
+        labels = {"labels": file_digest(self._labels_file(slide)), "preset": self.config.preset,
+                  "min_label_cover": self.config.min_label_cover} if self.config.labels is not None else {}
+        return {"version": TILE_ALGORITHM, **self.config.tiling.settings(slide), "save_tiles": self.config.save_tiles,
+                **labels}
 
     def outputs(self, stem: str) -> list[Path]:
-        """The slide's finished outputs (its tile folder only with ``--save-tiles``)."""
+        """The slide's finished outputs (its tile folder only with ``--save-tiles``, its labels with ``--labels``)."""
         paths = output_paths(self.out, stem)
-        return [paths["h5"], paths["geojson"], paths["thumb"]] + ([paths["tiles"]] if self.config.save_tiles else [])
+        return ([paths["h5"], paths["geojson"], paths["thumb"]] + ([paths["tiles"]] if self.config.save_tiles else [])
+                + ([paths["labels"]] if self.config.labels is not None else []))
+
+    def check_labels(self, slides: list[SlideInput]) -> None:
+        """Every slide's annotations found and read before any slide is cut (a bad file is refused at once).
+
+        Raises:
+            BadInput: a missing, unreadable or empty annotation file, an unknown ``--preset``.
+        """
+        if self.config.labels is None:
+            return
+        from pathotune_cli.config import load_task_preset
+        from pathotune_cli.wsi.labels import labels_for_slides, read_label_regions
+
+        task = load_task_preset(str(self.config.preset))
+        found = labels_for_slides([s.path for s in slides], self.config.labels)
+        for file in dict.fromkeys(found.values()):
+            if file is not None:
+                read_label_regions(file, task)
+
+    def _labels_file(self, slide: SlideInput) -> Path | None:
+        from pathotune_cli.wsi.labels import labels_for_slides
+
+        return labels_for_slides([slide.path], Path(str(self.config.labels)))[slide.path]
 
     def process(self, slide: SlideInput, staged: Staging) -> SlideRow:
         """Plan the slide and write its outputs under temporary names."""
@@ -208,9 +254,29 @@ class TileJob(SlideJob):
         damage = _write_outputs(planned, self.out, self.config, staged)
         notes = (*planned.notes, *([] if len(planned.coords) else [_why_no_tiles(planned, self.config)]))
         damaged = damage.count if damage is not None else 0
+        values: dict[str, str | int | float | bool | None] = {"tiles_damaged": damaged}
+        if self.config.labels is not None:
+            labelled, lines = self._cut_labels(slide, planned, staged)
+            values["tiles_labelled"] = labelled
+            notes = (*notes, *lines)
         return SlideRow(str(slide.path), "ok", tiles=len(planned.coords) - len(damage.left_out if damage else ()),
                         level=planned.level, mpp=round(planned.mpp, 6), mpp_source=planned.mpp_source, notes=notes,
-                        values={"tiles_damaged": damaged})
+                        values=values)
+
+    def _cut_labels(self, slide: SlideInput, planned: SlidePlan, staged: Staging) -> tuple[int, list[str]]:
+        """The slide's ``<stem>.labels.csv`` (staged; header only without an annotation file): (tiles, warnings)."""
+        from pathotune_cli.config import load_task_preset
+        from pathotune_cli.wsi.labels_csv import cut_labels, write_labels_csv
+
+        final = output_paths(self.out, slide.stem)["labels"]
+        source = self._labels_file(slide)
+        if source is None:
+            write_labels_csv(staged.temp(final), [])
+            return 0, [f"{slide.name}: no annotation file in {self.config.labels}; no labelled tiles"]
+        cut = cut_labels(planned, source, load_task_preset(str(self.config.preset)), self.config.min_label_cover)
+        write_labels_csv(staged.temp(final), cut.rows)
+        counts = ", ".join(f"{n} {c}" for c, n in cut.counts().items() if n)
+        return len(cut.rows), [*cut.warnings(), f"{slide.name}: labelled tiles: {counts or 'none'}"]
 
 
 def output_paths(out: Path, stem: str) -> dict[str, Path]:
@@ -220,6 +286,7 @@ def output_paths(out: Path, stem: str) -> dict[str, Path]:
         "geojson": out / f"{stem}.tissue.geojson",
         "thumb": out / f"{stem}.thumb.png",
         "tiles": out / f"{stem}_tiles",
+        "labels": out / f"{stem}.labels.csv",
     }
 
 

@@ -348,25 +348,28 @@ def _require_chosen_weights(config: RunConfig, because: str, allow_download: boo
 
 def _load_splits(config: RunConfig, report: Reporter) -> tuple[Any, Any, tuple[Any, Any]]:
     """Labelled tiles -> (train set, validation set or None, (train Split, validation Split or None))."""
-    from pathotune_cli.training.data import discover, require_classes, sample_shots, split_train_val
-    from pathotune_cli.training.images import ImageStore
+    from pathotune_cli.runs.tile_level.labels import discover_data, one_group_warning, store_for
+    from pathotune_cli.training.data import require_classes, sample_shots, split_train_val
     from pathotune_cli.training.loop import Split
 
     def warning(text: str) -> None:
         warn(report, text)
 
-    data = discover(config.data, config.task, warning)
+    data = discover_data(config.data, config.task, warning)  # tiles on disk, or in slides (labels.csv)
     require_classes(data)
-    val_given = discover(config.val_data, config.task, warning, "--val-data") if config.val_data else None
+    val_given = discover_data(config.val_data, config.task, warning, "--val-data") if config.val_data else None
     train_set, val_set = split_train_val(data, config.train.val_fraction, config.seed, val_given)
     train_set = sample_shots(train_set, config.train.shots, config.seed, warning)
     require_classes(train_set)
-    if val_set is None:
+    one_slide = one_group_warning(data, config.train.val_fraction) if val_set is None else None
+    if one_slide:
+        warning(one_slide)
+    elif val_set is None:
         warning("no validation split (train.val_fraction 0 and no --val-data or split column): "
                 "early stopping and the best epoch follow the training loss")
     size = config.backbone.input_size
-    train = Split(ImageStore(train_set.paths, size), train_set.labels)
-    val = Split(ImageStore(val_set.paths, size), val_set.labels) if val_set is not None else None
+    train = Split(store_for(train_set, size), train_set.labels)
+    val = Split(store_for(val_set, size), val_set.labels) if val_set is not None else None
     return train_set, val_set, (train, val)
 
 

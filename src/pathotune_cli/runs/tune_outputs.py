@@ -29,7 +29,15 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def data_manifest(path: Path, train_set: LabelledSet, val_set: LabelledSet | None) -> None:
-    """Every file the run read: split, label, size and sha256, so the run can be redone and audited."""
+    """Every file the run read: split, label, size and sha256, so the run can be redone and audited.
+
+    Tiles read from slides (``labels.csv``) are listed by slide and position instead, with the group (slide or
+    patient) that decided their split.
+    """
+    if train_set.rows is not None:
+        from pathotune_cli.runs.tile_level.labels import write_data_manifest
+
+        return write_data_manifest(path, train_set, val_set)
     rows = []
     for split, data in (("train", train_set), ("val", val_set)):
         if data is None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pathotune_cli.config.schema import TaskPreset, normalise_class_name
+from pathotune_cli.config.schema import TaskPreset, class_matcher
 from pathotune_cli.errors import BadInput
 from pathotune_cli.formats import TILE_IMAGE_SUFFIXES as IMAGE_SUFFIXES
 
@@ -32,6 +33,13 @@ class LabelledSet:
     class_names: list[str]
     source: str
     skipped: list[str] = field(default_factory=list)
+    groups: list[str] | None = None
+    """The slide (or patient) each sample came from, where known: validation then takes whole groups, so no
+    slide gives samples to both training and validation."""
+    rows: np.ndarray | None = None
+    """Tiles read from slides: each sample's row in ``table`` (``paths`` then only name the tiles)."""
+    table: Any = None
+    """Tiles read from slides: the table they were listed in (``wsi.labels_csv.SlideTiles``)."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -44,19 +52,11 @@ class LabelledSet:
     def subset(self, index: np.ndarray) -> LabelledSet:
         """The samples at ``index``."""
         idx = [int(i) for i in index]
-        return LabelledSet(
-            [self.paths[i] for i in idx], self.labels[idx], [self.splits[i] for i in idx],
-            self.class_names, self.source, self.skipped,
+        return replace(
+            self, paths=[self.paths[i] for i in idx], labels=self.labels[idx], splits=[self.splits[i] for i in idx],
+            groups=[self.groups[i] for i in idx] if self.groups is not None else None,
+            rows=self.rows[idx] if self.rows is not None else None,
         )
-
-
-def class_matcher(task: TaskPreset) -> Callable[[str], int | None]:
-    """Map a folder or label name to a class index, forgiving case and separators, honouring aliases."""
-    table: dict[str, int] = {}
-    for i, spec in enumerate(task.classes):
-        for key in [spec.name, *spec.aliases]:
-            table[normalise_class_name(key)] = i
-    return lambda name: table.get(normalise_class_name(name))
 
 
 def discover(
@@ -95,7 +95,11 @@ def require_classes(data: LabelledSet, at_least: int = 2) -> None:
 def split_train_val(
     data: LabelledSet, val_fraction: float, seed: int, val_data: LabelledSet | None = None
 ) -> tuple[LabelledSet, LabelledSet | None]:
-    """The validation set: given, or the CSV's ``split`` column, or a stratified seeded fraction."""
+    """The validation set: given, or the CSV's ``split`` column, or a seeded fraction.
+
+    The fraction is stratified by class, or, where the samples have ``groups`` (slides, patients), made of whole
+    groups (``split_by_group``), so no group gives samples to both sides.
+    """
     splits = np.array([s or "" for s in data.splits])
     train_mask = splits != "test"
     if val_data is not None:
@@ -105,6 +109,8 @@ def split_train_val(
     candidates = np.flatnonzero(train_mask)
     if val_fraction <= 0:
         return data.subset(candidates), None
+    if data.groups is not None:
+        return split_by_group(data, candidates, val_fraction, seed)
     rng = np.random.default_rng(seed)
     val_idx: list[int] = []
     for cls in np.unique(data.labels[candidates]):
@@ -116,6 +122,41 @@ def split_train_val(
     val = np.array(sorted(val_idx), dtype=int)
     train = np.setdiff1d(candidates, val)
     return data.subset(train), (data.subset(val) if len(val) else None)
+
+
+def split_by_group(
+    data: LabelledSet, candidates: np.ndarray, val_fraction: float, seed: int, tries: int = 64
+) -> tuple[LabelledSet, LabelledSet | None]:
+    """Validation made of whole groups holding about ``val_fraction`` of the samples; None with one group.
+
+    Of ``tries`` seeded orders of the groups, each filled into validation until it holds the fraction (at least
+    one group, never all), the one kept covers the most classes on both sides, then comes closest to the fraction.
+    """
+    assert data.groups is not None
+    groups = np.array([data.groups[int(i)] for i in candidates])
+    names = sorted(set(groups.tolist()))
+    if len(names) < 2:
+        return data.subset(candidates), None
+    rng = np.random.default_rng(seed)
+    target = val_fraction * len(candidates)
+    best: tuple[tuple[int, int, float], list[str]] | None = None
+    for _ in range(tries):
+        order = [names[i] for i in rng.permutation(len(names))]
+        chosen: list[str] = []
+        count = 0
+        for name in order[:-1]:
+            if chosen and count >= target:
+                break
+            chosen.append(name)
+            count += int((groups == name).sum())
+        in_val = np.isin(groups, chosen)
+        labels = data.labels[candidates]
+        score = (len(set(labels[in_val].tolist())), len(set(labels[~in_val].tolist())), -abs(count - target))
+        if best is None or score > best[0]:
+            best = (score, chosen)
+    assert best is not None
+    in_val = np.isin(groups, best[1])
+    return data.subset(candidates[~in_val]), data.subset(candidates[in_val])
 
 
 def sample_shots(

@@ -6,7 +6,7 @@ is cheaper than decoding them again every epoch; above ``max_bytes`` the store d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,6 +62,46 @@ class ImageStore:
             for row, array in enumerate(pool.map(lambda i: decode_image(self.paths[i], self.size), idx)):
                 out[row] = torch.from_numpy(array)
         return out
+
+
+class ReadStore:
+    """The ``ImageStore`` interface over tiles a function reads (from slides, say), held when they fit.
+
+    ``read(index)`` returns uint8 RGB tiles ``(B, H, W, 3)`` for the sample indices asked; tiles are resized to
+    ``size`` x ``size`` (bicubic, as ``decode_image``) where they differ. Up to ``max_bytes`` the tiles are read
+    once, in chunks, and kept, so every epoch after the first waits on the model alone, as with ``ImageStore``;
+    above it each batch is read when asked for.
+    """
+
+    def __init__(self, count: int, size: int, read: Callable[[np.ndarray], np.ndarray],
+                 max_bytes: int = DEFAULT_MAX_BYTES, chunk: int = 512) -> None:
+        self.count = count
+        self.size = size
+        self.read = read
+        self._all: torch.Tensor | None = None
+        if count * 3 * size * size <= max_bytes:
+            self._all = torch.empty((count, 3, size, size), dtype=torch.uint8)
+            for start in range(0, count, chunk):
+                index = np.arange(start, min(count, start + chunk))
+                self._all[start : start + len(index)] = self._load(index)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batch(self, index: np.ndarray | list[int]) -> torch.Tensor:
+        """uint8 (B, 3, S, S) tiles at ``index``."""
+        if self._all is not None:
+            return self._all[torch.as_tensor(np.asarray(index), dtype=torch.long)]
+        return self._load(np.asarray(index, np.int64))
+
+    def _load(self, index: np.ndarray) -> torch.Tensor:
+        from PIL import Image
+
+        tiles = np.asarray(self.read(np.asarray(index, np.int64)), np.uint8)
+        if tiles.shape[1:3] != (self.size, self.size):
+            tiles = np.stack([np.asarray(Image.fromarray(t).resize((self.size, self.size), Image.BICUBIC))
+                              for t in tiles])
+        return torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2)))
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:

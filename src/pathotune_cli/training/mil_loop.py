@@ -14,7 +14,7 @@ Seeds, checkpoints, resume and early stopping work as in ``training.loop``. A st
 share of every step's slides (a rank left without one adds zeros) and the gradients are summed over the ranks,
 so the model is the one-process model of the same ``slides_per_step`` up to float rounding. Dropout in the
 aggregator is seeded per (seed, epoch, slide), not per process. Aggregator-only training stays in one process
-(``runs.tune_slides``): it reads cached features and takes seconds per epoch.
+(``runs.slide_level.tune``): it reads cached features and takes seconds per epoch.
 """
 
 from __future__ import annotations

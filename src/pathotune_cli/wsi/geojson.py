@@ -19,6 +19,11 @@ from pathotune_cli.wsi.tissue import Polygon
 
 TISSUE_COLOR = (0, 160, 60)
 UNCERTAIN_COLOR = (128, 128, 128)
+"""The colour of pathotune's own ``Uncertain`` classification; ``uncertain_color`` moves off it where a class's
+colour comes near it, so QuPath never shows an uncertain tile in a class's colour."""
+_UNCERTAIN_FALLBACKS = ((64, 64, 64), (200, 200, 200), (0, 0, 0), (255, 255, 255))
+MIN_COLOR_DISTANCE = 60.0
+"""Least Euclidean RGB distance between ``Uncertain`` and any class colour (about what the eye tells apart)."""
 
 
 def tissue_features(polygons: Sequence[Polygon], name: str = "Tissue") -> dict[str, Any]:
@@ -76,8 +81,8 @@ def write_tiles_geojson(
         measurements: More numeric measurements, name to (N,) values (QuPath measurements are numbers only).
         metadata: Per-tile strings, name to N values, under ``properties.metadata`` (QuPath keeps them on
             objects that hold metadata and ignores them on others).
-        uncertain: (N,) bool; these tiles get the classification ``uncertain_name`` (grey) instead of their top
-            class (their probabilities stay in the measurements).
+        uncertain: (N,) bool; these tiles get the classification ``uncertain_name`` (grey, never a class's colour:
+            ``uncertain_color``) instead of their top class (their probabilities stay in the measurements).
         uncertain_name: The classification of ``uncertain`` tiles.
 
     Returns:
@@ -91,14 +96,28 @@ def write_tiles_geojson(
     colors = list(colors) if colors is not None else class_colors(len(class_names))
     labels = probs.argmax(axis=1) if len(class_names) else np.zeros(len(coords), int)
     flagged = np.zeros(len(coords), bool) if uncertain is None else np.asarray(uncertain, bool).reshape(len(coords))
+    grey = list(uncertain_color(colors))
     classes = [
-        {"name": uncertain_name, "color": list(UNCERTAIN_COLOR)} if flagged[i]
+        {"name": uncertain_name, "color": grey} if flagged[i]
         else {"name": class_names[k], "color": list(colors[k])}
         for i, k in enumerate(labels.tolist())
     ]
     measured = {f"prob_{name}": probs[:, i] for i, name in enumerate(class_names)}
     return write_measured_tiles(path, coords, size_level0, {**measured, **(measurements or {})}, classes,
                                 object_type, metadata)
+
+
+def uncertain_color(colors: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+    """``UNCERTAIN_COLOR``, or the first fallback grey at least ``MIN_COLOR_DISTANCE`` from every class colour."""
+    for candidate in (UNCERTAIN_COLOR, *_UNCERTAIN_FALLBACKS):
+        if all(color_distance(candidate, c) >= MIN_COLOR_DISTANCE for c in colors):
+            return candidate
+    return UNCERTAIN_COLOR
+
+
+def color_distance(a: Sequence[int], b: Sequence[int]) -> float:
+    """Euclidean distance between two RGB colours."""
+    return float(np.linalg.norm(np.asarray(a[:3], np.float64) - np.asarray(b[:3], np.float64)))
 
 
 def write_measured_tiles(

@@ -23,7 +23,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (148, 103, 189),
     (140, 86, 75),
     (227, 119, 194),
-    (127, 127, 127),
+    (57, 59, 121),  # not tab10's grey: grey is the colour of pathotune's own Uncertain class
     (188, 189, 34),
     (23, 190, 207),
     (174, 199, 232),

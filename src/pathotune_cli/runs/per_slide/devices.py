@@ -4,8 +4,9 @@
 processes, which share the CPUs this process may use) start one spawned process per entry. Worker ``j`` of ``k``
 takes shard ``j/k`` of this process's own shard (``cluster.Shard.split``), so ``--devices`` composes with
 ``--shard`` and SLURM arrays. Workers write into the one output folder under the per-slide locks and rebuild its
-summary as they end (``runs.locks``, ``runs.merge``); this process relays their events (one slide bar for all)
-and joins their results. A worker that fails or dies leaves the others running; the run then fails, naming it.
+summary as they end (``runs.per_slide.locks``, ``runs.per_slide.merge``); this process relays their events (one
+slide bar for all) and joins their results. A worker that fails or dies leaves the others running; the run then
+fails, naming it.
 """
 
 from __future__ import annotations

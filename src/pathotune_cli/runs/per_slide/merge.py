@@ -1,13 +1,13 @@
 """A per-slide command's folder summary, rebuilt from its per-slide records, and ``pathotune merge OUT``.
 
 ``tile`` and ``features`` write ``manifest.csv``, ``predict`` writes ``summary.csv``: one row per slide recorded in
-the folder (``runs.resume``), whichever run, shard or process made it, and one per slide a run record
+the folder (``runs.per_slide.resume``), whichever run, shard or process made it, and one per slide a run record
 (``run.json``, ``run-<I>-of-<N>.json``) lists without a slide record yet, so the file is never short: a shard that
 ends first, or a last shard that is killed, leaves every slide of the run in it, those not done marked
 ``pending`` or ``in progress`` (``SUMMARY_STATUSES``). The slide's record is the truth: a run's own rows add only
 their resume word (``kept``, ``redone (why)``), and only to the record they made or kept. Every shard rebuilds the
-summary as it ends, under ``<command>.summary.lock`` (``runs.locks``): the rebuilds take turns, so the last one
-reads every record the others wrote, and the shard that finishes last leaves the whole folder's summary.
+summary as it ends, under ``<command>.summary.lock`` (``runs.per_slide.locks``): the rebuilds take turns, so the last
+one reads every record the others wrote, and the shard that finishes last leaves the whole folder's summary.
 ``merge`` does the same at any time, and counts the slides done, failed, in progress (a live lock) and missing
 (listed by a run record but with no record yet: ``pending`` in the summary).
 """

@@ -50,6 +50,11 @@ class Tiling:
     max_damaged: float = 0.05
     """Share of a slide's tiles that may fail to decode (filled from a coarser level or left out) before the
     slide fails (``wsi.damage``; our default, ``DEFAULT_MAX_DAMAGED``)."""
+    roi: Path | None = None
+    """Regions of interest (QuPath GeoJSON: one slide's file, a folder of ``<stem>.geojson``, or a CSV
+    ``slide,labels``): only tiles with at least ``wsi.roi.ROI_MIN_COVER`` of their area inside are kept."""
+    roi_class: str | None = None
+    """Keep only the regions of this class (and the classes derived from it)."""
 
     def check(self, slides: Sequence[SlideInput]) -> None:
         """Read every slide's tissue GeoJSON and coords file up front: a bad one is refused before any slide is cut.
@@ -58,6 +63,13 @@ class Tiling:
             BadInput: a missing, unreadable or empty side file.
         """
         check_tissue_geojson([s.path for s in slides], self.tissue_geojson)
+        if self.roi is not None:
+            from pathotune_cli.wsi.labels import labels_for_slides
+            from pathotune_cli.wsi.roi import read_roi
+
+            for file in dict.fromkeys(labels_for_slides([s.path for s in slides], self.roi, option="--roi").values()):
+                if file is not None:
+                    read_roi(file, None, self.roi_class)  # a bad file or an absent class, before any slide
         if self.coords is None:
             return
         if not Path(self.coords).exists():
@@ -79,7 +91,16 @@ class Tiling:
             "tissue_geojson": file_digest(geojson_for(slide.path, self.tissue_geojson)),
             "coords": file_digest(coords_file_for(self.coords, slide.path)), "csv_mpp": slide.mpp,
             "default_mpp": self.default_mpp, "reader": self.backend, "max_damaged": self.max_damaged,
+            "roi": file_digest(self.roi_file(slide)), "roi_class": self.roi_class,
         }
+
+    def roi_file(self, slide: SlideInput) -> Path | None:
+        """The slide's regions of interest file (None: no ``--roi``, or none for this slide)."""
+        if self.roi is None:
+            return None
+        from pathotune_cli.wsi.labels import labels_for_slides
+
+        return labels_for_slides([slide.path], self.roi, option="--roi")[slide.path]
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,8 @@ class PlannedSlide:
     """The ``wsi.SlidePlan`` (thumbnail, mask, mpp, attributes for a coords or features file)."""
     coords_file: Path | None = None
     """The reused coords file, if any."""
+    roi_mm2: float | None = None
+    """The area of the slide's regions of interest (``--roi``), in mm²; None without."""
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -120,9 +143,24 @@ def plan(slide: SlideInput, tiling: Tiling) -> PlannedSlide:
     )
     file = coords_file_for(tiling.coords, slide.path)
     if file is None:
-        return PlannedSlide(planned.path, planned.backend, planned.coords, planned.level, planned.read_size,
-                            planned.tile_size, planned.grid.patch_size_level0, planned)
-    return _reused(file, planned)
+        found = PlannedSlide(planned.path, planned.backend, planned.coords, planned.level, planned.read_size,
+                             planned.tile_size, planned.grid.patch_size_level0, planned)
+    else:
+        found = _reused(file, planned)
+    roi = tiling.roi_file(slide)
+    return found if roi is None else _inside(found, roi, tiling.roi_class)
+
+
+def _inside(planned: PlannedSlide, file: Path, roi_class: str | None) -> PlannedSlide:
+    """Only the tiles inside the slide's regions of interest, and the regions' area."""
+    import dataclasses
+
+    from pathotune_cli.wsi.roi import inside_roi, read_roi
+
+    roi = read_roi(file, planned.plan.level0_size, roi_class)
+    keep = inside_roi(roi, planned.coords, planned.footprint)
+    return dataclasses.replace(planned, coords=planned.coords[keep],
+                               roi_mm2=roi.area_px * (planned.plan.mpp / 1000.0) ** 2)
 
 
 def coords_file_for(coords: Path | None, slide: Path) -> Path | None:

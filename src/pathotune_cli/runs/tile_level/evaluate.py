@@ -20,10 +20,9 @@ def eval_tiles(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     from pathotune_cli.files import Staging, write_csv, write_json
     from pathotune_cli.hardware import place
     from pathotune_cli.runs.records import provenance
+    from pathotune_cli.runs.tile_level.labels import discover_data, slide_overlap, store_for
     from pathotune_cli.runs.trust.apply import load_trust
     from pathotune_cli.runs.trust.report import save_reliability, trust_report
-    from pathotune_cli.training.data import discover
-    from pathotune_cli.training.images import ImageStore
     from pathotune_cli.training.metrics import classification_metrics, predictions_table
     from pathotune_cli.training.outputs import model_outputs
     from pathotune_cli.training.plots import save_confusion_matrix
@@ -37,14 +36,17 @@ def eval_tiles(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     trust = load_trust(file, uncalibrated=opts.uncalibrated)
     if trust.notice:
         warn(report, trust.notice)
-    data = discover(opts.data, task, lambda text: warn(report, text))
-    overlap, counts = training_overlap(file.path, data.paths)
+    data = discover_data(opts.data, task, lambda text: warn(report, text))  # tiles on disk, or in slides
+    if data.rows is None:
+        overlap, counts = training_overlap(file.path, data.paths)
+    else:
+        overlap, counts = slide_overlap(file.path, data), None
     if overlap:
         warn(report, overlap)
     placement = place(opts.device, opts.precision)
     model.place(placement, "inference", kernel_spec(opts.kernels))
     note(report, f"evaluating {len(data)} tiles with {header.method} on {task.name}: {trust.describe()}")
-    outputs = model_outputs(model, ImageStore(data.paths, model.backbone.input_size), opts.batch_size, placement,
+    outputs = model_outputs(model, store_for(data, model.backbone.input_size), opts.batch_size, placement,
                             with_features=trust.has_ood)
     probs = trust.probabilities(outputs.logits)
     scores = classification_metrics(data.labels, probs, task.class_names, ordinal=task.ordinal,

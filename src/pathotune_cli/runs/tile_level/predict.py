@@ -184,7 +184,8 @@ class TilePredictJob(SlideJob):
 
     def _row(self, slide: SlideInput, planned: PlannedSlide, probs: np.ndarray, columns: dict[str, Any]) -> SlideRow:
         area = (planned.footprint * planned.plan.mpp / 1000.0) ** 2
-        values = {"tissue_area_mm2": round(planned.plan.tissue_area_mm2, 4),
+        roi = {} if planned.roi_mm2 is None else {"roi_area_mm2": round(planned.roi_mm2, 4)}
+        values = {"tissue_area_mm2": round(planned.plan.tissue_area_mm2, 4), **roi,
                   **_composition(probs, self.class_names, area), **trust_fractions(columns),
                   "coords": str(planned.coords_file) if planned.coords_file else "tiled on the fly",
                   "prompts": self.prompts.name, "prompts_sha256": self.prompts_sha256}
