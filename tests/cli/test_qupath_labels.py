@@ -8,7 +8,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 from qupath_files import NECROSIS, cmu_annotations, expected_labels, rect_cover
 from typer.testing import CliRunner
 
