@@ -30,7 +30,7 @@ def tune(
     ] = None,
     backbone: BackboneOpt = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="pathotune (TVP+TTP+IVP), vpt, linear or full.")
+        str | None, typer.Option("--method", help="pathotune (TVP+TTP+IVP), vpt, linear, full, lora, prototypes, knn or zeroshot.")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/tune, under the lab's out root).")
