@@ -10,7 +10,7 @@ import typer
 
 from pathotune_cli.cli import render
 from pathotune_cli.cli.options import JsonOpt, SetOpt, WeightsOpt, above_zero
-from pathotune_cli.cli.render import emit_json, key_values, user_errors
+from pathotune_cli.cli.render import emit_json, key_values, table, user_errors
 
 BackboneOpt = Annotated[
     str | None,
@@ -30,7 +30,8 @@ def tune(
     ] = None,
     backbone: BackboneOpt = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="pathotune (TVP+TTP+IVP), vpt, linear, full, lora, prototypes, knn or zeroshot.")
+        str | None, typer.Option("--method", help=(
+            "pathotune (TVP+TTP+IVP), vpt, linear, full, lora, prototypes, knn or zeroshot (no --data needed)."))
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/tune, under the lab's out root).")
@@ -62,6 +63,9 @@ def tune(
     skip_bad_slides: Annotated[bool, typer.Option(
         "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them."
     )] = False,
+    sweep: Annotated[list[str] | None, typer.Option("--sweep", help=(
+        "KEY=V1,V2,...: train every combination (repeatable), keep the best by the validation metric "
+        "(train.monitor); writes RUN/sweep.csv."))] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Start again in a folder that holds a run (its files are replaced).")
@@ -86,6 +90,9 @@ def tune(
             precision=precision, device=device, weights=weights, val_data=val_data, tile_prompts=prompts,
             features=features, folds=folds, skip_bad_slides=skip_bad_slides, download=download,
         )
+        if sweep:
+            _sweep(opts, sweep, resume, force, download, json_out, world)
+            return
         cfg = resolve_config(opts)
         with ProgressDisplay(quiet=not world.main) as progress:
             result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress, world=world)
@@ -93,6 +100,27 @@ def tune(
         emit_json(result.to_dict())
     elif world.main:
         _render(result)
+
+
+def _sweep(opts: Any, sweep: list[str], resume: bool, force: bool, download: bool, json_out: bool,
+           world: Any) -> None:
+    """``--sweep``: every combination, one after another; the best member's summary and the sweep's table."""
+    from pathotune_cli.cli.progress import ProgressDisplay
+    from pathotune_cli.errors import BadInput
+    from pathotune_cli.runs.sweep import sweep_run
+
+    if resume or world.size > 1:
+        raise BadInput("--sweep runs in one process and does not resume", "drop --resume (or torchrun) with --sweep")
+    with ProgressDisplay() as progress:
+        result = sweep_run(opts, sweep, force=force, allow_download=download, report=progress)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    keys = list(result.members[0].values)
+    table(f"sweep: best by {result.metric} kept as {result.prompts}", ["member", *keys, result.metric, "seconds", ""],
+          [[m.index, *m.values.values(), f"{m.metric:.4f}", m.seconds, "best" if m.best else ""]
+           for m in result.members])
+    _render(result.best)
 
 
 def _render(result: Any) -> None:
