@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.accuracy import cells as cellrun
-from benchmarks.accuracy.grid import METHODS, Cell, GridSpec, Tally, expand, parse_counts, parse_list
+from benchmarks.accuracy.grid import DEFAULT_METHODS, METHODS, Cell, GridSpec, Tally, expand, parse_counts, parse_list
 from benchmarks.accuracy.protocol import Protocol, get_protocol, require_data, require_weights
 from pathotune_cli.errors import BadInput, PathotuneError
 
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=Path, help="test tiles, the same forms; every run is scored on them")
     p.add_argument("--val", type=Path, help="validation tiles for early stopping (default: a seeded 20%% of --train)")
     p.add_argument("--backbones", help="comma-separated backbone presets or YAML paths")
-    p.add_argument("--methods", help=f"comma-separated, of {','.join(METHODS)} (default: all four)")
+    p.add_argument("--methods", help=f"comma-separated, of {','.join(METHODS)} (default: linear,vpt,pathotune,full)")
     p.add_argument("--shots", help="shots per class, comma-separated; 'all' is every tile (default: all)")
     p.add_argument("--seeds", type=int, help="seeds per cell, 0..N-1 (default 5)")
     p.add_argument("--ablate", help="prompt kinds to ablate within pathotune, e.g. tvp,ttp,ivp: runs TVP only, "
@@ -94,7 +94,7 @@ def _spec(args: argparse.Namespace) -> tuple[GridSpec, Protocol | None]:
         raise BadInput("no output folder given", "pass --out DIR")
     return GridSpec(
         task=task, train=train, test=test, backbones=backbones, out=out,
-        methods=parse_list(args.methods, "--methods") or (protocol.methods if protocol else METHODS),
+        methods=parse_list(args.methods, "--methods") or (protocol.methods if protocol else DEFAULT_METHODS),
         shots=parse_counts(args.shots, "--shots", allow_all=True) or (protocol.shots if protocol else (None,)),
         seeds=args.seeds if args.seeds is not None else (protocol.seeds if protocol else 5),
         ablate=parse_list(args.ablate, "--ablate"), tokens=parse_counts(args.tokens, "--tokens") or (None,),

@@ -118,7 +118,7 @@ def test_csv_has_one_row_per_run_with_intervals_parameters_and_time(grid: dict) 
 
 def test_report_names_random_weights_overlap_and_every_variant(grid: dict) -> None:
     text = (grid["out"] / "ACCURACY.md").read_text()
-    assert "random weights: checks the recipe, says nothing about the methods" in text
+    assert "random weights, plumbing only: checks the recipe, says nothing about the methods" in text
     assert "**16 of the 16 test tiles are also training tiles**" in text
     for title in ("| linear |", "| pathotune (TVP) |", "| pathotune (TVP+TTP) |", "| pathotune (TVP+IVP) |",
                   "| pathotune |"):
