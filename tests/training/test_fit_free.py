@@ -33,6 +33,7 @@ def test_training_free_methods_fit_without_a_gradient_step_and_eval_reports_metr
     import pathotune_cli.runs.tune as tune
     from pathotune_cli.engine import read_prompt_file
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
+    from pathotune_cli.runs.export import ExportOptions, export_run
 
     kather = require_data(KATHER)
     _no_gradients(monkeypatch)
@@ -59,6 +60,9 @@ def test_training_free_methods_fit_without_a_gradient_step_and_eval_reports_metr
     metrics = evaluated.scores["metrics"]
     assert 0 <= metrics["balanced_accuracy"]["value"] <= 1
     assert metrics["balanced_accuracy"]["value"] > 0.2  # well above chance (1/8) on the tiles it stores
+    monkeypatch.undo()  # the exporters may take gradient-free steps of their own; only tuning is under test
+    exported = export_run(ExportOptions(prompts=result.prompts, format="onnx", check_data=kather)).to_dict()
+    assert exported["check"]["passed"] and exported["check"]["max_abs_diff"] <= 1e-4
 
 
 def _tiny_clip_preset(tmp_path: Path) -> Path:
@@ -80,6 +84,7 @@ def test_zeroshot_on_an_open_clip_preset_runs_end_to_end_with_no_training_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pathotune_cli.engine import load_prompted_model, read_prompt_file
+    from pathotune_cli.runs.export import ExportOptions, export_run
     from pathotune_cli.runs.tune import TuneOptions, resolve_config, tune_run
 
     _no_gradients(monkeypatch)
@@ -96,6 +101,8 @@ def test_zeroshot_on_an_open_clip_preset_runs_end_to_end_with_no_training_data(
     with torch.no_grad():
         probs = torch.softmax(model(torch.rand(3, 3, 32, 32)), dim=-1)
     assert probs.shape == (3, 8) and torch.allclose(probs.sum(-1), torch.ones(3))
+    exported = export_run(ExportOptions(prompts=result.prompts, format="torchscript")).to_dict()
+    assert exported["check"]["passed"] and exported["check"]["max_abs_diff"] <= 1e-4
 
 
 def test_zeroshot_on_a_backbone_without_a_text_tower_is_refused() -> None:

@@ -68,6 +68,9 @@ def fit_without_gradients(
         with torch.no_grad():
             row["train_loss"] = float(F.cross_entropy(model.head(features).float(), labels))
         model.head.to(placement.device)
+        stored = sum(b.numel() * b.element_size() for b in model.head.buffers())
+        note(report, f"{model.method}: the prompt file stores {stored / 1024:.0f} KiB of fitted state"
+                     + (f" ({len(labels)} training features)" if model.method == "knn" else ""))
     if val is not None:
         row.update(val_row(predict_probs(model, val.store, settings.batch_size, placement, None, dist), val.labels,
                            None))
