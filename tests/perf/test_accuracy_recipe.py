@@ -212,7 +212,7 @@ def test_protocol_report_prints_their_numbers_labelled_as_theirs(tmp_path: Path)
 
 @pytest.mark.parametrize(("args", "pattern"), [
     (["--set", "prompt.method=full"], "--set prompt.method=full would override the grid"),
-    (["--methods", "linear,lora"], "--methods linear,lora"),
+    (["--methods", "linear,adapter"], "--methods linear,adapter"),
     (["--ablate", "ttp,ivp"], "--ablate without tvp"),
     (["--shots", "2,few"], "--shots 'few' is not a whole number"),
     (["--task", "camelyon16"], "task 'camelyon16' is slide-level"),

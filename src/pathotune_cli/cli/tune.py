@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pathotune_cli.cli import render
-from pathotune_cli.cli.options import JsonOpt, SetOpt, WeightsOpt, above_zero
+from pathotune_cli.cli.options import JsonOpt, SetOpt, SweepOpt, WeightsOpt, above_zero
 from pathotune_cli.cli.render import emit_json, key_values, table, user_errors
 
 BackboneOpt = Annotated[
@@ -63,9 +63,7 @@ def tune(
     skip_bad_slides: Annotated[bool, typer.Option(
         "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them."
     )] = False,
-    sweep: Annotated[list[str] | None, typer.Option("--sweep", help=(
-        "KEY=V1,V2,...: train every combination (repeatable), keep the best by the validation metric "
-        "(train.monitor); writes RUN/sweep.csv."))] = None,
+    sweep: SweepOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Start again in a folder that holds a run (its files are replaced).")
