@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from testdata import require_data
@@ -98,9 +99,16 @@ def test_zeroshot_on_an_open_clip_preset_runs_end_to_end_with_no_training_data(
     assert file.header.texts == config.task.texts()[1:]  # one description per class, as TTP uses them
     assert file.tensors["head.text"].shape == (8, 32)
     model, _ = load_prompted_model(result.prompts)
+    bb = model.backbone
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        probs = torch.softmax(model(torch.rand(3, 3, 32, 32)), dim=-1)
+        probs = torch.softmax(model(images), dim=-1)
+        ours = F.normalize(model.features(images) @ model.head.projection, dim=-1)
+        clip_image = F.normalize(bb.clip.encode_image(bb.normalise(images)), dim=-1)  # open_clip's own
+        clip_logits = bb.clip.logit_scale.exp().clamp(max=100) * clip_image @ bb.encode_text(file.header.texts).t()
     assert probs.shape == (3, 8) and torch.allclose(probs.sum(-1), torch.ones(3))
+    assert torch.allclose(ours, clip_image, atol=1e-5)
+    assert torch.allclose(model(images), clip_logits, atol=1e-3)
     exported = export_run(ExportOptions(prompts=result.prompts, format="torchscript")).to_dict()
     assert exported["check"]["passed"] and exported["check"]["max_abs_diff"] <= 1e-4
 
