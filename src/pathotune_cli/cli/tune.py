@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,7 +119,7 @@ def _sweep(opts: Any, sweep: list[str], resume: bool, force: bool, download: boo
     table(f"sweep: best by {result.metric} kept as {result.prompts}", ["member", *keys, result.metric, "seconds", ""],
           [[m.index, *m.values.values(), f"{m.metric:.4f}", m.seconds, "best" if m.best else ""]
            for m in result.members])
-    _render(result.best)
+    _render(dataclasses.replace(result.best, prompts=result.prompts))  # the run's copy of the best file
 
 
 def _render(result: Any) -> None:
