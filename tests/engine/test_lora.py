@@ -101,3 +101,28 @@ def test_lora_rank_zero_and_a_backbone_without_targets_are_refused() -> None:
     with pytest.raises(BadInput, match="lora.rank is for methods"):
         resolve_config(TuneOptions(preset="demo", data="x", backbone="tiny-random", method="knn",
                                    sets=("lora.rank=8",)))
+
+
+def test_lora_combines_with_prompts_and_leaves_the_bare_backbone_and_instance_encoder_unadapted() -> None:
+    from pathotune_cli.backbones import load_backbone
+    from pathotune_cli.config import load_backbone_preset, load_task_preset
+    from pathotune_cli.config.run import PromptSettings
+    from pathotune_cli.engine import build_prompted_model
+
+    preset = load_backbone_preset("tiny-random")
+    settings = PromptSettings(method="pathotune", lora={"rank": 2, "targets": ["mlp"]}, ttp={"encoder": "hash"})
+    model = build_prompted_model(load_task_preset("demo"), preset, settings).model.eval()
+    names = set(model.trained_state())
+    assert "tvp.tokens" in names and any(n.startswith("vrm.") for n in names)
+    assert {n for n in names if n.startswith("lora.")} == {
+        f"lora.layers.vit_blocks_{i}_mlp_fc{j}.{ab}.weight" for i in range(4) for j in (1, 2) for ab in ("down", "up")
+    }
+    images = torch.rand(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(images)
+        for layer in model.lora.layers.values():
+            torch.nn.init.normal_(layer.up.weight, std=0.5)
+        after = model(images)
+        bare = load_backbone(preset).eval()(images)
+        assert torch.allclose(model.backbone(images), bare) and torch.allclose(model.instance_features(images), bare)
+    assert not torch.allclose(before, after, atol=1e-4)
