@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.accuracy import cells as cellrun
-from benchmarks.accuracy.grid import METHODS, Cell, GridSpec, Tally, expand, parse_counts, parse_list
+from benchmarks.accuracy.grid import DEFAULT_METHODS, METHODS, Cell, GridSpec, Tally, expand, parse_counts, parse_list
 from benchmarks.accuracy.protocol import Protocol, get_protocol, require_data, require_weights
 from pathotune_cli.errors import BadInput, PathotuneError
 
@@ -55,13 +55,16 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--protocol", help="a paper's grid as defaults (pathotune-crc); options given here win")
+    p.add_argument("--protocol", help="a paper's grid as defaults (pathotune-crc, thunder-crc, thunder-mhist); "
+                   "options given here win")
     p.add_argument("--task", help="task preset name or YAML (crc, kather2016, ...)")
+    p.add_argument("--data-root", type=Path, help="with a thunder-* protocol: the dataset as downloaded, in its "
+                   "published layout (read into OUT/data/train.csv and test.csv)")
     p.add_argument("--train", type=Path, help="training tiles: an ImageFolder tree or a CSV path,label[,split]")
     p.add_argument("--test", type=Path, help="test tiles, the same forms; every run is scored on them")
     p.add_argument("--val", type=Path, help="validation tiles for early stopping (default: a seeded 20%% of --train)")
     p.add_argument("--backbones", help="comma-separated backbone presets or YAML paths")
-    p.add_argument("--methods", help=f"comma-separated, of {','.join(METHODS)} (default: all four)")
+    p.add_argument("--methods", help=f"comma-separated, of {','.join(METHODS)} (default: linear,vpt,pathotune,full)")
     p.add_argument("--shots", help="shots per class, comma-separated; 'all' is every tile (default: all)")
     p.add_argument("--seeds", type=int, help="seeds per cell, 0..N-1 (default 5)")
     p.add_argument("--ablate", help="prompt kinds to ablate within pathotune, e.g. tvp,ttp,ivp: runs TVP only, "
@@ -88,13 +91,18 @@ def _spec(args: argparse.Namespace) -> tuple[GridSpec, Protocol | None]:
     if not task:
         raise BadInput("no task given", "pass --task NAME (see `pathotune presets list`) or --protocol NAME")
     backbones = parse_list(args.backbones, "--backbones") or (protocol.backbones if protocol else ())
-    train, test = require_data(args.train, args.test, protocol)
     out = args.out or (Path(f"accuracy-{protocol.name}") if protocol else None)
     if out is None:
         raise BadInput("no output folder given", "pass --out DIR")
+    if protocol is not None and protocol.layout and args.train is None and args.test is None:
+        from benchmarks.accuracy.layouts import materialise
+
+        train, test = materialise(protocol.layout, args.data_root, out / "data")
+    else:
+        train, test = require_data(args.train, args.test, protocol)
     return GridSpec(
         task=task, train=train, test=test, backbones=backbones, out=out,
-        methods=parse_list(args.methods, "--methods") or (protocol.methods if protocol else METHODS),
+        methods=parse_list(args.methods, "--methods") or (protocol.methods if protocol else DEFAULT_METHODS),
         shots=parse_counts(args.shots, "--shots", allow_all=True) or (protocol.shots if protocol else (None,)),
         seeds=args.seeds if args.seeds is not None else (protocol.seeds if protocol else 5),
         ablate=parse_list(args.ablate, "--ablate"), tokens=parse_counts(args.tokens, "--tokens") or (None,),

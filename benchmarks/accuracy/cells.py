@@ -99,7 +99,8 @@ def run_cell(spec: GridSpec, cell: Cell, config: Any, key: dict[str, Any], folde
         "tvp_tokens": config.prompt.tvp.tokens if cell.method in ("vpt", "pathotune") else None,
         "tune": {k: getattr(tuned, k) for k in (
             "trainable_parameters", "backbone_parameters", "seconds", "epochs_run", "best_epoch", "stopped_early",
-            "train_images", "val_images", "random_weights", "precision", "device", "early_stopping_on")},
+            "train_images", "val_images", "random_weights", "precision", "device", "early_stopping_on",
+            "prompts_bytes")},
         "eval": {"seconds": evaluated.seconds, "tiles": evaluated.scores["n"]},
         "metrics_sha256": sha256_file(folder / METRICS),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from pathotune_cli.errors import BadInput
 
-METHODS = ("linear", "vpt", "pathotune", "full")
+METHODS = ("linear", "prototypes", "knn", "lora", "vpt", "pathotune", "full", "zeroshot")
+"""Every method the grid runs, in table order; ``zeroshot`` only on backbones with a text tower."""
+DEFAULT_METHODS = ("linear", "vpt", "pathotune", "full")
 PROMPT_PARTS = ("tvp", "ttp", "ivp")
 FULL_ARM = "tvp+ttp+ivp"
 """The ablation arm with every prompt: plain ``pathotune``."""
@@ -38,7 +40,7 @@ class GridSpec:
     test: Path
     backbones: tuple[str, ...]
     out: Path
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     shots: tuple[int | None, ...] = (None,)
     """Shots per class; None is every training tile ("all")."""
     seeds: int = 5
@@ -153,8 +155,11 @@ def expand(spec: GridSpec, names: dict[str, str] | None = None) -> list[Cell]:
     for arm in spec.arms:
         variants.extend(("pathotune", arm, t) for t in spec.tokens if ("pathotune", arm, t) not in variants)
     cells = []
+    texts = {b for b in spec.backbones if "zeroshot" in spec.methods and _has_text_tower(b)}
     for backbone, shots, seed in itertools.product(spec.backbones, spec.shots, range(spec.seeds)):
         for method, arm, tokens in variants:
+            if method == "zeroshot" and backbone not in texts:
+                continue  # zero-shot needs the backbone's own text tower
             cells.append(Cell(backbone, method, arm, tokens, shots, seed, names.get(backbone, backbone)))
     return cells
 
@@ -194,3 +199,11 @@ class Tally:
     ran: list[Cell] = field(default_factory=list)
     kept: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)
+
+
+def _has_text_tower(backbone: str) -> bool:
+    """Whether a backbone preset (name or YAML path) has its own text tower (zero-shot)."""
+    from pathotune_cli.config import load_backbone_preset
+    from pathotune_cli.config.run import TEXT_FAMILIES
+
+    return load_backbone_preset(backbone).family in TEXT_FAMILIES

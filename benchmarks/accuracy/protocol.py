@@ -38,6 +38,8 @@ class Protocol:
     train_hint: str
     test_hint: str
     references: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    layout: str | None = None
+    """A published dataset layout (``benchmarks.accuracy.layouts``) read from ``--data-root`` into train/test."""
 
 
 PROTOCOLS = {
@@ -57,7 +59,16 @@ PROTOCOLS = {
              "method": "full", "accuracy": 0.9731, "f1": 0.9636, "note": PATHODUET_NOTE},
         ),
     ),
+    **{f"thunder-{name}": Protocol(
+        name=f"thunder-{name}", task=name, backbones=("uni", "virchow2", "dinov2-vitl14", "vit-b16-in21k"),
+        methods=("linear", "prototypes", "knn", "lora"), shots=(1, 2, 4, 8, 16, None), seeds=5,
+        train_hint=f"--data-root DIR in {name}'s published layout", test_hint="its canonical test split",
+        layout=name,
+    ) for name in ("crc", "mhist")},
 }
+"""THUNDER-style grids (linear, SimpleShot, kNN and LoRA; THUNDER, NeurIPS 2025 datasets and benchmarks) on the
+public datasets whose published layout and canonical split ``layouts`` reads. No reference numbers: THUNDER's
+leaderboard averages over its 16 datasets, not per dataset."""
 
 
 def get_protocol(name: str) -> Protocol:

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.accuracy.grid import ARM_SETS, GridSpec
+from benchmarks.accuracy.grid import ARM_SETS, METHODS, GridSpec
 from benchmarks.accuracy.results import BASELINE, Result
 
-RANDOM_BANNER = "random weights: checks the recipe, says nothing about the methods"
+RANDOM_BANNER = "random weights, plumbing only: checks the recipe, says nothing about the methods"
 
 
 def markdown(spec: GridSpec, results: list[Result], per_group: dict[tuple, dict], context: dict[str, Any]) -> str:
@@ -194,6 +194,6 @@ def _shots_order(label: str) -> float:
 def _method_order(result: Result) -> tuple[int, int, int]:
     """linear, vpt, the ablation arms (TVP, TVP+TTP, TVP+IVP), pathotune, full; then by TVP tokens."""
     cell = result.cell
-    rank = {"linear": 0, "vpt": 1, "pathotune": 2, "full": 3}[cell.method]
+    rank = {m: i for i, m in enumerate(METHODS)}[cell.method]
     arm = list(ARM_SETS).index(cell.ablation) if cell.ablation in ARM_SETS else 0
     return rank, arm, cell.tokens or 0

@@ -249,6 +249,11 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "set-not-key-value": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.lr"],
     "set-value-out-of-range": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.val_fraction=1.5"],
     "set-value-infinite": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "train.weight_decay=.inf"],
+    "zeroshot-without-text-tower": lambda c: [*TUNE, "--data", str(c.tiles), "--method", "zeroshot"],
+    "lora-rank-zero": lambda c: [*TUNE, "--data", str(c.tiles), "--method", "lora", "--set", "lora.rank=0"],
+    "lora-on-training-free": lambda c: [*TUNE, "--data", str(c.tiles), "--method", "knn", "--set", "lora.rank=8"],
+    "lora-on-open-clip": lambda c: [*TUNE, "--data", str(c.tiles), "--backbone", "clip-vit-b16", "--method", "lora"],
+    "sweep-not-key-values": lambda c: [*TUNE, "--data", str(c.tiles), "--sweep", "train.lr"],
     "kernels-weights-other-precision": lambda c: [*TUNE, "--data", str(c.tiles), "--set", "runtime.kernels=bf16"],
     "task-template-unknown-field": lambda c: ["presets", "show", str(c.file("task.yaml", (
         "template: 'a patch of {organ}'\nclasses:\n  - {name: a, description: x}\n  - {name: b, description: y}\n"

@@ -88,8 +88,9 @@ def test_tune_refuses_to_overwrite_a_finished_run(run_dir: Path, kather_dir: Pat
         ),
         (["--preset", "demo", "--set", "train.lrr=1"], r"unknown key 'train.lrr' \(did you mean 'lr'\?\)"),
         (
-            ["--preset", "demo", "--set", "prompt.method=lora"],
-            r"key 'prompt.method' must be one of 'linear', 'vpt', 'pathotune' or 'full'; got 'lora'",
+            ["--preset", "demo", "--set", "prompt.method=adapter"],
+            r"key 'prompt.method' must be one of 'linear', 'vpt', 'pathotune', 'full', 'lora', 'prototypes', 'knn' "
+            r"or 'zeroshot'; got 'adapter'",
         ),
         (
             ["--preset", "demo", "--set", "train.epochs=0"],

@@ -118,7 +118,7 @@ def test_csv_has_one_row_per_run_with_intervals_parameters_and_time(grid: dict) 
 
 def test_report_names_random_weights_overlap_and_every_variant(grid: dict) -> None:
     text = (grid["out"] / "ACCURACY.md").read_text()
-    assert "random weights: checks the recipe, says nothing about the methods" in text
+    assert "random weights, plumbing only: checks the recipe, says nothing about the methods" in text
     assert "**16 of the 16 test tiles are also training tiles**" in text
     for title in ("| linear |", "| pathotune (TVP) |", "| pathotune (TVP+TTP) |", "| pathotune (TVP+IVP) |",
                   "| pathotune |"):
@@ -212,7 +212,7 @@ def test_protocol_report_prints_their_numbers_labelled_as_theirs(tmp_path: Path)
 
 @pytest.mark.parametrize(("args", "pattern"), [
     (["--set", "prompt.method=full"], "--set prompt.method=full would override the grid"),
-    (["--methods", "linear,lora"], "--methods linear,lora"),
+    (["--methods", "linear,adapter"], "--methods linear,adapter"),
     (["--ablate", "ttp,ivp"], "--ablate without tvp"),
     (["--shots", "2,few"], "--shots 'few' is not a whole number"),
     (["--task", "camelyon16"], "task 'camelyon16' is slide-level"),

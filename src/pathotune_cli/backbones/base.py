@@ -198,6 +198,11 @@ class Backbone(nn.Module):
         """The backbone's own text tower, where it has one: (T, D) unit-norm embeddings; else None."""
         return None
 
+    def text_projection(self, feature_dim: int) -> tuple[torch.Tensor, float] | None:
+        """Where the backbone has a text tower: the matrix (feature_dim, D) that maps its pooled image feature into
+        the text embedding space, and its logit scale (zero-shot classification); else None."""
+        return None
+
     def frozen_state(self) -> dict[str, torch.Tensor]:
         """The tensors that define this backbone's identity (what the fingerprint covers): the fp32 originals of
         weights stored in bf16 by ``apply_kernels``."""

@@ -123,6 +123,11 @@ class Conch(Backbone):
             emb = self.tower.text(ids)
         return nn.functional.normalize(emb.float(), dim=-1)
 
+    def text_projection(self, feature_dim: int) -> tuple[torch.Tensor, float] | None:
+        """CONCH's image embedding is its attention-pooled feature times ``proj_contrast`` (pool ``attn``)."""
+        proj = self.tower.proj_contrast
+        return (proj.detach(), 100.0) if proj.shape[0] == feature_dim else None
+
     def frozen_state(self) -> dict[str, torch.Tensor]:
         return dict(self.tower.state_dict())
 

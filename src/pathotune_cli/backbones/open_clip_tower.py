@@ -89,8 +89,20 @@ class OpenClipTower(Backbone):
             emb = self.clip.encode_text(self.tokenizer(texts))
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
+    def text_projection(self, feature_dim: int) -> tuple[torch.Tensor, float] | None:
+        proj = getattr(self.visual, "proj", None)
+        if proj is None or proj.shape[0] != feature_dim:
+            return None
+        return proj.detach(), logit_scale(self.clip)
+
     def frozen_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.clip.state_dict().items()}
+
+
+def logit_scale(model: torch.nn.Module) -> float:
+    """A CLIP model's learnt logit scale (``exp(logit_scale)``, at most 100 as CLIP clamps it); 100 without one."""
+    value = getattr(model, "logit_scale", None)
+    return min(100.0, float(value.detach().exp())) if isinstance(value, torch.Tensor) else 100.0
 
 
 class _DropRandomInitNotice(logging.Filter):

@@ -172,3 +172,8 @@ DefaultMppOpt = Annotated[
     float | None,
     typer.Option("--default-mpp", min=0.02, max=40.0, help="mpp for slides whose metadata and CSV give none."),
 ]
+SweepOpt = Annotated[
+    list[str] | None,
+    typer.Option("--sweep", metavar="KEY=V1,V2", help="Train every combination (repeatable), keep the best by the "
+                 "validation metric (train.monitor); writes RUN/sweep.csv."),
+]

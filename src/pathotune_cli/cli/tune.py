@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from pathotune_cli.cli import render
-from pathotune_cli.cli.options import DefaultMppOpt, JsonOpt, SetOpt, WeightsOpt, above_zero
-from pathotune_cli.cli.render import emit_json, key_values, user_errors
+from pathotune_cli.cli.options import DefaultMppOpt, JsonOpt, SetOpt, SweepOpt, WeightsOpt, above_zero
+from pathotune_cli.cli.render import emit_json, key_values, table, user_errors
 
 BackboneOpt = Annotated[
     str | None,
@@ -32,7 +33,8 @@ def tune(
     ] = None,
     backbone: BackboneOpt = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="pathotune (TVP+TTP+IVP), vpt, linear or full.")
+        str | None, typer.Option("--method", help=(
+            "pathotune (TVP+TTP+IVP), vpt, linear, full, lora, prototypes, knn or zeroshot (no --data needed)."))
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/tune, under the lab's out root).")
@@ -65,6 +67,7 @@ def tune(
     skip_bad_slides: Annotated[bool, typer.Option(
         "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them."
     )] = False,
+    sweep: SweepOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Start again in a folder that holds a run (its files are replaced).")
@@ -90,6 +93,9 @@ def tune(
             features=features, folds=folds, skip_bad_slides=skip_bad_slides, download=download,
             default_mpp=default_mpp,
         )
+        if sweep:
+            _sweep(opts, sweep, resume, force, download, json_out, world)
+            return
         cfg = resolve_config(opts)
         with ProgressDisplay(quiet=not world.main) as progress:
             result = tune_run(cfg, resume=resume, force=force, allow_download=download, report=progress, world=world)
@@ -97,6 +103,27 @@ def tune(
         emit_json(result.to_dict())
     elif world.main:
         _render(result)
+
+
+def _sweep(opts: Any, sweep: list[str], resume: bool, force: bool, download: bool, json_out: bool,
+           world: Any) -> None:
+    """``--sweep``: every combination, one after another; the best member's summary and the sweep's table."""
+    from pathotune_cli.cli.progress import ProgressDisplay
+    from pathotune_cli.errors import BadInput
+    from pathotune_cli.runs.sweep import sweep_run
+
+    if resume or world.size > 1:
+        raise BadInput("--sweep runs in one process and does not resume", "drop --resume (or torchrun) with --sweep")
+    with ProgressDisplay() as progress:
+        result = sweep_run(opts, sweep, force=force, allow_download=download, report=progress)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    keys = list(result.members[0].values)
+    table(f"sweep: best by {result.metric} kept as {result.prompts}", ["member", *keys, result.metric, "seconds", ""],
+          [[m.index, *m.values.values(), f"{m.metric:.4f}", m.seconds, "best" if m.best else ""]
+           for m in result.members])
+    _render(dataclasses.replace(result.best, prompts=result.prompts))  # the run's copy of the best file
 
 
 def _render(result: Any) -> None:

@@ -11,7 +11,14 @@ from pydantic import Field, field_validator, model_validator
 
 from pathotune_cli.config.schema import Aggregator, BackbonePreset, Strict, TaskPreset
 
-Method = Literal["linear", "vpt", "pathotune", "full"]
+Method = Literal["linear", "vpt", "pathotune", "full", "lora", "prototypes", "knn", "zeroshot"]
+TRAINING_FREE = ("prototypes", "knn", "zeroshot")
+"""Methods fitted in one pass over the training tiles (or from text alone), without a gradient step."""
+TEXT_FAMILIES = ("open_clip", "conch")
+"""Backbone families with their own text tower (zero-shot classification)."""
+LoRATarget = Literal["qkv", "proj", "mlp"]
+LORA_DEFAULT_RANK = 16
+"""Rank of ``--method lora`` when ``lora.rank`` is not set: THUNDER's (rank 16 on the attention's qkv)."""
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -49,6 +56,26 @@ class IVPSettings(Strict):
     """Encode each training image once per run (on the un-augmented tile) instead of once per step."""
 
 
+class LoRASettings(Strict):
+    """Low-rank adapters on the frozen backbone's linear layers (``--method lora``, or added to vpt/pathotune)."""
+
+    rank: int | None = Field(None, ge=0, le=1024)
+    """Adapter rank; None: 16 for ``--method lora`` and no adapters for other methods."""
+    alpha: float | None = Field(None, gt=0)
+    """Scale numerator: the update is ``alpha / rank * B A x``; None means alpha = rank (scale 1)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[LoRATarget] = Field(default_factory=lambda: ["qkv"])
+    """``qkv`` (the attention's input projection), ``proj`` (its output projection), ``mlp`` (fc1 and fc2)."""
+
+
+class KNNSettings(Strict):
+    """``--method knn``: cosine k-nearest neighbours over the stored training features."""
+
+    k: int = Field(20, ge=1, le=10_000)
+    temperature: float = Field(0.07, gt=0)
+    """Each neighbour votes ``exp(similarity / temperature)`` (DINO's weighted kNN; ours)."""
+
+
 class PromptSettings(Strict):
     """Which parts train, and the shape of each prompt."""
 
@@ -58,6 +85,20 @@ class PromptSettings(Strict):
     ivp: IVPSettings = Field(default_factory=IVPSettings)
     pool: Literal["token", "avg", "token+avg"] | None = None
     """Head input; None takes the backbone preset's ``pool``."""
+    lora: LoRASettings = Field(default_factory=LoRASettings)
+    knn: KNNSettings = Field(default_factory=KNNSettings)
+
+    @property
+    def lora_rank(self) -> int:
+        """The adapters' rank in this model; 0: no adapters."""
+        if self.method == "lora":
+            return LORA_DEFAULT_RANK if self.lora.rank is None else self.lora.rank
+        return self.lora.rank or 0
+
+    @property
+    def training_free(self) -> bool:
+        """Whether the method fits without a gradient step (prototypes, knn, zeroshot)."""
+        return self.method in TRAINING_FREE
 
     @property
     def uses_ttp(self) -> bool:
@@ -73,6 +114,13 @@ class PromptSettings(Strict):
     def _check(self) -> PromptSettings:
         if self.method == "vpt" and self.tvp.tokens == 0:
             raise ValueError("method 'vpt' needs tvp.tokens > 0")
+        if self.method == "lora" and self.lora_rank == 0:
+            raise ValueError("method 'lora' needs lora.rank > 0 (e.g. --set lora.rank=16)")
+        if self.lora.rank and self.method in ("full", *TRAINING_FREE):
+            raise ValueError(f"lora.rank is for methods lora, linear, vpt and pathotune; method '{self.method}' "
+                             f"{'trains every weight already' if self.method == 'full' else 'trains nothing'}")
+        if not self.lora.targets:
+            raise ValueError("lora.targets needs at least one of qkv, proj, mlp")
         return self
 
 
@@ -201,8 +249,8 @@ class RunConfig(Strict):
     mil: MILSettings = Field(default_factory=MILSettings)
     """Slide-level tasks only."""
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
-    data: str
-    """An ImageFolder tree or a CSV with path,label[,split]."""
+    data: str | None = None
+    """An ImageFolder tree or a CSV with path,label[,split]; only ``zeroshot`` runs without it."""
     val_data: str | None = None
     weights: str | None = None
     """Explicit backbone weight file or folder."""
@@ -237,6 +285,23 @@ class RunConfig(Strict):
             used = [k for k in ("features", "tile_prompts", "folds", "default_mpp") if getattr(self, k) is not None]
             if used:
                 raise ValueError(f"'{used[0]}' is for slide-level tasks; task '{self.task.name}' is tile-level")
-        elif self.prompt.method == "full":
-            raise ValueError("method 'full' is not offered for slide-level tasks; use pathotune, vpt or linear")
+        elif self.prompt.method == "full" or self.prompt.method in ("lora", *TRAINING_FREE) or self.prompt.lora.rank:
+            raise ValueError(f"method '{self.prompt.method}'{' with lora' if self.prompt.lora.rank else ''} is not "
+                             "offered for slide-level tasks; use pathotune, vpt or linear")
+        return self
+
+    @model_validator(mode="after")
+    def _zeroshot_needs_text(self) -> RunConfig:
+        if self.prompt.method == "zeroshot" and self.backbone.family not in TEXT_FAMILIES:
+            raise ValueError(f"method 'zeroshot' needs a backbone with a text tower; '{self.backbone.name}' "
+                             f"({self.backbone.family}) has none: use clip-vit-b16, quiltnet-b32 or conch")
+        if self.prompt.method == "lora" and self.backbone.family == "open_clip":
+            raise ValueError(f"method 'lora' adapts timm-style blocks; '{self.backbone.name}' is an open_clip tower "
+                             "(nn.MultiheadAttention): use vpt or linear on it, or lora on a timm backbone")
+        return self
+
+    @model_validator(mode="after")
+    def _data_given(self) -> RunConfig:
+        if not self.data and self.prompt.method != "zeroshot":
+            raise ValueError("no training data given: pass --data DIR|CSV (only --method zeroshot runs without it)")
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pathotune_cli.backbones import load_backbone
 from pathotune_cli.backbones.base import Backbone
@@ -13,6 +14,10 @@ from pathotune_cli.config.run import PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, TaskPreset
 from pathotune_cli.engine.model import PromptedModel
 from pathotune_cli.engine.text import encode_texts
+from pathotune_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -55,5 +60,25 @@ def build_prompted_model(
     if settings.uses_ttp:
         encoder_name = text_encoder_for(settings, backbone_preset)
         embeddings = encode_texts(texts, encoder_name, backbone)
-    model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance)
+    class_text = None
+    if settings.method == "zeroshot":
+        texts, encoder_name = texts[1:], "self"  # one description per class; the prompt file records them
+        class_text = zero_shot_text(backbone, texts)
+    try:
+        model = PromptedModel(backbone, settings, len(task.classes), embeddings, instance, class_text)
+    except ValueError as exc:  # a method this backbone cannot carry (no text tower, no LoRA targets)
+        raise BadInput(str(exc), "choose another --method or --backbone") from None
     return BuiltModel(model, backbone_fp, instance_preset, instance_fp, encoder_name, texts)
+
+
+def zero_shot_text(backbone: Backbone, texts: list[str]) -> torch.Tensor:
+    """Each class description through the backbone's own text tower: (C, D) unit-norm embeddings.
+
+    Raises:
+        BadInput: the backbone has no text tower.
+    """
+    embeddings = backbone.encode_text(texts)
+    if embeddings is None:
+        raise BadInput(f"method 'zeroshot' needs a backbone with a text tower; '{backbone.preset.name}' has none",
+                       "use clip-vit-b16, quiltnet-b32 or conch, or another --method")
+    return embeddings

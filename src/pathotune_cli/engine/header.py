@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pathotune_cli.config.run import MILSettings, PromptSettings
+from pathotune_cli.config.run import KNNSettings, LoRASettings, MILSettings, PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset, TileSpec
 from pathotune_cli.engine.trust import TrustStats
 
@@ -105,5 +105,13 @@ class PromptHeader(Strict):
         return self.backbone.random_weights or bool(self.instance_encoder and self.instance_encoder.random_weights)
 
     def to_json(self) -> dict[str, Any]:
-        """The header as JSON-ready data."""
-        return self.model_dump(mode="json")
+        """The header as JSON-ready data.
+
+        ``prompt.lora`` and ``prompt.knn`` are written only where they are not the defaults, so a file of the
+        methods before them stays readable by the pathotune before them.
+        """
+        data = self.model_dump(mode="json")
+        for key, default in (("lora", LoRASettings()), ("knn", KNNSettings())):
+            if data["prompt"].get(key) == default.model_dump(mode="json"):
+                data["prompt"].pop(key)
+        return data

@@ -54,7 +54,7 @@ def prompt_header(
         prompt=model.settings,
         method=model.method,
         text_encoder=built.text_encoder,
-        texts=built.texts if model.ttp is not None else [],
+        texts=built.texts if model.ttp is not None or model.method == "zeroshot" else [],
         preprocessing=Preprocessing(input_size=backbone.input_size, mean=backbone.mean, std=backbone.std),
         tile=task.tile,
         trainable_parameters=model.trainable_parameters(),
@@ -92,7 +92,12 @@ def load_prompted_model(
             "give it slides (predict, eval with a slides CSV); a tile-level file classifies tiles",
         )
     backbone, instance = load_frozen_parts(file, weights, allow_download)
-    model = PromptedModel(backbone, header.prompt, len(header.classes), stored_text_embeddings(file), instance)
+    try:
+        model = PromptedModel(backbone, header.prompt, len(header.classes), stored_text_embeddings(file), instance,
+                              file.tensors.get("head.text"))
+    except ValueError as exc:
+        raise BadInput(f"{file.path}: {exc}", ALTERED) from None
+    model.resize_for(file.tensors)
     check_tensors(file, model.trained_state())
     check_trust_tensors(file, model.head.in_features)
     model.load_trained({k: v for k, v in file.tensors.items() if not k.startswith(TRUST_PREFIX)})

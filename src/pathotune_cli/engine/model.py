@@ -3,10 +3,14 @@
 Token order into the first block: ``[prefix (CLS, registers) | TVP | TTP | IVP | patch tokens]``.
 Methods are the same engine with parts switched off, so comparisons between them are fair; within ``pathotune``,
 ``prompt.ttp.tokens=0`` or ``prompt.ivp.tokens=0`` switches TTP or IVP off (ours, for the paper's ablations).
+``lora`` adds low-rank adapters to the frozen backbone (``engine.lora``; ``lora.rank`` adds them to vpt and
+pathotune too); ``prototypes``, ``knn`` and ``zeroshot`` replace the linear head by one fitted without gradients
+(``engine.heads``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -14,6 +18,8 @@ from torch import nn
 
 from pathotune_cli.backbones.base import Backbone
 from pathotune_cli.config.run import PromptSettings
+from pathotune_cli.engine.heads import FittedHead, KNNHead, PrototypeHead, ZeroShotHead
+from pathotune_cli.engine.lora import LoRAAdapters
 from pathotune_cli.engine.prompts import TaskTextPrompts, TaskVisualPrompts, VisualRefineModule
 from pathotune_cli.hardware import Placement
 
@@ -31,7 +37,9 @@ class PromptedModel(nn.Module):
         num_classes: int,
         text_embeddings: torch.Tensor | None = None,
         instance_encoder: Backbone | None = None,
+        class_text: torch.Tensor | None = None,
     ) -> None:
+        """``class_text``: ``zeroshot`` only, one unit-norm embedding per class from the backbone's text tower."""
         super().__init__()
         self.settings = settings
         self.method = settings.method
@@ -56,9 +64,11 @@ class PromptedModel(nn.Module):
             self.instance_encoder = instance_encoder
             encoder = instance_encoder if instance_encoder is not None else backbone
             self.vrm = VisualRefineModule(settings.ivp, encoder.feature_dim, backbone.width)
-        feature_dim = backbone.pooled_dim(self.pool_mode)
-        self.head = nn.Linear(feature_dim, num_classes)
-        nn.init.zeros_(self.head.bias)
+        self.lora = LoRAAdapters(backbone, settings.lora, settings.lora_rank) if settings.lora_rank else None
+        if self.lora is not None and not len(self.lora):
+            raise ValueError(f"backbone '{backbone.preset.name}' has no {'/'.join(settings.lora.targets)} linear "
+                             "layers in timm-style blocks for LoRA (open_clip towers use nn.MultiheadAttention)")
+        self.head = _head(backbone, settings, backbone.pooled_dim(self.pool_mode), num_classes, class_text)
         self._freeze()
 
     # -- parameters --------------------------------------------------------------------------------------------
@@ -95,11 +105,22 @@ class PromptedModel(nn.Module):
         return self
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """The tensors a prompt file stores: every trainable parameter, plus the task's text embeddings."""
+        """The tensors a prompt file stores.
+
+        Every trainable parameter, the task's text embeddings, and a fitted head's buffers (prototypes, the kNN
+        bank, the zero-shot classifier).
+        """
         state = {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
         if self.ttp is not None:
             state["ttp.text_embeddings"] = self.ttp.text_embeddings.detach()
+        if isinstance(self.head, FittedHead):
+            state.update({f"head.{name}": b.detach() for name, b in self.head.named_buffers()})
         return state
+
+    def resize_for(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Before ``load_trained``: give a fitted head the stored sizes of its buffers (the kNN bank)."""
+        if isinstance(self.head, FittedHead):
+            self.head.resize_like(tensors, "head.")
 
     def load_trained(self, tensors: dict[str, torch.Tensor]) -> None:
         """Load tensors named as ``trained_state`` (the frozen parts are left as they are)."""
@@ -148,21 +169,23 @@ class PromptedModel(nn.Module):
         if self.vrm is not None:
             if instance_features is None:
                 instance_features = self.instance_features(images)
-            segments.append(self.vrm(instance_features.to(self.head.weight.dtype)).to(tokens.dtype))
+            segments.append(self.vrm(instance_features.to(self.vrm.net[1].weight.dtype)).to(tokens.dtype))
         segments.append(tokens[:, p:])
         tokens = torch.cat(segments, dim=1) if len(segments) > 2 else tokens
         n_tvp = self.tvp.num_tokens if self.tvp is not None else 0
         last = bb.num_blocks - 1
-        for i in range(bb.num_blocks):
-            if i > 0 and self.tvp is not None:
-                fresh = self.tvp.at_block(i)
-                if fresh is not None:
-                    fresh = fresh.to(tokens.dtype).expand(batch, -1, -1)
-                    tokens = torch.cat([tokens[:, :p], fresh, tokens[:, p + n_tvp :]], dim=1)
-            if i == last:
-                break
-            tokens = bb.block(i, tokens)
-        tokens = bb.blocks_then_norm(tokens, self.pool_mode, first=last)
+        with self.lora.switched_on() if self.lora is not None else contextlib.nullcontext():
+            for i in range(bb.num_blocks):
+                if i > 0 and self.tvp is not None:
+                    fresh = self.tvp.at_block(i)
+                    if fresh is not None:
+                        fresh = fresh.to(tokens.dtype).expand(batch, -1, -1)
+                        tokens = torch.cat([tokens[:, :p], fresh, tokens[:, p + n_tvp :]], dim=1)
+                if i == last:
+                    break
+                tokens = bb.block(i, tokens)
+            # the last block's class-token-only shortcut reads qkv's weights directly: adapted models run it whole
+            tokens = bb.blocks_then_norm(tokens, self.pool_mode if self.lora is None else "whole", first=last)
         return bb.pool(tokens, skip=self.num_prompt_tokens, pool=self.pool_mode)
 
     @property
@@ -177,3 +200,23 @@ class PromptedModel(nn.Module):
     def forward(self, images: torch.Tensor, instance_features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, classes) for RGB images in [0, 1] of shape (B, 3, H, W)."""
         return self.head(self.features(images, instance_features))
+
+
+def _head(backbone: Backbone, settings: PromptSettings, feature_dim: int, num_classes: int,
+          class_text: torch.Tensor | None) -> nn.Module:
+    """The method's head: linear (trained), or fitted without gradients (prototypes, knn, zeroshot)."""
+    if settings.method == "prototypes":
+        return PrototypeHead(feature_dim, num_classes)
+    if settings.method == "knn":
+        return KNNHead(feature_dim, num_classes, settings.knn.k, settings.knn.temperature)
+    if settings.method == "zeroshot":
+        projection = backbone.text_projection(feature_dim)
+        if projection is None or class_text is None:
+            raise ValueError(f"method 'zeroshot' needs a backbone with a text tower; '{backbone.preset.name}' has none")
+        if class_text.shape != (num_classes, projection[0].shape[1]):
+            raise ValueError(f"zero-shot class texts of shape {tuple(class_text.shape)} do not fit {num_classes} "
+                             f"classes and {projection[0].shape[1]}-d embeddings")
+        return ZeroShotHead(feature_dim, projection[0], class_text, projection[1])
+    head = nn.Linear(feature_dim, num_classes)
+    nn.init.zeros_(head.bias)
+    return head

@@ -105,7 +105,10 @@ def expected_tensors(file: Any) -> tuple[dict[str, Any] | None, str | None]:
     stored = stored_text_embeddings(file, prefix="tiles." if slide else "")
     embeddings = None if stored is None else torch.empty(*stored.shape, device=device)
     with torch.device(device):
-        model = PromptedModel(bb, header.prompt, 1 if slide else len(header.classes), embeddings, inst)
+        text = file.tensors.get("head.text")  # zeroshot: the stored class texts
+        text = None if text is None else torch.empty(*text.shape, device=device)
+        model = PromptedModel(bb, header.prompt, 1 if slide else len(header.classes), embeddings, inst, text)
+        model.resize_for(file.tensors)
         if slide:
             from pathotune_cli.engine.slide_model import make_slide_model
 

@@ -82,6 +82,13 @@ def config_digest(config: RunConfig) -> str:
         data.pop(key, None)
     if data["mil"].get("slides_per_step") == 1:  # the default, as before the key existed: old checkpoints resume
         data["mil"].pop("slides_per_step")
+    from pathotune_cli.config.run import KNNSettings, LoRASettings
+
+    for key, default in (("lora", LoRASettings()), ("knn", KNNSettings())):  # likewise for runs before these keys
+        if data["prompt"].get(key) == default.model_dump(mode="json"):
+            data["prompt"].pop(key)
+    if data.get("default_mpp") is None:  # likewise for runs before --default-mpp reached tune
+        data.pop("default_mpp", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -67,8 +67,8 @@ class TuneOptions:
             raise BadInput(
                 "no task given", "pass --preset NAME (see `pathotune presets list`) or --config RUN/config.yaml"
             )
-        if not self.config and self.data is None:
-            raise BadInput("no training data given", "pass --data DIR|CSV")
+        if not self.config and self.data is None and self.method != "zeroshot":
+            raise BadInput("no training data given", "pass --data DIR|CSV (only --method zeroshot runs without it)")
 
 
 def choose_backbone(opts: TuneOptions, task: TaskPreset) -> tuple[str, str | None]:
@@ -105,13 +105,18 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
     base.setdefault("train", {}).update({k: v for k, v in train.items() if v is not None})
     if opts.method is not None:
         base.setdefault("prompt", {})["method"] = opts.method
-    if not base.get("data"):
-        raise BadInput("no training data given", "pass --data DIR|CSV")
+    if not base.get("data") and base.get("prompt", {}).get("method") != "zeroshot":
+        raise BadInput("no training data given", "pass --data DIR|CSV (only --method zeroshot runs without it)")
     base.setdefault("out", str(output_folder("tune", None)))
-    config = validate(RunConfig, apply_overrides(base, list(opts.sets)), source=source)
+    config = validate(RunConfig, apply_overrides(base, [_short_key(s) for s in opts.sets]), source=source)
     if chosen_because is not None:
         _require_chosen_weights(config, chosen_because, opts.download)
     return config
+
+
+def _short_key(assignment: str) -> str:
+    """``lora.*`` and ``knn.*`` are short for ``prompt.lora.*`` and ``prompt.knn.*`` in ``--set``."""
+    return f"prompt.{assignment}" if assignment.startswith(("lora.", "knn.")) else assignment
 
 
 def tune_run(
@@ -249,6 +254,7 @@ def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, r
 def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allow_download: bool, report: Reporter,
                 dist: Any, started: float) -> TuneResult:
     """Load, build, fit (every rank), then the run folder's outputs (rank 0)."""
+    from pathotune_cli.training.fit_free import fit_without_gradients
     from pathotune_cli.training.loop import fit
 
     train_set, val_set, splits = _load_splits(config, report)
@@ -258,11 +264,15 @@ def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allo
     monitor = f"validation {config.train.monitor}" if val_set is not None else "training loss"
     if dist.main:
         _start_run_folder(out, config, built, placement, train_set, val_set, monitor, started, dist)
-    fitted = fit(
-        built.model, splits[0], splits[1], config.train, placement, config.seed,
-        checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config), report=report,
-        kernels=config.runtime.kernels, dist=dist,
-    )
+    if config.prompt.training_free:  # prototypes, knn, zeroshot: one pass, no optimiser
+        fitted = fit_without_gradients(built.model, splits[0], splits[1], config.train, placement,
+                                       config.runtime.kernels, report, dist)
+    else:
+        fitted = fit(
+            built.model, splits[0], splits[1], config.train, placement, config.seed,
+            checkpoint=out / "checkpoint.safetensors", resume=resume, config_digest=config_digest(config),
+            report=report, kernels=config.runtime.kernels, dist=dist,
+        )
     prompts, validation = out / PROMPTS_NAME, None
     if dist.main:
         add_to_run_record(out / "run.json", kernels=fitted.kernels)
@@ -272,7 +282,7 @@ def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allo
         run=out, prompts=prompts, prompts_bytes=prompts.stat().st_size if dist.main else 0, task=config.task.name,
         backbone=config.backbone.name, method=config.prompt.method,
         trainable_parameters=model.trainable_parameters(), backbone_parameters=model.backbone_parameters(),
-        precision=placement.precision, device=placement.device, train_images=len(train_set),
+        precision=placement.precision, device=placement.device, train_images=len(train_set) if train_set else 0,
         val_images=len(val_set) if val_set is not None else 0, epochs_run=len(fitted.history),
         best_epoch=fitted.best_epoch, stopped_early=fitted.stopped_early, early_stopping_on=monitor,
         random_weights=model.backbone.weight_source.kind == "random", resumed_from=fitted.resumed_from,
@@ -355,6 +365,9 @@ def _load_splits(config: RunConfig, report: Reporter) -> tuple[Any, Any, tuple[A
     def warning(text: str) -> None:
         warn(report, text)
 
+    if config.data is None:  # zeroshot without data: the classifier is the class descriptions' text
+        warning("no --data: zero-shot from the class descriptions alone, with no validation metrics or calibration")
+        return None, None, (None, None)
     data = discover_data(config.data, config.task, warning)  # tiles on disk, or in slides (labels.csv)
     require_classes(data)
     val_given = discover_data(config.val_data, config.task, warning, "--val-data") if config.val_data else None
@@ -440,7 +453,8 @@ def _finish(out: Path, config: RunConfig, built: Any, placement: Any, train_set:
         metrics = write_validation_report(lambda name: staged.temp(out / name), built.model, splits[1], val_set,
                                           task, batch, placement, config.seed, fitted, probs=probs,
                                           trust=trust.summary if trust else None)
-        counts = {"train": train_set.counts(), "val": val_set.counts() if val_set is not None else {}}
+        counts = {"train": train_set.counts() if train_set is not None else {},
+                  "val": val_set.counts() if val_set is not None else {}}
         header = prompt_header(
             built, task, config.backbone,
             metrics={"split": "validation", **(metrics.get("summary") or {})},
