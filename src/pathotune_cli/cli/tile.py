@@ -42,6 +42,12 @@ LabelsOpt = Annotated[
     typer.Option("--labels", help="QuPath annotations (File > Export objects as GeoJSON): one slide's .geojson, a "
                  "folder of <slide>.geojson, or a CSV slide,labels; writes labels.csv for tune --data."),
 ]
+LabelsPresetOpt = Annotated[
+    str | None, typer.Option("--preset", help="With --labels: the task whose classes the annotations name.")
+]
+MinLabelCoverOpt = Annotated[float | None, typer.Option(
+    "--min-label-cover", min=0.01, max=1.0, show_default=False,
+    help="With --labels: share of a tile a region must cover to label it [default: 0.5].")]
 SlidesArg = Annotated[
     list[Path] | None, typer.Argument(help="Slide files or folders of slides.", show_default=False)
 ]
@@ -88,11 +94,8 @@ def tile(
     devices: DevicesOpt = None,
     max_damaged: MaxDamagedOpt = 0.05,
     labels: LabelsOpt = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="With --labels: the task whose classes the "
-                                               "annotations name (aliases forgiven).")] = None,
-    min_label_cover: Annotated[float | None, typer.Option(
-        "--min-label-cover", min=0.01, max=1.0, show_default=False,
-        help="With --labels: share of a tile a region must cover to label it [default: 0.5].")] = None,
+    preset: LabelsPresetOpt = None,
+    min_label_cover: MinLabelCoverOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Tile slides at a physical resolution: coords .h5, tissue GeoJSON, thumbnail and manifest.csv.
@@ -112,24 +115,12 @@ def tile(
     if overlap >= tile_size:
         raise BadInput(f"--overlap {overlap} is out of range (allowed: 0 to {tile_size - 1}, below --tile-size)")
     config = TileConfig(
-        slides=tuple(slides or ()),
-        out=output_folder("tile", out),
-        slides_csv=slides_csv,
-        target_mpp=None if mag is not None else (mpp if mpp is not None else DEFAULT_MPP),
-        mag=mag,
-        tile_size=tile_size,
-        overlap=overlap,
-        min_tissue=min_tissue,
-        tissue=tissue.value,
-        tissue_geojson=tissue_geojson,
-        default_mpp=default_mpp,
-        save_tiles=save_tiles.value if save_tiles is not None else None,
-        workers=workers,
-        resume=resume,
-        max_damaged=max_damaged,
-        labels=labels,
-        preset=preset,
-        min_label_cover=min_label_cover,
+        slides=tuple(slides or ()), out=output_folder("tile", out), slides_csv=slides_csv,
+        target_mpp=None if mag is not None else (mpp if mpp is not None else DEFAULT_MPP), mag=mag,
+        tile_size=tile_size, overlap=overlap, min_tissue=min_tissue, tissue=tissue.value,
+        tissue_geojson=tissue_geojson, default_mpp=default_mpp,
+        save_tiles=save_tiles.value if save_tiles is not None else None, workers=workers, resume=resume,
+        max_damaged=max_damaged, labels=labels, preset=preset, min_label_cover=min_label_cover,
         shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:

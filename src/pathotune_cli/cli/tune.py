@@ -13,6 +13,16 @@ from pathotune_cli.cli import render
 from pathotune_cli.cli.options import DefaultMppOpt, JsonOpt, SetOpt, SweepOpt, WeightsOpt, above_zero
 from pathotune_cli.cli.render import emit_json, key_values, table, user_errors
 
+FeaturesOpt = Annotated[Path | None, typer.Option(
+    "--features", help="Slide-level tasks: a folder of per-slide features .h5 to reuse (ours, TRIDENT, CLAM).")]
+FoldsOpt = Annotated[int | None, typer.Option(
+    "--folds", min=2, max=20, help="Slide-level tasks: patient-grouped stratified K-fold cross-validation.")]
+SkipBadSlidesOpt = Annotated[bool, typer.Option(
+    "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Start again in a folder that holds a run (its files are "
+                                        "replaced).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading missing weights.")]
 BackboneOpt = Annotated[
     str | None,
     typer.Option(
@@ -57,28 +67,19 @@ def tune(
     prompts: Annotated[Path | None, typer.Option(
         "--prompts", help="Slide-level tasks, two-stage: a tile-level prompt file whose features feed the aggregator."
     )] = None,
-    features: Annotated[Path | None, typer.Option(
-        "--features", help="Slide-level tasks: a folder of per-slide features .h5 to reuse (ours, TRIDENT, CLAM)."
-    )] = None,
-    folds: Annotated[int | None, typer.Option(
-        "--folds", min=2, max=20, help="Slide-level tasks: patient-grouped stratified K-fold cross-validation."
-    )] = None,
+    features: FeaturesOpt = None,
+    folds: FoldsOpt = None,
     default_mpp: DefaultMppOpt = None,
-    skip_bad_slides: Annotated[bool, typer.Option(
-        "--skip-bad-slides", help="Slide-level tasks: list unreadable slides and go on without them."
-    )] = False,
+    skip_bad_slides: SkipBadSlidesOpt = False,
     sweep: SweepOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Start again in a folder that holds a run (its files are replaced).")
-    ] = False,
-    download: Annotated[bool, typer.Option("--download", help="Allow downloading missing weights.")] = False,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+    download: DownloadOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Tune prompts for a task on labelled tiles; writes RUN/prompts.safetensors and the run record.
 
-    Under `torchrun --nproc-per-node N -m pathotune_cli tune ...` (or srun) the ranks train together; rank 0
-    alone writes and prints, except another rank's errors that rank 0 could not tell (``rank N: ...``).
+    Under `torchrun --nproc-per-node N -m pathotune_cli tune ...` (or srun) the ranks train together.
     """
     from pathotune_cli.cli.progress import ProgressDisplay
     from pathotune_cli.cluster import world_from_env

@@ -53,6 +53,12 @@ def open_slide(path: str | Path, backend: Backend | str = "auto") -> SlideReader
     if backend != "auto":
         return _open_with(path, backend)
     support.refuse_unreadable(path)
+    return _open_auto(path)
+
+
+def _open_auto(path: Path) -> SlideReader:
+    """The first reader that takes the file: CZI by content, the direct TIFF decoder, OpenSlide, then Pillow."""
+    import pathotune_cli.wsi.support as support
     from pathotune_cli.wsi.czi_reader import is_czi
 
     if is_czi(path):

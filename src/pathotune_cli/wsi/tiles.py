@@ -214,9 +214,7 @@ def for_each_tile(
     tile about once) and its own reader, since readers keep a cache; a flat image's reader holds only the
     decoded array and is shared. Calls across threads come in no set order. The first error stops the
     other threads and is raised here (an interrupt first); when ``cancel`` is set, every thread stops at its
-    next tile and this returns. Every thread has ended when this returns or raises. With ``damage``, a tile
-    that does not decode is filled from a coarser level, or left out (``func`` is not called for it), and
-    counted there; the slide fails past its share.
+    next tile and this returns. Every thread has ended when this returns or raises. ``damage``: see ``_one_tile``.
 
     Raises:
         PathotuneError: The slide cannot be opened or a tile cannot be read (or whatever ``func`` raised).
@@ -238,12 +236,7 @@ def for_each_tile(
                 for x, y in band.tolist():
                     if stop.is_set() or (cancel is not None and cancel.is_set()):
                         return
-                    if damage is None:
-                        func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
-                        continue
-                    tile, kept = read_tile_tolerant(reader, x, y, level, read_size, tile_size, damage)
-                    if kept:
-                        func(tile, x, y)
+                    _one_tile(reader, x, y, level, read_size, tile_size, func, damage)
             finally:
                 if own:
                     reader.close()
@@ -270,6 +263,17 @@ def for_each_tile(
         first.close()
     if errors:
         raise next((e for e in errors if not isinstance(e, Exception)), errors[0])
+
+
+def _one_tile(reader: SlideReader, x: int, y: int, level: int, read_size: int, tile_size: int,
+              func: Callable[[np.ndarray, int, int], None], damage: TileDamage | None) -> None:
+    """``func`` on one tile; with ``damage``, a tile no level decodes is left out (``func`` not called)."""
+    if damage is None:
+        func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
+        return
+    tile, kept = read_tile_tolerant(reader, x, y, level, read_size, tile_size, damage)
+    if kept:
+        func(tile, x, y)
 
 
 def _join_through_interrupts(threads: list[threading.Thread]) -> None:
