@@ -56,6 +56,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("features", "features", "features"),
     ("merge", "merge", "merge"),
     ("export", "export", "export"),
+    ("report", "report", "report"),
     ("inspect", "inspect", "inspect"),
     ("doctor", "doctor", "doctor"),
     ("demo", "demo", "demo"),
