@@ -14,6 +14,7 @@ from pathotune_cli.cli.options import (
     PrecisionOpt,
     PromptsArg,
     PromptsOpt,
+    ReportOpt,
     UncalibratedOpt,
     WeightsOpt,
     choose_prompts,
@@ -39,6 +40,7 @@ def evaluate(
     weights: WeightsOpt = None,
     kernels: KernelsOpt = "auto",
     uncalibrated: UncalibratedOpt = False,
+    write_report: ReportOpt = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
@@ -49,7 +51,7 @@ def evaluate(
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
                        precision=precision, device=device, weights=weights, uncalibrated=uncalibrated,
-                       kernels=kernels)
+                       kernels=kernels, report=write_report)
     with ProgressDisplay() as progress:
         result = eval_run(opts, report=progress)
     if json_out:
@@ -69,7 +71,8 @@ def evaluate(
          for c, v in scores["per_class"].items()],
     )
     _render_trust(result.trust)
-    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png")
+    page = ", report.html (open it in any browser)" if write_report and (result.out / "report.html").is_file() else ""
+    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png{page}")
 
 
 def _render_trust(trust: dict) -> None:

@@ -149,3 +149,9 @@ DefaultMppOpt = Annotated[
     float | None,
     typer.Option("--default-mpp", min=0.02, max=40.0, help="mpp for slides whose metadata and CSV give none."),
 ]
+
+ReportOpt = Annotated[
+    bool,
+    typer.Option("--report/--no-report",
+                 help="Also write report.html: one offline page of the results for a pathologist (about a second)."),
+]

@@ -30,6 +30,8 @@ class EvalOptions:
     """``--kernels``: auto (measured), or pinned (``attention=plain,weights=bf16``)."""
     uncalibrated: bool = False
     """Score the raw softmax instead of the calibrated probabilities (the calibration report shows both)."""
+    report: bool = True
+    """Write ``report.html`` (``runs.report``) beside the metrics: one offline page, about a second."""
 
     def __post_init__(self) -> None:
         """Counts must be usable."""
@@ -76,6 +78,20 @@ class EvalResult:
 
 
 def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
+    """Evaluate ``opts.prompts`` on ``opts.data``, then (``opts.report``) write ``report.html`` from what it wrote.
+
+    Raises:
+        BadInput: as ``evaluate``.
+    """
+    result = evaluate(opts, report)
+    if opts.report:
+        from pathotune_cli.runs.report import write_report_quietly
+
+        write_report_quietly(result.out, report)
+    return result
+
+
+def evaluate(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     """Evaluate ``opts.prompts`` on ``opts.data``; writes metrics JSON, predictions CSV, confusion and reliability PNGs.
 
     Raises:

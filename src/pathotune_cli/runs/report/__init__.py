@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pathotune_cli.events import Reporter, ignore, warn
+
 REPORT_NAME = "report.html"
 
 
@@ -37,6 +39,21 @@ def build_report(folder: Path) -> Path:
         BadInput: ``folder`` is not a predict or eval folder.
     """
     return report_run(folder).path
+
+
+def write_report_quietly(folder: Path, report: Reporter = ignore) -> Path | None:
+    """``build_report`` after a run that already finished; returns the page, or None when it failed.
+
+    A report that cannot be written is a warning, not a failure of the run: its records are in place, and
+    ``pathotune report FOLDER`` can try again.
+    """
+    from pathotune_cli.errors import PathotuneError, describe
+
+    try:
+        return build_report(folder)
+    except (PathotuneError, OSError, ValueError) as exc:
+        warn(report, f"report.html not written: {describe(exc)[1]}; rerun `pathotune report {folder}`")
+        return None
 
 
 def report_run(folder: Path, out: Path | None = None) -> ReportResult:

@@ -129,4 +129,12 @@
   document.querySelectorAll(".filter").forEach(initFilter);
   document.querySelectorAll(".slide").forEach(initSlide);
   document.body.setAttribute("data-ready", "1");
+  // After every picture decoded: how many of them did (a self-check a headless browser can read back).
+  window.addEventListener("load", function () {
+    var images = document.images, loaded = 0;
+    for (var i = 0; i < images.length; i += 1) {
+      if (images[i].complete && images[i].naturalWidth > 0) { loaded += 1; }
+    }
+    document.body.setAttribute("data-images", loaded + "/" + images.length);
+  });
 })();
