@@ -76,6 +76,9 @@ def test_predict_report_opens_offline_with_a_row_and_a_map_per_slide(predict_fol
     with_thumb = _card(seen.dom, SLIDES[0])
     assert re.search(r'<img class="thumb"[^>]*src="data:image/jpeg', with_thumb)
     assert {"class", "confidence"} <= set(re.findall(r'<img class="overlay" data-key="(\w+)"', with_thumb))
+    tags = [re.sub(r'src="[^"]*"', "", tag) for tag in re.findall(r'<img class="overlay"[^>]*>', with_thumb)]
+    shown = [re.search(r'data-key="(\w+)"', tag).group(1) for tag in tags if not re.search(r"\shidden\b", tag)]
+    assert shown == ["class"]  # one map at a time: the switch shows the chosen one only
     assert "no plain thumbnail" in _card(seen.dom, SLIDES[1])
     assert 'id="random-weights"' in seen.dom and 'id="research-use"' in seen.dom
     assert all(src.startswith("data:") for src in re.findall(r'<img [^>]*src="([^"]*)"', seen.dom))

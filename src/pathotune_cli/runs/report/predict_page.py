@@ -98,6 +98,10 @@ def _slide_card(slide: SlideRecord, view: SlideView | None, classes: list[str]) 
         parts.append(f'<figure><img class="picture map" alt="map of {esc(slide.stem)} as predict drew it" '
                      f'src="{view.map_picture}"><figcaption>The map as <code>predict</code> drew it '
                      "(its legend on the right).</figcaption></figure>")
+    if view.top_tiles:
+        parts.append(f'<figure><img class="picture top" alt="most attended tiles of {esc(slide.stem)}" '
+                     f'src="{view.top_tiles}"><figcaption>The most attended tiles, as <code>predict</code> '
+                     "picked them.</figcaption></figure>")
     parts.append("</div>")
     if view.note:
         parts.append(f'<p class="note">{esc(view.note)}</p>')
@@ -113,9 +117,9 @@ def _viewer(view: SlideView) -> str:
     radios = "".join(
         f'<label><input type="radio" class="map-choice" name="map-{stem}" value="{esc(k)}"'
         f'{" checked" if k == first else ""}> {esc(label)}</label>' for k, label in choices)
-    layers = "".join(f'<img class="overlay" data-key="{esc(o.key)}" alt="{esc(o.label)} map" src="{o.uri}">'
-                     for o in view.overlays)
-    legends = "".join(_legend(o) for o in view.overlays)
+    layers = "".join(f'<img class="overlay" data-key="{esc(o.key)}" alt="{esc(o.label)} map" src="{o.uri}"'
+                     f'{"" if o.key == first else " hidden"}>' for o in view.overlays)
+    legends = "".join(_legend(o, o.key != first) for o in view.overlays)
     return (
         '<figure class="view"><div class="controls">' + radios
         + '<label>opacity <input type="range" class="opacity" min="0" max="100" value="60"></label>'
@@ -130,10 +134,11 @@ def _viewer(view: SlideView) -> str:
     )
 
 
-def _legend(overlay: Overlay) -> str:
+def _legend(overlay: Overlay, hidden: bool) -> str:
     entries = "".join(f'<span><span class="swatch" style="background:{c}"></span>{esc(t)}</span>'
                       for t, c in overlay.legend)
-    return f'<div class="legend" data-key="{esc(overlay.key)}"><b>{esc(overlay.unit)}:</b> {entries}</div>'
+    return (f'<div class="legend" data-key="{esc(overlay.key)}"{" hidden" if hidden else ""}>'
+            f"<b>{esc(overlay.unit)}:</b> {entries}</div>")
 
 
 def _explained(view: SlideView) -> str:

@@ -57,6 +57,8 @@ class SlideRecord:
     tiles_csv: Path | None = None
     map_png: Path | None = None
     thumbnail: Path | None = None
+    top_tiles: Path | None = None
+    """``<stem>.top_tiles.png``: the most attended tiles of a slide-level prediction."""
     explain: list[dict[str, str]] = field(default_factory=list)
     """``explanations.csv`` rows of ``<stem>.explain/``, ``png`` made a full path."""
 
@@ -215,6 +217,7 @@ def _slide(folder: Path, row: dict[str, str]) -> SlideRecord:
     maps = [folder / f"{stem}{suffix}" for suffix in MAP_NAMES]
     tiles = folder / f"{stem}.predictions.csv"
     thumb = folder / f"{stem}.thumb.jpg"
+    top = folder / f"{stem}.top_tiles.png"
     explain_dir = folder / f"{stem}.explain"
     _, explained = read_csv(explain_dir / "explanations.csv")
     for entry in explained:
@@ -222,6 +225,7 @@ def _slide(folder: Path, row: dict[str, str]) -> SlideRecord:
     return SlideRecord(
         stem=stem, row=row, tiles_csv=tiles if tiles.is_file() else None,
         map_png=next((m for m in maps if m.is_file()), None), thumbnail=thumb if thumb.is_file() else None,
+        top_tiles=top if top.is_file() else None,
         explain=[e for e in explained if Path(e["png"]).is_file()],
     )
 

@@ -42,6 +42,8 @@ class SlideView:
     """Data URI of ``<stem>.heatmap.png`` / ``<stem>.attention.png`` as ``predict`` drew it."""
     explained: list[ExplainedTile] = field(default_factory=list)
     note: str = ""
+    top_tiles: str = ""
+    """Data URI of the slide-level montage of the most attended tiles."""
 
 
 def slide_view(slide: SlideRecord, classes: list[str]) -> SlideView:
@@ -52,16 +54,17 @@ def slide_view(slide: SlideRecord, classes: list[str]) -> SlideView:
     explained = [ExplainedTile(e.get("class", ""), e.get("probability", ""),
                                picture_uri(Path(e["png"]), EXPLAIN_SIZE)[0], Path(e["png"]).stem)
                  for e in slide.explain]
+    top = picture_uri(slide.top_tiles, VIEW_SIZE)[0] if slide.top_tiles else ""
     level0 = slide_thumbnail_level0_size(slide.thumbnail) if slide.thumbnail else None
     if slide.thumbnail is None or level0 is None:
         note = ("no plain thumbnail in this folder (<stem>.thumb.jpg): the map is shown as predict drew it"
                 if map_uri else "no picture of this slide in the folder")
-        return SlideView(slide.stem, map_picture=map_uri, explained=explained, note=note)
+        return SlideView(slide.stem, map_picture=map_uri, explained=explained, note=note, top_tiles=top)
     uri, size = picture_uri(slide.thumbnail, VIEW_SIZE)
     columns = read_tile_columns(slide.tiles_csv, classes) if slide.tiles_csv else {}
     maps = overlays(columns, classes, level0, size) if columns else []
     note = "" if maps else "no tile CSV in this folder: the thumbnail is shown without a map"
-    return SlideView(slide.stem, uri, size, maps, map_uri, explained, note)
+    return SlideView(slide.stem, uri, size, maps, map_uri, explained, note, top)
 
 
 def read_tile_columns(path: Path, classes: list[str]) -> dict[str, np.ndarray]:
