@@ -117,8 +117,8 @@ def _viewer(view: SlideView) -> str:
     radios = "".join(
         f'<label><input type="radio" class="map-choice" name="map-{stem}" value="{esc(k)}"'
         f'{" checked" if k == first else ""}> {esc(label)}</label>' for k, label in choices)
-    layers = "".join(f'<img class="overlay" data-key="{esc(o.key)}" alt="{esc(o.label)} map" src="{o.uri}"'
-                     f'{"" if o.key == first else " hidden"}>' for o in view.overlays)
+    layers = "".join(f'<img class="overlay" data-key="{esc(o.key)}" alt="{esc(o.label)} map" src="{o.uri}" '
+                     f'style="{o.place.style()}"{"" if o.key == first else " hidden"}>' for o in view.overlays)
     legends = "".join(_legend(o, o.key != first) for o in view.overlays)
     return (
         '<figure class="view"><div class="controls">' + radios

@@ -47,51 +47,55 @@ class SlideView:
 
 
 def slide_view(slide: SlideRecord, classes: list[str]) -> SlideView:
-    """The pictures of ``slide``: overlays need its plain thumbnail (with its level-0 size) and its tile CSV."""
+    """The pictures of ``slide``.
+
+    Maps over the thumbnail need its plain thumbnail (with its level-0 size) and its tile CSV; without them the
+    map picture ``predict`` drew is shown instead (with them it would repeat the maps).
+    """
     from pathotune_cli.wsi.thumbnail_file import slide_thumbnail_level0_size
 
-    map_uri = picture_uri(slide.map_png)[0] if slide.map_png else ""
     explained = [ExplainedTile(e.get("class", ""), e.get("probability", ""),
                                picture_uri(Path(e["png"]), EXPLAIN_SIZE)[0], Path(e["png"]).stem)
                  for e in slide.explain]
     top = picture_uri(slide.top_tiles, VIEW_SIZE)[0] if slide.top_tiles else ""
     level0 = slide_thumbnail_level0_size(slide.thumbnail) if slide.thumbnail else None
-    if slide.thumbnail is None or level0 is None:
-        note = ("no plain thumbnail in this folder (<stem>.thumb.jpg): the map is shown as predict drew it"
-                if map_uri else "no picture of this slide in the folder")
+    columns = read_tile_columns(slide.tiles_csv, classes) if slide.tiles_csv and level0 else {}
+    maps = overlays(columns, classes, level0) if columns and level0 else []
+    if slide.thumbnail is None or level0 is None or not maps:
+        map_uri = picture_uri(slide.map_png)[0] if slide.map_png else ""
+        missing = "plain thumbnail (<stem>.thumb.jpg)" if level0 is None else "readable tile CSV"
+        note = (f"this folder has no {missing} of the slide: the map is shown as predict drew it" if map_uri else
+                "no picture of this slide in the folder")
         return SlideView(slide.stem, map_picture=map_uri, explained=explained, note=note, top_tiles=top)
     uri, size = picture_uri(slide.thumbnail, VIEW_SIZE)
-    columns = read_tile_columns(slide.tiles_csv, classes) if slide.tiles_csv else {}
-    maps = overlays(columns, classes, level0, size) if columns else []
-    note = "" if maps else "no tile CSV in this folder: the thumbnail is shown without a map"
-    return SlideView(slide.stem, uri, size, maps, map_uri, explained, note, top)
+    return SlideView(slide.stem, uri, size, maps, "", explained, "", top)
 
 
 def read_tile_columns(path: Path, classes: list[str]) -> dict[str, np.ndarray]:
-    """A per-slide tile CSV (``x, y, w, h`` and ``class, prob_*, ood`` or ``attention``) as arrays; {} if unreadable."""
+    """A per-slide tile CSV's numbers; {} when it cannot be read.
+
+    ``x, y, w, h`` (level 0), the ``prob_<class>`` columns as one ``probs`` matrix, ``ood`` and ``attention``.
+    """
+    import warnings
+
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader)
-            rows = list(reader)
+            header = next(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error, StopIteration):
         return {}
     where = {name: i for i, name in enumerate(header)}
-    if not {"x", "y", "w", "h"} <= set(where):
+    wanted = ["x", "y", "w", "h", *[f"prob_{c}" for c in classes], "ood", "attention"]
+    present = [name for name in wanted if name in where]
+    if not {"x", "y", "w", "h"} <= set(present):
         return {}
-    table = np.array(rows, dtype=object).reshape(len(rows), len(header))
-
-    def numbers(name: str) -> np.ndarray:
-        return table[:, where[name]].astype(np.float64) if len(rows) else np.zeros(0)
-
-    columns = {k: numbers(k) for k in ("x", "y", "w", "h")}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty CSV: no rows, no tiles
+            table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[where[n] for n in present], ndmin=2)
+    except (OSError, ValueError):
+        return {}
+    columns = {name: table[:, i] for i, name in enumerate(present)}
     probs = [f"prob_{c}" for c in classes]
-    if classes and all(p in where for p in probs):
-        columns["probs"] = np.stack([numbers(p) for p in probs], axis=1) if len(rows) else np.zeros((0, len(classes)))
-    if "class" in where:
-        index = {c: i for i, c in enumerate(classes)}
-        columns["class"] = np.array([index.get(c, 0) for c in table[:, where["class"]]], np.int64)
-    for name in ("ood", "attention"):
-        if name in where:
-            columns[name] = numbers(name)
+    if classes and all(p in columns for p in probs):
+        columns["probs"] = np.stack([columns.pop(p) for p in probs], axis=1)
     return columns
