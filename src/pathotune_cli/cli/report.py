@@ -27,5 +27,5 @@ def report(
     if json_out:
         emit_json(result.to_dict())
         return
-    what = f"{result.slides} slides" if result.kind == "predict" else "eval metrics"
+    what = f"{result.slides} slide{'' if result.slides == 1 else 's'}" if result.kind == "predict" else "eval metrics"
     info(f"wrote {result.path} ({what}, {result.bytes / 1e6:.1f} MB, {result.seconds} s): open it in any browser")

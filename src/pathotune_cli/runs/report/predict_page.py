@@ -23,7 +23,7 @@ def predict_page(records: RunRecords, views: dict[str, SlideView], classes: list
     """The whole predict report."""
     slides = records.slides
     failed = sum(s.row.get("status") == "failed" for s in slides)
-    subtitle = (f"{len(slides)} slides from {records.folder}"
+    subtitle = (f"{len(slides)} slide{'' if len(slides) == 1 else 's'} from {records.folder}"
                 + (f"; {failed} failed" if failed else "")
                 + (f"; tile images in {records.images.name} (not shown)" if records.images else ""))
     body = [_slide_table(records, classes), '<section id="slides"><h2>Slides</h2>',
