@@ -90,8 +90,10 @@ def read_records(folder: Path) -> RunRecords:
     metrics = _json(folder / "metrics.json")
     if metrics is not None and "confusion_matrix" in metrics:
         return RunRecords(folder, "eval", eval_model(metrics), run=metrics)
-    run = _json(folder / "run.json")
-    if (folder / "summary.csv").is_file() and (run is None or run.get("command", "predict") == "predict"):
+    run = _json(folder / "run.json") or next(
+        (r for r in map(_json, sorted(folder.glob("run-*-of-*.json"))) if r is not None), None)  # a shard's
+    command = (run or {}).get("command")
+    if command == "predict" or (command is None and (folder / "summary.csv").is_file()):
         columns, rows = read_csv(folder / "summary.csv")
         slides = [_slide(folder, row) for row in rows]
         images = folder / "predictions.csv"
