@@ -15,7 +15,7 @@ from pathotune_cli.cli.render import emit_json, info, user_errors
 def report(
     folder: Annotated[Path, typer.Argument(help="The --out folder of `pathotune predict` or `pathotune eval`.")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Where the page goes [default: FOLDER/report.html].",
+        Path | None, typer.Option("--out", "-o", help="Where the page goes (default: FOLDER/report.html).",
                                   show_default=False),
     ] = None,
     json_out: JsonOpt = False,

@@ -80,3 +80,13 @@ def test_sorting_and_filtering_work_in_the_browser(tmp_path: Path, browse) -> No
     assert seen.console == []
     assert 'data-test="a.svs,b.svs,c.svs|1"' in seen.dom
     assert "1 of 3 slides shown" in seen.dom
+
+
+def test_a_tuning_run_is_not_taken_for_an_eval_folder(tiny_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pathotune_cli.cli.app import app
+
+    result = CliRunner().invoke(app, ["report", str(tiny_run), "--out", str(tiny_run.parent / "r.html")])
+    assert result.exit_code == 2
+    assert "is not a predict or eval folder" in result.output and not (tiny_run.parent / "r.html").exists()

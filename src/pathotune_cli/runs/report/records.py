@@ -88,7 +88,7 @@ def read_records(folder: Path) -> RunRecords:
     if not folder.is_dir():
         raise BadInput(f"{folder} is not a folder", "pass the --out folder of `pathotune predict` or `pathotune eval`")
     metrics = _json(folder / "metrics.json")
-    if metrics is not None and "confusion_matrix" in metrics:
+    if metrics is not None and "confusion_matrix" in metrics and "prompts" in metrics:  # tune's has no prompts
         return RunRecords(folder, "eval", eval_model(metrics), run=metrics)
     run = _json(folder / "run.json") or next(
         (r for r in map(_json, sorted(folder.glob("run-*-of-*.json"))) if r is not None), None)  # a shard's
@@ -99,7 +99,7 @@ def read_records(folder: Path) -> RunRecords:
         images = folder / "predictions.csv"
         return RunRecords(folder, "predict", predict_model(run or {}), run=run or {}, columns=columns,
                           slides=slides, images=images if images.is_file() else None)
-    raise BadInput(f"{folder} is not a predict or eval folder: it has no summary.csv and no metrics.json",
+    raise BadInput(f"{folder} is not a predict or eval folder (no summary.csv of predict, no metrics.json of eval)",
                    "pass the --out folder of `pathotune predict` or `pathotune eval`")
 
 
