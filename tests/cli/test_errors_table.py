@@ -241,6 +241,7 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "option-without-value": lambda c: ["tile", str(c.slide), "--mpp"],
     "missing-argument": lambda c: ["presets", "show"],
     "resume-and-force": lambda c: [*TUNE, "--data", str(c.tiles), "--out", str(c.tmp / "R"), "--resume", "--force"],
+    "report-not-a-run": lambda c: ["report", str(c.file("notes/readme.txt").parent)],
     "export-unknown-format": lambda c: ["export", str(c.prompts), "--format", "tflite"],
     # presets and --set
     "unknown-task": lambda c: [*TUNE, "--data", str(c.tiles), "--preset", "kather2017"],

@@ -57,6 +57,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("convert", "convert", "convert"),
     ("merge", "merge", "merge"),
     ("export", "export", "export"),
+    ("report", "report", "report"),
     ("inspect", "inspect", "inspect"),
     ("doctor", "doctor", "doctor"),
     ("demo", "demo", "demo"),

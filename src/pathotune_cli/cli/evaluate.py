@@ -15,6 +15,7 @@ from pathotune_cli.cli.options import (
     PrecisionOpt,
     PromptsArg,
     PromptsOpt,
+    ReportOpt,
     UncalibratedOpt,
     WeightsOpt,
     choose_prompts,
@@ -45,6 +46,7 @@ def evaluate(
     default_mpp: DefaultMppOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an evaluation of another prompt file or other "
                                         "data in the output folder.")] = False,
+    write_report: ReportOpt = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
@@ -55,7 +57,7 @@ def evaluate(
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
                        precision=precision, device=device, weights=weights, uncalibrated=uncalibrated,
-                       kernels=kernels, default_mpp=default_mpp, force=force)
+                       kernels=kernels, default_mpp=default_mpp, force=force, report=write_report)
     with ProgressDisplay() as progress:
         result = eval_run(opts, report=progress)
     if json_out:
@@ -75,7 +77,8 @@ def evaluate(
          for c, v in scores["per_class"].items()],
     )
     _render_trust(result.trust)
-    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png")
+    page = ", report.html (open it in any browser)" if write_report and (result.out / "report.html").is_file() else ""
+    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png{page}")
 
 
 def _render_trust(trust: dict) -> None:

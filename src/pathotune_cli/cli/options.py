@@ -177,3 +177,9 @@ SweepOpt = Annotated[
     typer.Option("--sweep", metavar="KEY=V1,V2", help="Train every combination (repeatable), keep the best by the "
                  "validation metric (train.monitor); writes RUN/sweep.csv."),
 ]
+
+ReportOpt = Annotated[
+    bool,
+    typer.Option("--report/--no-report",
+                 help="Also write report.html: one offline page of the results for a pathologist (about a second)."),
+]

@@ -19,6 +19,7 @@ from pathotune_cli.cli.options import (
     MinTissueOpt,
     PrecisionOpt,
     PromptsOpt,
+    ReportOpt,
     RoiClassOpt,
     RoiOpt,
     ShardOpt,
@@ -93,6 +94,7 @@ def predict(
     max_damaged: MaxDamagedOpt = 0.05,
     roi: RoiOpt = None,
     roi_class: RoiClassOpt = None,
+    write_report: ReportOpt = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
@@ -109,7 +111,8 @@ def predict(
         workers=workers, precision=precision, device=device, weights=weights, coords=coords, min_tissue=min_tissue,
         tissue=tissue.value, tissue_geojson=tissue_geojson, slides_csv=slides_csv, default_mpp=default_mpp,
         heatmap_class=heatmap_class, resume=resume, kernels=kernels, alpha=alpha, uncalibrated=uncalibrated,
-        explain_top=explain_top, roi=roi, roi_class=roi_class, max_damaged=max_damaged, shard=resolve_shard(shard),
+        explain_top=explain_top, roi=roi, roi_class=roi_class, report=write_report, max_damaged=max_damaged,
+        shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:
         result = run_command(PREDICT, opts, workers_on, progress)

@@ -69,6 +69,7 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
     from pathotune_cli.runs.slide_level.demo import slide_level_demo
 
     slide_level = slide_level_demo(out, seed=seed, report=report)
+    reports = _reports(out, report)
     return DemoResult(
         out=out,
         seconds=round(time.time() - started, 1),
@@ -81,9 +82,20 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
                 for f, d in exports.items()},
         artifacts={**_artifacts(out, data, test, slide, tuned, evaluated, slide_result, exports),
                    "slide-level prompt file": slide_level["prompts"],
-                   "slide-level attention": slide_level["attention"]},
+                   "slide-level attention": slide_level["attention"], **reports},
         slide_level=slide_level,
     )
+
+
+def _reports(out: Path, report: Reporter) -> dict[str, str]:
+    """``report.html`` of the demo's predict folders (``eval`` writes its own): one offline page each."""
+    from pathotune_cli.runs.report import write_report_quietly
+
+    pages = {"slide report (open in a browser)": write_report_quietly(out / "predict", report),
+             "slide-level report": write_report_quietly(out / "slide-level" / "predict", report)}
+    pages.update({"test tiles report": out / "eval" / "report.html",
+                  "slide-level eval report": out / "slide-level" / "eval" / "report.html"})
+    return {name: str(path) for name, path in pages.items() if path is not None and Path(path).is_file()}
 
 
 def _artifacts(out: Path, data: Path, test: Path, slide: Path, tuned: Any, evaluated: Any,

@@ -30,7 +30,12 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     remove_stale_temporaries(out)
     never_silently_replace(out, opts, report)
     levels = {"tile": eval_tiles, "slide": eval_slides}
-    return levels[level](opts, report)
+    result = levels[level](opts, report)
+    if opts.report:  # one offline page from what the evaluation wrote (runs.report)
+        from pathotune_cli.runs.report import write_report_quietly
+
+        write_report_quietly(result.out, report)
+    return result
 
 
 def never_silently_replace(out: Path, opts: EvalOptions, report: Reporter = ignore) -> None:

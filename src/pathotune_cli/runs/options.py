@@ -100,6 +100,8 @@ class PredictOptions:
     """Regions of interest (QuPath GeoJSON, a folder of them, or a CSV ``slide,labels``): tiles inside only."""
     roi_class: str | None = None
     """With ``roi``: only the regions of this class."""
+    report: bool = True
+    """Write ``report.html`` (``runs.report``) when the run ends (a whole run, not a shard): about 60 ms a slide."""
 
     shard: Shard = WHOLE
     """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""

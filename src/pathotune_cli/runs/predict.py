@@ -109,11 +109,16 @@ def predict_run(opts: PredictOptions, report: Reporter = ignore) -> PredictResul
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
     rows = run_slides(job, RunPlan(slides, inputs.slides, opts.shard, settings, opts.resume,
                                    finished_extra=job.run_extra))
-    return PredictResult(
+    result = PredictResult(
         out=out, prompts=file.path, task=file.header.task.name, classes=job.class_names,
         tile=file.header.tile.model_dump(), precision=job.placement.precision, probabilities=job.trust.describe(),
         slides=rows, images=job.images(images) if images else None, seconds=round(time.time() - started, 2),
     )
+    if opts.report and opts.shard.whole and rows:  # one offline page from the records (runs.report)
+        from pathotune_cli.runs.report import write_report_quietly
+
+        write_report_quietly(out, report)
+    return result
 
 
 def count_slides(opts: PredictOptions) -> int:

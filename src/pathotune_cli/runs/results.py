@@ -152,6 +152,8 @@ class EvalOptions:
     """Slide level: mpp for slides whose metadata and CSV row give none (as in ``tile`` and ``predict``)."""
     force: bool = False
     """Replace an evaluation of another prompt file or other data in the output folder."""
+    report: bool = True
+    """Write ``report.html`` (``runs.report``) beside the metrics: one offline page, about a second."""
 
     def __post_init__(self) -> None:
         """Counts must be usable."""

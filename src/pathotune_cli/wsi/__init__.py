@@ -17,7 +17,8 @@ The pieces ``tile`` and ``predict`` share:
 - ``convert_slide(path, out)``: any readable slide to a pyramidal generic TIFF (streamed);
 - ``write_coords`` / ``read_coords`` (HDF5, CLAM and TRIDENT compatible);
 - ``write_tissue_geojson`` / ``write_tiles_geojson`` / ``read_polygons`` (QuPath GeoJSON);
-- ``draw_overview`` / ``draw_heatmap`` / ``save_png`` (thumbnail pictures).
+- ``draw_overview`` / ``draw_heatmap`` / ``save_png`` (thumbnail pictures);
+- ``save_slide_thumbnail`` (``<stem>.thumb.jpg``: the plain thumbnail with its slide's level-0 size, for reports).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathotune_cli.wsi.plan import SlidePlan, plan_slide
 from pathotune_cli.wsi.reader import DamagedSlide, DamagedTile, SlideReader
 from pathotune_cli.wsi.synthetic import blobs_tile_fn, write_pyramid_tiff
 from pathotune_cli.wsi.thumbnail import class_colors, draw_heatmap, draw_overview, save_png
+from pathotune_cli.wsi.thumbnail_file import save_slide_thumbnail, slide_thumbnail_level0_size
 from pathotune_cli.wsi.tiles import TileBatch, TileReaderPool, for_each_tile, iter_tile_batches, read_batch, read_tile
 from pathotune_cli.wsi.tissue import TISSUE_MODES, mask_contours, tissue_mask
 
@@ -72,6 +74,8 @@ __all__ = [
     "read_tile",
     "resolve_mpp",
     "save_png",
+    "save_slide_thumbnail",
+    "slide_thumbnail_level0_size",
     "tissue_fractions",
     "tissue_mask",
     "write_damage_geojson",

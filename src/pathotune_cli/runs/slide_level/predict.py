@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 TOP_TILES = 8
 SLIDE_ALGORITHM = 2
-"""2: slides cut with every tiling option (``--min-tissue``, ``--tissue-geojson``, ``--default-mpp``, ...)."""
+"""2: slides cut with every tiling option (``--min-tissue``, ``--tissue-geojson``, ``--default-mpp``, ...), and
+the plain thumbnail the report overlays."""
 
 
 def start_slide_level(opts: PredictOptions, prompts: Path, tiling: Tiling, out: Path, sha: str,
@@ -124,6 +125,7 @@ class SlidePredictJob(SlideJob):
         from pathotune_cli.files import write_csv
         from pathotune_cli.wsi.geojson import write_measured_tiles
         from pathotune_cli.wsi.thumbnail import draw_heatmap, save_png
+        from pathotune_cli.wsi.thumbnail_file import save_slide_thumbnail
 
         coords, footprint, finals = planned.coords, planned.footprint, _outputs(self.out, stem)
         scaled = attention / attention.max() if len(attention) and attention.max() > 0 else attention
@@ -135,6 +137,7 @@ class SlidePredictJob(SlideJob):
                                scaled.reshape(-1, 1), ["attention"], show="attention")
         save_png(staged.temp(finals["attention"]), picture)
         save_png(staged.temp(finals["top"]), _montage(planned, attention))
+        save_slide_thumbnail(staged.temp(finals["thumb"]), planned.plan.thumbnail, planned.plan.level0_size)
 
     def _row(self, slide: SlideInput, planned: PlannedSlide, columns: dict[str, Any]) -> SlideRow:
         probs = columns["probs"][0]
@@ -151,7 +154,8 @@ class SlidePredictJob(SlideJob):
 
 def _outputs(out: Path, stem: str, explain: bool = False) -> dict[str, Path]:
     paths = {"csv": out / f"{stem}.predictions.csv", "geojson": out / f"{stem}.tiles.geojson",
-             "attention": out / f"{stem}.attention.png", "top": out / f"{stem}.top_tiles.png"}
+             "attention": out / f"{stem}.attention.png", "top": out / f"{stem}.top_tiles.png",
+             "thumb": out / f"{stem}.thumb.jpg"}
     if explain:
         paths["explain"] = out / f"{stem}.explain"
     return paths

@@ -33,9 +33,9 @@ from pathotune_cli.runs.trust.apply import UNCERTAIN, Trust, extra_headers, extr
 if TYPE_CHECKING:
     from pathotune_cli.engine.model import PromptedModel
 
-PREDICT_ALGORITHM = 2
+PREDICT_ALGORITHM = 3
 """Bumped when a change of pathotune predicts differently from the same slide, model and settings (2: calibrated
-probabilities by default, prediction sets, OOD columns)."""
+probabilities by default, prediction sets, OOD columns; 3: the plain thumbnail the report overlays)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ class TilePredictJob(SlideJob):
         """Plan, infer, write the slide's files under temporary names; its summary row."""
         from pathotune_cli.wsi.geojson import write_tiles_geojson
         from pathotune_cli.wsi.thumbnail import draw_heatmap, save_png
+        from pathotune_cli.wsi.thumbnail_file import save_slide_thumbnail
 
         planned = plan(slide, self.tiling)
         for line in planned.plan.notes:
@@ -145,6 +146,7 @@ class TilePredictJob(SlideJob):
         write_tiles_geojson(staged.temp(paths["geojson"]), planned.coords, planned.footprint, self.class_names, probs,
                             **geojson_extras(columns, self.class_names))
         save_png(staged.temp(paths["heatmap"]), picture)
+        save_slide_thumbnail(staged.temp(paths["thumb"]), planned.plan.thumbnail, planned.plan.level0_size)
         if self.opts.explain_top:
             self._explain_top(planned, probs, staged.temp(paths["explain"]))
         row = self._row(slide, planned, probs, columns)
@@ -255,6 +257,7 @@ def output_paths(out: Path, stem: str, explain: bool = False) -> dict[str, Path]
         "csv": out / f"{stem}.predictions.csv",
         "geojson": out / f"{stem}.tiles.geojson",
         "heatmap": out / f"{stem}.heatmap.png",
+        "thumb": out / f"{stem}.thumb.jpg",
     }
     if explain:
         paths["explain"] = out / f"{stem}.explain"
