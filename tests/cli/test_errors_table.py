@@ -174,12 +174,12 @@ def _full_disk_tune(c: Ctx) -> list[str]:
 
 
 def _full_disk_predict(c: Ctx) -> list[str]:
-    import pathotune_cli.wsi as wsi
+    import pathotune_cli.wsi.thumbnail as thumbnail
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    c.monkeypatch.setattr(wsi, "save_png", full)
+    c.monkeypatch.setattr(thumbnail, "save_png", full)
     return ["predict", str(c.prompts), str(c.slide), "--out", str(c.tmp / "P")]
 
 

@@ -87,7 +87,7 @@ def test_export_onnx_prints_the_check_in_a_table(prompts: Path, tmp_path: Path) 
 def test_export_failing_check_exits_1_and_leaves_no_export(
     prompts: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    import pathotune_cli.engine.export as engine_export
+    import pathotune_cli.engine.export_run as engine_export
 
     original = engine_export.reference_probabilities
     monkeypatch.setattr(engine_export, "reference_probabilities", lambda *a, **k: original(*a, **k) + 1e-3)

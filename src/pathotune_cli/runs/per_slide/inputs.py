@@ -85,9 +85,12 @@ def read_slide_list(path: Path) -> list[SlideInput]:
     if not lines:
         raise BadInput(f"{_shown(path)}: no slides listed", "write one slide path a line, or a CSV with a slide column")
     folder = Path.cwd() if str(path) == STDIN or not path.is_file() else path.parent
-    header = {c.strip().lower() for c in next(csv.reader([lines[0]]))}
-    if header & set(SLIDE_COLUMNS):
+    header = [c.strip().lower() for c in next(csv.reader([lines[0]]))]
+    if set(header) & set(SLIDE_COLUMNS):
         return _from_csv(text, path, folder)
+    if len(header) > 1:  # columns, none of them the slide's
+        raise BadInput(f"{Path(_shown(path)).name}: no 'slide' column",
+                       "the first line must name the columns: slide,mpp")
     return [SlideInput(_relative(line.strip(), folder)) for line in lines]
 
 
