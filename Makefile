@@ -6,7 +6,7 @@ STAMP := $(VENV)/.pathotune-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean chromium
 
 install: $(STAMP)
 
@@ -20,9 +20,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/pathotune demo --out demo-out
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+# The report tests open pages in headless Chromium (Debian's package): installed here when missing and this is root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium is missing: apt-get install -y chromium (as root); the report tests need it" >&2
 
 # hs2p (the peer tiler the benchmark compares `tile` with) lives in a venv of its own: it pulls wandb, opencv
 # and pandas, which pathotune does not need. `pip install -e ".[bench]"` puts it in one venv instead.
