@@ -72,7 +72,10 @@ def test_eval_reports_ece_before_and_after_coverage_and_set_size_on_held_out_til
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     cal = doc["calibration"]
-    assert cal["probabilities"] == "calibrated" and cal["temperature"] > 0
+    from pathotune_cli.engine import read_prompt_file
+
+    fitted = not read_prompt_file(tuned["prompts"]).header.trust.calibration.note  # none when it cannot be placed
+    assert cal["probabilities"] == ("calibrated" if fitted else "raw") and cal["temperature"] > 0
     for part in ("raw", "calibrated"):
         assert 0 <= cal[part]["ece"]["value"] <= 1 and 0 <= cal[part]["brier"]["value"] <= 2
         assert cal[part]["ece"]["ci_low"] is not None and len(cal[part]["reliability"]) == 15
