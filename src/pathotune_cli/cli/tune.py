@@ -45,6 +45,11 @@ def tune(
         float | None, typer.Option("--lr", callback=above_zero, help="Peak learning rate (default: 1e-3).")
     ] = None,
     shots: Annotated[int | None, typer.Option("--shots", min=1, help="Few-shot: images per class, seeded.")] = None,
+    stain: Annotated[str | None, typer.Option(
+        "--stain", help="Stain normalisation inside the model: macenko, reinhard or none (default: none).")] = None,
+    stain_reference: Annotated[Path | None, typer.Option(
+        "--stain-reference", help="Image or folder to fit --stain to (default: a seeded sample of the training "
+        "tiles).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for split, sampling and init (default: 0).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
@@ -83,6 +88,7 @@ def tune(
         opts = TuneOptions(
             preset=preset, data=data, backbone=backbone, method=method, out=out, config=config,
             sets=tuple(set_ or ()), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed,
+            stain=stain, stain_reference=stain_reference,
             precision=precision, device=device, weights=weights, val_data=val_data, tile_prompts=prompts,
             features=features, folds=folds, skip_bad_slides=skip_bad_slides, download=download,
         )

@@ -20,6 +20,7 @@ from pathotune_cli.cluster import World
 from pathotune_cli.config import RunConfig, TaskPreset, apply_overrides, load_backbone_preset, load_task_preset
 from pathotune_cli.config.lab import lab_config_path, output_folder, read_lab_defaults
 from pathotune_cli.config.loader import read_yaml, validate
+from pathotune_cli.config.run import ADDED_DEFAULTS
 from pathotune_cli.errors import BadInput, MissingWeights
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths
@@ -42,6 +43,10 @@ class TuneOptions:
     batch_size: int | None = None
     lr: float | None = None
     shots: int | None = None
+    stain: str | None = None
+    """``macenko``, ``reinhard`` or ``none`` (``train.stain.method``)."""
+    stain_reference: Path | None = None
+    """An image or folder to fit the stain normalisation to (``train.stain.reference``)."""
     seed: int | None = None
     precision: str | None = None
     device: str | None = None
@@ -150,6 +155,10 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
             base[key] = str(Path(str(base[key])).expanduser().resolve())
     train = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "shots": opts.shots}
     base.setdefault("train", {}).update({k: v for k, v in train.items() if v is not None})
+    stain = {k: v for k, v in {"method": opts.stain, "reference": str(Path(opts.stain_reference).expanduser().resolve())
+             if opts.stain_reference else None}.items() if v is not None}
+    if stain:
+        base["train"].setdefault("stain", {}).update(stain)
     if opts.method is not None:
         base.setdefault("prompt", {})["method"] = opts.method
     if not base.get("data"):
@@ -168,6 +177,15 @@ def config_digest(config: RunConfig) -> str:
         data.pop(key, None)
     if data["mil"].get("slides_per_step") == 1:  # the default, as before the key existed: old checkpoints resume
         data["mil"].pop("slides_per_step")
+    for key, default in ADDED_DEFAULTS.items():  # the same for keys added since
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        if leaf in node and node[leaf] == default:
+            node.pop(leaf)
+    if data["train"].get("stain") == {}:
+        data["train"].pop("stain")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -301,6 +319,7 @@ def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allo
 
     train_set, val_set, splits = _load_splits(config, report)
     built = _build(config, placement, allow_download, report)
+    built.stain = _fit_stain(config, built.model, splits[0].store, report)
     dist.agree("backbone (weights fingerprint)", built.backbone_fingerprint,
                "give every rank the same backbone weights (--weights on a file system all nodes see)")
     monitor = f"validation {config.train.monitor}" if val_set is not None else "training loss"
@@ -341,8 +360,8 @@ def _require_same_settings(out: Path, config: RunConfig) -> None:
     except BadInput:
         return  # the checkpoint's own digest still guards the resume
     now = _flat(config.model_dump(mode="json"))
-    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k) and k.split(".")[0] not in
-                     ("out", "device", "runtime"))
+    changed = sorted(k for k in {*before, *now} if before.get(k, ADDED_DEFAULTS.get(k)) != now.get(k)
+                     and k.split(".")[0] not in ("out", "device", "runtime"))
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         raise BadInput(f"{out} was started with other settings (changed: {shown})",
@@ -436,6 +455,17 @@ def _build(config: RunConfig, placement: Any, allow_download: bool, report: Repo
     if random_note:
         warn(report, random_note)
     return built
+
+
+def _fit_stain(config: RunConfig, model: Any, store: Any, report: Reporter) -> dict[str, Any]:
+    """``--stain``: the normalisation fitted and set inside the model; always: the training tiles' stain statistics."""
+    from pathotune_cli.engine.stain_fit import prepare_stain
+
+    header = prepare_stain(model, config.train.stain, store, config.seed)
+    if "stain" in header:
+        note(report, f"stain normalisation {header['stain'].method} fitted to {header['stain'].reference}: "
+                     "applied inside the model by every command and export")
+    return header
 
 
 def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any,
