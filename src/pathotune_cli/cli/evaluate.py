@@ -39,6 +39,9 @@ def evaluate(
     weights: WeightsOpt = None,
     kernels: KernelsOpt = "auto",
     uncalibrated: UncalibratedOpt = False,
+    robustness: Annotated[bool, typer.Option(
+        "--robustness", help="Score again under stain, JPEG, blur and resolution shifts (and per site/centre "
+        "column): a table in metrics.json and robustness.png.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
@@ -49,7 +52,7 @@ def evaluate(
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
                        precision=precision, device=device, weights=weights, uncalibrated=uncalibrated,
-                       kernels=kernels)
+                       kernels=kernels, robustness=robustness)
     with ProgressDisplay() as progress:
         result = eval_run(opts, report=progress)
     if json_out:
@@ -69,7 +72,24 @@ def evaluate(
          for c, v in scores["per_class"].items()],
     )
     _render_trust(result.trust)
-    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png")
+    if result.robustness is not None:
+        _render_robustness(result.robustness)
+    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png"
+         + (", robustness.png" if result.robustness is not None else ""))
+
+
+def _render_robustness(doc: dict) -> None:
+    table("robustness (accuracy under controlled shifts, mildest first)",
+          ["shift", "accuracy", "95% CI", "drop", "inside unshifted CI", "changed"],
+          [(r["shift"], _f(r["accuracy"]["value"]), f"{_f(r['accuracy']['ci_low'])} - {_f(r['accuracy']['ci_high'])}",
+            _f(r["accuracy_drop"]), "yes" if r["within_unshifted_ci"] else "no", f"{r['changed_predictions']:.0%}")
+           for r in doc["shifts"]])
+    if doc.get("sites"):
+        sites = doc["sites"]
+        table("per site", ["site", "tiles", "accuracy"],
+              [(s, v["n"], _f(v["accuracy"]["value"])) for s, v in sites["per_site"].items()])
+        info(f"accuracy spread between sites: {_f(sites['accuracy_spread'])} (worst: {sites['worst_site']})")
+    info(doc["meaning"])
 
 
 def _render_trust(trust: dict) -> None:

@@ -30,6 +30,8 @@ class EvalOptions:
     """``--kernels``: auto (measured), or pinned (``attention=plain,weights=bf16``)."""
     uncalibrated: bool = False
     """Score the raw softmax instead of the calibrated probabilities (the calibration report shows both)."""
+    robustness: bool = False
+    """Score again under controlled shifts, and per site (``runs.robustness``): ``robustness.png`` and a table."""
 
     def __post_init__(self) -> None:
         """Counts must be usable."""
@@ -65,6 +67,8 @@ class EvalResult:
     seconds: float = 0.0
     level: str = "tile"
     """``slide``: the counts and metrics are over slides."""
+    robustness: dict[str, Any] | None = None
+    """``--robustness``: ``runs.robustness.robustness_report``."""
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data (the scores at the top level, as in ``metrics.json``)."""
@@ -72,6 +76,7 @@ class EvalResult:
             "prompts": str(self.prompts), "data": str(self.data), "task": self.task, "method": self.method,
             "backbone": self.backbone, "precision": self.precision, **self.scores, **self.trust,
             "counts": self.counts, "out": str(self.out), "seconds": self.seconds, "level": self.level,
+            **({"robustness": self.robustness} if self.robustness is not None else {}),
         }
 
 
@@ -122,10 +127,11 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     scores = classification_metrics(data.labels, probs, task.class_names, ordinal=task.ordinal,
                                     bootstrap=opts.bootstrap, seed=opts.seed)
     trusted = trust_report(outputs.logits, outputs.features, data.labels, trust, opts.bootstrap, opts.seed)
+    robust = _robustness(opts, model, data, probs, scores, trust, placement, report) if opts.robustness else None
     result = EvalResult(
         prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
         backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, trust=trusted,
-        counts=data.counts(), out=out, seconds=round(time.time() - started, 2),
+        counts=data.counts(), out=out, seconds=round(time.time() - started, 2), robustness=robust,
     )
     rows = predictions_table(data.labels, probs, task.class_names, [str(p) for p in data.paths])
     with Staging() as staged:  # the files appear together or not at all
@@ -135,8 +141,24 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
                               title=task.name)
         save_reliability(trusted, staged.temp(out / "reliability_diagram.png"),
                          title=f"{task.name}: {len(data)} tiles")
+        if robust is not None:
+            from pathotune_cli.runs.robustness import save_robustness_plot
+
+            save_robustness_plot(robust, staged.temp(out / "robustness.png"), title=f"{task.name}: {len(data)} tiles")
         staged.commit()
     return result
+
+
+def _robustness(opts: EvalOptions, model: Any, data: Any, probs: Any, scores: dict[str, Any], trust: Any,
+                placement: Any, report: Reporter) -> dict[str, Any]:
+    """``--robustness``: the metrics under controlled shifts, and per site (``runs.robustness``)."""
+    from pathotune_cli.runs.robustness import robustness_report, sites_of
+    from pathotune_cli.training.images import ImageStore
+
+    store = ImageStore(data.paths, model.backbone.input_size)
+    return robustness_report(model, store, data.labels, data.class_names, trust.probabilities, scores,
+                             probs, placement, opts.batch_size, opts.bootstrap, opts.seed,
+                             sites_of(Path(opts.data), data.paths), report)
 
 
 def training_overlap(prompts: Path, paths: list[Path]) -> str | None:
