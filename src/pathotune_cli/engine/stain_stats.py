@@ -34,6 +34,8 @@ STAINED_OD = 0.15 / np.log(10)
 in natural log); the density and hue statistics are taken over those pixels."""
 BRIGHT = 0.8
 """Lightness (0-1) above which a pixel counts as bright background."""
+CHECK_TILES = 64
+"""Tissue tiles of a slide the check looks at (ours): enough for a stable median, cheap to read."""
 _MAD_TO_SD = 1.4826
 
 
@@ -126,6 +128,19 @@ def check_modality(stats: StainStats, tiles: np.ndarray) -> ModalityCheck:
     if distance <= stats.threshold and not _dark(stats, median):
         return ModalityCheck(distance, True, "")
     return ModalityCheck(distance, False, _reason(stats, median, distance))
+
+
+def sample_index(count: int, sample: int = CHECK_TILES, seed: int = 0) -> np.ndarray:
+    """Which of a slide's ``count`` tissue tiles ``check_modality`` looks at: up to ``sample``, seeded, sorted."""
+    return np.sort(np.random.default_rng(seed).permutation(count)[:sample])
+
+
+def modality_warning(name: str, check: ModalityCheck) -> str | None:
+    """The warning line for a slide or tile set whose check failed, naming it; None when it passed."""
+    if check.modality_ok:
+        return None
+    return (f"{name} is not the kind of slide this model was tuned on: {check.reason}; its predictions are not "
+            "to be trusted (--strict makes this a failure)")
 
 
 def _distances(features: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:

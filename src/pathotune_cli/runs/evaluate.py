@@ -69,6 +69,9 @@ class EvalResult:
     """``slide``: the counts and metrics are over slides."""
     robustness: dict[str, Any] | None = None
     """``--robustness``: ``runs.robustness.robustness_report``."""
+    modality: dict[str, Any] | None = None
+    """The tiles' stain distance from the training tiles and whether they are the kind the model knows
+    (``engine.stain_stats.check_modality``); None for prompt files without stain statistics."""
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data (the scores at the top level, as in ``metrics.json``)."""
@@ -77,6 +80,7 @@ class EvalResult:
             "backbone": self.backbone, "precision": self.precision, **self.scores, **self.trust,
             "counts": self.counts, "out": str(self.out), "seconds": self.seconds, "level": self.level,
             **({"robustness": self.robustness} if self.robustness is not None else {}),
+            **({"modality": self.modality} if self.modality is not None else {}),
         }
 
 
@@ -128,10 +132,12 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
                                     bootstrap=opts.bootstrap, seed=opts.seed)
     trusted = trust_report(outputs.logits, outputs.features, data.labels, trust, opts.bootstrap, opts.seed)
     robust = _robustness(opts, model, data, probs, scores, trust, placement, report) if opts.robustness else None
+    modality = _modality(header, data, model.backbone.input_size, report)
     result = EvalResult(
         prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
         backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, trust=trusted,
         counts=data.counts(), out=out, seconds=round(time.time() - started, 2), robustness=robust,
+        modality=modality,
     )
     rows = predictions_table(data.labels, probs, task.class_names, [str(p) for p in data.paths])
     with Staging() as staged:  # the files appear together or not at all
@@ -147,6 +153,22 @@ def eval_run(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
             save_robustness_plot(robust, staged.temp(out / "robustness.png"), title=f"{task.name}: {len(data)} tiles")
         staged.commit()
     return result
+
+
+def _modality(header: Any, data: Any, size: int, report: Reporter) -> dict[str, Any] | None:
+    """A sample of the tiles against the training tiles' stain statistics; a warning line when they differ."""
+    from pathotune_cli.engine.stain_stats import check_modality, modality_warning, sample_index
+    from pathotune_cli.training.images import ImageStore
+
+    if header.stain_stats is None or not len(data):
+        return None
+    index = sample_index(len(data))
+    tiles = ImageStore([data.paths[i] for i in index], size).batch(list(range(len(index))))
+    check = check_modality(header.stain_stats, tiles.permute(0, 2, 3, 1).numpy())
+    line = modality_warning(f"tile set {data.source}", check)
+    if line:
+        warn(report, line)
+    return check._asdict()
 
 
 def _robustness(opts: EvalOptions, model: Any, data: Any, probs: Any, scores: dict[str, Any], trust: Any,
