@@ -135,12 +135,15 @@ def sample_index(count: int, sample: int = CHECK_TILES, seed: int = 0) -> np.nda
     return np.sort(np.random.default_rng(seed).permutation(count)[:sample])
 
 
-def modality_warning(name: str, check: ModalityCheck) -> str | None:
-    """The warning line for a slide or tile set whose check failed, naming it; None when it passed."""
+def modality_warning(name: str, check: ModalityCheck, strict_hint: bool = True) -> str | None:
+    """The warning line for a slide or tile set whose check failed, naming it; None when it passed.
+
+    ``strict_hint``: end by saying that ``--strict`` makes it a failure (for commands that have ``--strict``).
+    """
     if check.modality_ok:
         return None
     return (f"{name} is not the kind of slide this model was tuned on: {check.reason}; its predictions are not "
-            "to be trusted (--strict makes this a failure)")
+            "to be trusted" + (" (--strict makes this a failure)" if strict_hint else ""))
 
 
 def _distances(features: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -165,7 +165,7 @@ def _modality(header: Any, data: Any, size: int, report: Reporter) -> dict[str, 
     index = sample_index(len(data))
     tiles = ImageStore([data.paths[i] for i in index], size).batch(list(range(len(index))))
     check = check_modality(header.stain_stats, tiles.permute(0, 2, 3, 1).numpy())
-    line = modality_warning(f"tile set {data.source}", check)
+    line = modality_warning(f"tile set {data.source}", check, strict_hint=False)
     if line:
         warn(report, line)
     return check._asdict()

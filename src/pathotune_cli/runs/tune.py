@@ -71,6 +71,10 @@ class TuneOptions:
             )
         if not self.config and self.data is None:
             raise BadInput("no training data given", "pass --data DIR|CSV")
+        if self.stain_reference is not None and not Path(self.stain_reference).exists():
+            from pathotune_cli.engine.stain_fit import REFERENCE_FIX
+
+            raise BadInput(f"stain reference {self.stain_reference} does not exist", REFERENCE_FIX)
 
 
 @dataclass(frozen=True)
