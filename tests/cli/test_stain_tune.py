@@ -179,3 +179,27 @@ def test_predict_flags_the_fluorescence_slide_and_not_the_he_slide(stained: Path
     strict = CliRunner().invoke(app, ["predict", "--prompts", str(stained), str(FLUORESCENCE), "--strict",
                                       "--out", str(tmp_path / "strict")])
     assert strict.exit_code == 1
+
+
+@pytest.mark.slow
+def test_wsinfer_runs_the_stained_export_and_agrees_with_predict(stained: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Must show: WSInfer 0.6.1 itself runs the export (normalisation inside) and agrees with predict."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pathotune_cli.cli.app import app
+
+    from wsinfer_env import wsinfer_executable, wsinfer_home
+
+    exe = wsinfer_executable()
+    monkeypatch.setenv("HOME", str(wsinfer_home()))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = CliRunner().invoke(app, ["export", str(stained), "--format", "wsinfer", "--out", str(tmp_path / "ws"),
+                                      "--check-wsinfer", str(require_data(CMU)), "--wsinfer", str(exe), "--json"])
+    assert result.exit_code == 0, result.output
+    checked = json.loads(result.stdout)["wsinfer_check"]
+    print(f"\nWSInfer vs predict on {CMU.name}: {checked['shared_tiles']} tiles, top-class agreement "
+          f"{checked['top_class_agreement']:.4f}, max |dp| {checked['max_abs_dp']:.2e}")
+    assert checked["passed"] and checked["shared_tiles"] >= 40 and checked["top_class_agreement"] >= 0.99
