@@ -62,6 +62,14 @@ def test_stain_travels_in_the_prompt_file(stained: Path) -> None:
     assert header.stain_stats is not None and header.stain_stats.tiles == 61 and header.stain_stats.threshold > 0
 
 
+def test_inspect_verifies_and_shows_the_stain_section(stained: Path) -> None:
+    from pathotune_cli.runs.inspect import inspect_run
+
+    doc = inspect_run(stained).to_dict()
+    assert doc["tensors_verified"] and doc["stain"]["method"] == "macenko" and doc["stain_stats"]["tiles"] == 61
+    assert {"stain.he_ref", "stain.max_c_ref"} <= {t["name"] for t in doc["tensors"]}
+
+
 def test_logits_equal_normalising_by_hand_with_torchstain_then_the_model_without_it(stained: Path) -> None:
     from torchstain.torch.normalizers import TorchMacenkoNormalizer
 
@@ -84,6 +92,7 @@ def test_logits_equal_normalising_by_hand_with_torchstain_then_the_model_without
     assert float((inside - raw).abs().max()) > 10 * gap  # the normalisation does change the logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_exports_carry_the_normalisation_and_agree_with_the_eager_model(stained: Path, fmt: str) -> None:
     from pathotune_cli.runs.export import ExportOptions, export_run
