@@ -204,6 +204,23 @@ def _float_tile(folder: Path) -> Path:
     return folder / "measured.tif"
 
 
+def _blank_png(path: Path) -> Path:
+    Image.fromarray(np.full((64, 64, 3), 245, np.uint8)).save(path)
+    return path
+
+
+def _dark_tiles(folder: Path) -> Path:
+    """Tiles of a dark, fluorescence-like image: black with a few dim red nuclei."""
+    rng = np.random.default_rng(0)
+    for name in ("tumor", "stroma"):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            tile = np.zeros((64, 64, 3), np.uint8)
+            tile[..., 0] = (rng.random((64, 64)) > 0.8) * rng.integers(40, 120, (64, 64))
+            Image.fromarray(tile).save(folder / name / f"{i}.png")
+    return folder
+
+
 def _renamed(folder: Path, name: str) -> Path:
     return folder.rename(folder.with_name(name))
 
@@ -297,6 +314,13 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
     "shots-above-a-class": lambda c: [*TUNE, "--data", str(c.tile_copy("D")), "--shots", "100", "--out",
                                       str(c.tmp / "R")],
     "two-folders-one-class": lambda c: _tune_on(c, shutil.copytree(c.tile_copy("D") / "tumor", c.tmp / "D" / "Tumor")),
+    "stain-unknown": lambda c: [*TUNE, "--data", str(c.tiles), "--stain", "vahadane"],
+    "stain-reference-missing": lambda c: [*TUNE, "--data", str(c.tiles), "--stain", "macenko",
+                                          "--stain-reference", str(c.tmp / "nowhere.png")],
+    "stain-reference-blank": lambda c: [*TUNE, "--data", str(c.tiles), "--out", str(c.tmp / "R"), "--stain", "macenko",
+                                        "--stain-reference", str(_blank_png(c.tmp / "glass.png"))],
+    "eval-wrong-modality": lambda c: ["eval", str(c.prompts), "--data", str(_dark_tiles(c.tmp / "D")), "--out",
+                                      str(c.tmp / "E"), "--bootstrap", "0"],
     "eval-on-training-tiles": lambda c: ["eval", str(c.prompts), "--data", str(c.tiles), "--out", str(c.tmp / "E"),
                                          "--bootstrap", "0"],
     # prompt files and weights

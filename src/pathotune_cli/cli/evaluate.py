@@ -47,6 +47,9 @@ def evaluate(
     force: Annotated[bool, typer.Option("--force", help="Replace an evaluation of another prompt file or other "
                                         "data in the output folder.")] = False,
     write_report: ReportOpt = True,
+    robustness: Annotated[bool, typer.Option(
+        "--robustness", help="Score again under stain, JPEG, blur and resolution shifts (and per site/centre "
+        "column): a table in metrics.json and robustness.png.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
@@ -57,7 +60,8 @@ def evaluate(
     prompts, _ = choose_prompts(prompts_opt, [prompts] if prompts else [])
     opts = EvalOptions(prompts=prompts, data=data, out=out, batch_size=batch_size, seed=seed, bootstrap=bootstrap,
                        precision=precision, device=device, weights=weights, uncalibrated=uncalibrated,
-                       kernels=kernels, default_mpp=default_mpp, force=force, report=write_report)
+                       kernels=kernels, default_mpp=default_mpp, force=force, report=write_report,
+                       robustness=robustness)
     with ProgressDisplay() as progress:
         result = eval_run(opts, report=progress)
     if json_out:
@@ -77,8 +81,26 @@ def evaluate(
          for c, v in scores["per_class"].items()],
     )
     _render_trust(result.trust)
+    if result.robustness is not None:
+        _render_robustness(result.robustness)
     page = ", report.html (open it in any browser)" if write_report and (result.out / "report.html").is_file() else ""
-    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png{page}")
+    robust = ", robustness.png" if result.robustness is not None else ""
+    info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png"
+         f"{robust}{page}")
+
+
+def _render_robustness(doc: dict) -> None:
+    table("robustness (accuracy under controlled shifts, mildest first)",
+          ["shift", "accuracy", "95% CI", "drop", "inside unshifted CI", "changed"],
+          [(r["shift"], _f(r["accuracy"]["value"]), f"{_f(r['accuracy']['ci_low'])} - {_f(r['accuracy']['ci_high'])}",
+            _f(r["accuracy_drop"]), "yes" if r["within_unshifted_ci"] else "no", f"{r['changed_predictions']:.0%}")
+           for r in doc["shifts"]])
+    if doc.get("sites"):
+        sites = doc["sites"]
+        table("per site", ["site", "tiles", "accuracy"],
+              [(s, v["n"], _f(v["accuracy"]["value"])) for s, v in sites["per_site"].items()])
+        info(f"accuracy spread between sites: {_f(sites['accuracy_spread'])} (worst: {sites['worst_site']})")
+    info(doc["meaning"])
 
 
 def _render_trust(trust: dict) -> None:

@@ -36,6 +36,8 @@ def inspect(prompts: PromptsArg = None, prompts_opt: PromptsOpt = None, json_out
         split = (header.metrics or {}).get("split", "")
         items[f"metrics ({split})" if split else "metrics"] = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
     items["trust"] = _trust(header.trust)
+    items["stain"] = (f"{header.stain.method} inside the model, fitted to {header.stain.reference}"
+                      if header.stain is not None else "none (tiles go in as scanned)")
     items["written by"] = f"pathotune {header.pathotune_version}, format {header.format_version}" + (
         f", {header.created}" if header.created else f", modified {f['modified']}"
     )

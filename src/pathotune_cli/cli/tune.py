@@ -13,6 +13,20 @@ from pathotune_cli.cli import render
 from pathotune_cli.cli.options import DefaultMppOpt, JsonOpt, SetOpt, SweepOpt, WeightsOpt, above_zero
 from pathotune_cli.cli.render import emit_json, key_values, table, user_errors
 
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="ImageFolder tree, CSV with path,label[,split], or labels.csv of slide tiles.")]
+MethodOpt = Annotated[str | None, typer.Option("--method", help=(
+    "pathotune (TVP+TTP+IVP), vpt, linear, full, lora, prototypes, knn or zeroshot (no --data needed)."))]
+OutOpt = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Run folder (default: runs/tune, under the lab's out root).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", callback=above_zero, help="Peak learning rate (default: 1e-3).")]
+TilePromptsOpt = Annotated[Path | None, typer.Option(
+    "--prompts", help="Slide-level tasks, two-stage: a tile-level prompt file whose features feed the aggregator.")]
+StainOpt = Annotated[str | None, typer.Option(
+        "--stain", help="Stain normalisation inside the model: macenko, reinhard or none (default: none).")]
+StainReferenceOpt = Annotated[Path | None, typer.Option(
+        "--stain-reference", help="Image or folder to fit --stain to (default: a seeded sample of the training "
+        "tiles).")]
 FeaturesOpt = Annotated[Path | None, typer.Option(
     "--features", help="Slide-level tasks: a folder of per-slide features .h5 to reuse (ours, TRIDENT, CLAM).")]
 FoldsOpt = Annotated[int | None, typer.Option(
@@ -36,37 +50,24 @@ BackboneOpt = Annotated[
 @user_errors
 def tune(
     preset: Annotated[str | None, typer.Option("--preset", help="Task preset name or YAML path (e.g. crc).")] = None,
-    data: Annotated[
-        Path | None, typer.Option(
-            "--data", help="ImageFolder tree, CSV with path,label[,split], or labels.csv of slide tiles."
-        )
-    ] = None,
+    data: DataOpt = None,
     backbone: BackboneOpt = None,
-    method: Annotated[
-        str | None, typer.Option("--method", help=(
-            "pathotune (TVP+TTP+IVP), vpt, linear, full, lora, prototypes, knn or zeroshot (no --data needed)."))
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/tune, under the lab's out root).")
-    ] = None,
+    method: MethodOpt = None,
+    out: OutOpt = None,
     config: Annotated[Path | None, typer.Option("--config", help="Rerun from a RUN/config.yaml.")] = None,
     set_: SetOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: 20).")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Images per step (default: 32).")
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option("--lr", callback=above_zero, help="Peak learning rate (default: 1e-3).")
-    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step [32].")] = None,
+    lr: LrOpt = None,
     shots: Annotated[int | None, typer.Option("--shots", min=1, help="Few-shot: images per class, seeded.")] = None,
+    stain: StainOpt = None,
+    stain_reference: StainReferenceOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for split, sampling and init (default: 0).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     weights: WeightsOpt = None,
     val_data: Annotated[Path | None, typer.Option("--val-data", help="A separate validation set.")] = None,
-    prompts: Annotated[Path | None, typer.Option(
-        "--prompts", help="Slide-level tasks, two-stage: a tile-level prompt file whose features feed the aggregator."
-    )] = None,
+    prompts: TilePromptsOpt = None,
     features: FeaturesOpt = None,
     folds: FoldsOpt = None,
     default_mpp: DefaultMppOpt = None,
@@ -90,6 +91,7 @@ def tune(
         opts = TuneOptions(
             preset=preset, data=data, backbone=backbone, method=method, out=out, config=config,
             sets=tuple(set_ or ()), epochs=epochs, batch_size=batch_size, lr=lr, shots=shots, seed=seed,
+            stain=stain, stain_reference=stain_reference,
             precision=precision, device=device, weights=weights, val_data=val_data, tile_prompts=prompts,
             features=features, folds=folds, skip_bad_slides=skip_bad_slides, download=download,
             default_mpp=default_mpp,

@@ -11,6 +11,12 @@ from pydantic import Field, field_validator, model_validator
 
 from pathotune_cli.config.schema import Aggregator, BackbonePreset, Strict, TaskPreset
 
+ADDED_DEFAULTS: dict[str, object] = {
+    "train.augment.hed": 0.0, "train.augment.stain_matrix": 0.0, "train.stain.method": "none",
+    "train.stain.reference": None, "train.stain.reference_tiles": 64,
+}
+"""Settings added after runs existed, with their defaults: a run or checkpoint made without them resumes as one
+made with the default (``runs.tune.config_digest``)."""
 Method = Literal["linear", "vpt", "pathotune", "full", "lora", "prototypes", "knn", "zeroshot"]
 TRAINING_FREE = ("prototypes", "knn", "zeroshot")
 """Methods fitted in one pass over the training tiles (or from text alone), without a gradient step."""
@@ -133,6 +139,23 @@ class AugmentSettings(Strict):
     contrast: float = Field(0.1, ge=0, le=1)
     saturation: float = Field(0.1, ge=0, le=1)
     hue: float = Field(0.02, ge=0, le=0.5)
+    hed: float = Field(0.0, ge=0, le=0.5)
+    """HED-space jitter (Tellez et al. 2018): each stain's concentration scaled by 1 + U(-hed, hed) and shifted by
+    U(-hed, hed) times its mean; 0 switches it off. Ours: off by default, 0.05 a mild setting."""
+    stain_matrix: float = Field(0.0, ge=0, le=0.5)
+    """Stain-matrix perturbation: each entry of the H&E optical-density vectors multiplied by 1 + U(-s, s), the
+    vectors renormalised; 0 switches it off. Ours: off by default, 0.05 a mild setting."""
+
+
+class StainSettings(Strict):
+    """Stain normalisation stored in the prompt file and applied inside the model's forward."""
+
+    method: Literal["none", "macenko", "reinhard"] = "none"
+    """``macenko`` (stain vectors and concentrations), ``reinhard`` (LAB mean and spread) or ``none``."""
+    reference: str | None = None
+    """An image or a folder of images to fit to; None: a seeded sample of the training tiles."""
+    reference_tiles: int = Field(64, ge=1, le=4096)
+    """Training tiles in the default reference's montage (ours)."""
 
 
 class TrainSettings(Strict):
@@ -155,6 +178,8 @@ class TrainSettings(Strict):
     shots: int | None = Field(None, ge=1)
     """Few-shot: at most this many training images per class, sampled with the seed."""
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    stain: StainSettings = Field(default_factory=StainSettings)
+    """``--stain`` / ``train.stain.method``: normalisation fitted at tune, stored in the prompt file."""
     grad_clip: float | None = Field(1.0, gt=0)
 
 
@@ -288,6 +313,9 @@ class RunConfig(Strict):
         elif self.prompt.method == "full" or self.prompt.method in ("lora", *TRAINING_FREE) or self.prompt.lora.rank:
             raise ValueError(f"method '{self.prompt.method}'{' with lora' if self.prompt.lora.rank else ''} is not "
                              "offered for slide-level tasks; use pathotune, vpt or linear")
+        elif self.train.stain.method != "none":
+            raise ValueError("stain normalisation (--stain) is for tile-level tasks; tune the tile prompts with "
+                             "--stain first, or leave it out")
         return self
 
     @model_validator(mode="after")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli.backbones import load_backbone
 from pathotune_cli.backbones.base import Backbone
@@ -30,6 +30,9 @@ class BuiltModel:
     instance_fingerprint: str | None
     text_encoder: str | None
     texts: list[str]
+    stain: dict[str, Any] = field(default_factory=dict)
+    """The header's ``stain`` (``StainSpec``) and ``stain_stats`` (``StainStats``), once ``engine.stain_fit``
+    has fitted them to the training tiles."""
 
 
 def text_encoder_for(settings: PromptSettings, backbone: BackbonePreset) -> str:

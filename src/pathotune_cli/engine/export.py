@@ -96,12 +96,7 @@ class ExportModule(nn.Module):
         if self.model.needs_instance_features:
             # PromptedModel.instance_features would do the same, but it counts images in a Python int,
             # which a trace would freeze; call the frozen encoder directly.
-            encoder = (
-                self.model.instance_encoder
-                if self.model.instance_encoder is not None
-                else self.model.backbone
-            )
-            features = encoder(images)
+            features = self.model.encode_instances(self.model.stain_normalise(images))
         logits = self.model(images, features) / self.temperature
         return logits if self.output == LOGITS_NAME else torch.softmax(logits, dim=-1)
 

@@ -5,8 +5,8 @@ loads prompts (``eval``, ``predict``, ``export``, ``inspect``, the model card) r
 walking dictionaries. A header that does not validate, or whose parts disagree (its class list and its task), is
 a damaged or altered file: one line, exit 2.
 
-Format versions: 1 (pathotune 0.1 before the header type: no ``weight_source``) and 2 (now) are read; a newer
-one is refused by name.
+Format versions: 1 (pathotune 0.1 before the header type: no ``weight_source``), 2 (no stain section) and 3
+(now: ``stain`` and ``stain_stats``, both optional) are read; a newer one is refused by name.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pydantic import Field, model_validator
 
 from pathotune_cli.config.run import KNNSettings, LoRASettings, MILSettings, PromptSettings
 from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset, TileSpec
+from pathotune_cli.engine.stain_stats import StainStats
 from pathotune_cli.engine.trust import TrustStats
 
 FORMAT = "pathotune-prompts"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 WeightSourceKind = Literal["random", "explicit", "weight-map", "hf-cache", "download"]
 TileSource = Literal["backbone", "prompts", "end-to-end"]
 """How a slide-level file's tile features are made: the bare backbone, a tile-level prompt file tuned on the
@@ -49,6 +50,18 @@ class Preprocessing(Strict):
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+
+class StainSpec(Strict):
+    """The stain normalisation inside the model (``engine.stain``); its reference tensors are ``stain.*``."""
+
+    method: Literal["macenko", "reinhard"]
+    reference: str
+    """What it was fitted to: training tiles (how many, which seed) or the user's image or folder."""
+    library: str
+    """The library that fitted it (the module applying it is checked against it in the tests)."""
+    tensors: list[str]
+    """Names of the reference tensors, without the ``stain.`` prefix."""
 
 
 class PromptHeader(Strict):
@@ -85,6 +98,11 @@ class PromptHeader(Strict):
     trust: TrustStats | None = None
     """Temperature, conformal quantiles and OOD statistics from the validation split (``engine.trust``); None in
     files made before it existed or tuned without validation: their probabilities are the raw softmax."""
+    stain: StainSpec | None = None
+    """Stain normalisation applied inside the model (``--stain``); None: the tiles go in as they are."""
+    stain_stats: StainStats | None = None
+    """The training tiles' stain statistics and the distance past which a slide is not what the model knows
+    (``engine.stain_stats``); None in files made before it existed."""
 
     @model_validator(mode="after")
     def _parts_agree(self) -> PromptHeader:

@@ -29,11 +29,13 @@ def prompt_header(
     training: dict[str, Any] | None = None,
     slide: dict[str, Any] | None = None,
     trust: TrustStats | None = None,
+    stain: dict[str, Any] | None = None,
 ) -> PromptHeader:
     """The header of a new prompt file: everything needed to rebuild and to trust the model.
 
     ``slide`` holds a slide-level file's extra fields (``level``, ``mil``, ``tile_source``, ``source_prompts``,
-    ``trainable_parameters``); ``built.model`` is then its tile encoder.
+    ``trainable_parameters``); ``built.model`` is then its tile encoder. ``stain`` holds ``stain`` (a
+    ``StainSpec``) and ``stain_stats`` (a ``StainStats``), either None.
     """
     model = built.model
     instance = None
@@ -63,7 +65,7 @@ def prompt_header(
         training=training,
         trust=trust,
     )
-    return PromptHeader(**{**fields, **(slide or {})})
+    return PromptHeader(**{**fields, **(slide or {}), **built.stain, **(stain or {})})
 
 
 def random_weights_warning(model: PromptedModel) -> str | None:
@@ -98,6 +100,7 @@ def load_prompted_model(
     except ValueError as exc:
         raise BadInput(f"{file.path}: {exc}", ALTERED) from None
     model.resize_for(file.tensors)
+    model.stain = stored_stain(file)
     check_tensors(file, model.trained_state())
     check_trust_tensors(file, model.head.in_features)
     model.load_trained({k: v for k, v in file.tensors.items() if not k.startswith(TRUST_PREFIX)})
@@ -137,6 +140,26 @@ def stored_text_embeddings(file: PromptFile, prefix: str = "") -> torch.Tensor |
     if embeddings is not None and (embeddings.dim() != 2 or embeddings.shape[0] != texts):
         raise BadInput(f"{file.path}: {tuple(embeddings.shape)} stored text embeddings for {texts} texts", ALTERED)
     return embeddings
+
+
+def stored_stain(file: PromptFile) -> torch.nn.Module | None:
+    """The stain normalisation stored in the file (``stain`` in the header, ``stain.*`` tensors), or None.
+
+    Raises:
+        BadInput: the header names a stain method whose tensors are missing or of the wrong shape.
+    """
+    from pathotune_cli.engine.stain import StainNormaliser, reference_shapes
+
+    spec = file.header.stain
+    if spec is None:
+        return None
+    shapes = reference_shapes(spec.method)
+    tensors = {name: file.tensors.get(f"stain.{name}") for name in shapes}
+    bad = [n for n, t in tensors.items() if t is None or tuple(t.shape) != shapes[n] or not torch.isfinite(t).all()]
+    if bad:
+        raise BadInput(f"{file.path}: its {spec.method} stain reference 'stain.{bad[0]}' is missing or malformed",
+                       ALTERED)
+    return StainNormaliser(spec.method, tensors)  # type: ignore[arg-type]
 
 
 def check_trust_tensors(file: PromptFile, feature_dim: int) -> None:

@@ -68,6 +68,8 @@ class PromptedModel(nn.Module):
         if self.lora is not None and not len(self.lora):
             raise ValueError(f"backbone '{backbone.preset.name}' has no {'/'.join(settings.lora.targets)} linear "
                              "layers in timm-style blocks for LoRA (open_clip towers use nn.MultiheadAttention)")
+        self.stain: nn.Module | None = None
+        """Stain normalisation applied to the input first (``engine.stain``; set by ``tune --stain`` and loading)."""
         self.head = _head(backbone, settings, backbone.pooled_dim(self.pool_mode), num_classes, class_text)
         self._freeze()
 
@@ -115,6 +117,8 @@ class PromptedModel(nn.Module):
             state["ttp.text_embeddings"] = self.ttp.text_embeddings.detach()
         if isinstance(self.head, FittedHead):
             state.update({f"head.{name}": b.detach() for name, b in self.head.named_buffers()})
+        if self.stain is not None:
+            state.update({f"stain.{name}": t for name, t in self.stain.reference().items()})  # type: ignore[operator]
         return state
 
     def resize_for(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -148,16 +152,30 @@ class PromptedModel(nn.Module):
         """Whether ``forward`` uses instance features (and so can take cached ones)."""
         return self.vrm is not None
 
+    def stain_normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """The images as the model sees them: stain-normalised when the prompt file says so, else unchanged."""
+        return self.stain(images) if self.stain is not None else images
+
     def instance_features(self, images: torch.Tensor) -> torch.Tensor:
         """Features of each image from the frozen instance encoder (the backbone itself for ``self``)."""
-        encoder = self.instance_encoder if self.instance_encoder is not None else self.backbone
         self.instance_images_encoded += int(images.shape[0])
         with torch.no_grad():
-            return encoder(images)
+            return self.encode_instances(self.stain_normalise(images))
+
+    def encode_instances(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen instance encoder on images already stain-normalised (no counting: traceable)."""
+        encoder = self.instance_encoder if self.instance_encoder is not None else self.backbone
+        return encoder(images)
 
     def features(self, images: torch.Tensor, instance_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled features of prompted images: what the head reads."""
+        """Pooled features of prompted images: what the head reads (stain normalisation first, where set)."""
         bb = self.backbone
+        if self.stain is not None:
+            images = self.stain(images)
+            if self.vrm is not None and instance_features is None:
+                self.instance_images_encoded += int(images.shape[0])
+                with torch.no_grad():
+                    instance_features = self.encode_instances(images)
         tokens = bb.embed(bb.normalise(images))
         batch = tokens.shape[0]
         p = bb.num_prefix_tokens

@@ -48,7 +48,10 @@ class InspectResult:
             "tile": h.tile.model_dump(mode="json"), "preprocessing": h.preprocessing.model_dump(mode="json"),
             "trainable_parameters": h.trainable_parameters, "backbone_parameters": h.backbone_parameters,
             "metrics": h.metrics, "training": h.training,
-            "trust": h.trust.model_dump(mode="json") if h.trust is not None else None, "tensors": self.tensors,
+            "trust": h.trust.model_dump(mode="json") if h.trust is not None else None,
+            "stain": h.stain.model_dump(mode="json") if h.stain is not None else None,
+            "stain_stats": h.stain_stats.model_dump(mode="json") if h.stain_stats is not None else None,
+            "tensors": self.tensors,
             "tensor_values": self.tensor_values, "tensors_verified": self.tensors_verified,
             "tensors_not_verified_because": self.tensors_not_verified_because,
         }
@@ -113,6 +116,10 @@ def expected_tensors(file: Any) -> tuple[dict[str, Any] | None, str | None]:
             from pathotune_cli.engine.slide_model import make_slide_model
 
             model = make_slide_model(model, len(header.classes), header.mil, str(header.mil.aggregator))
+    if not slide:
+        from pathotune_cli.engine.load import stored_stain
+
+        model.stain = stored_stain(file)
     return model.trained_state(), None
 
 

@@ -89,6 +89,17 @@ def config_digest(config: RunConfig) -> str:
             data["prompt"].pop(key)
     if data.get("default_mpp") is None:  # likewise for runs before --default-mpp reached tune
         data.pop("default_mpp", None)
+    from pathotune_cli.config.run import ADDED_DEFAULTS
+
+    for key, default in ADDED_DEFAULTS.items():  # the same for keys added since (stain, augmentation)
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        if leaf in node and node[leaf] == default:
+            node.pop(leaf)
+    if data["train"].get("stain") == {}:
+        data["train"].pop("stain")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -111,6 +122,11 @@ class EvalResult:
     seconds: float = 0.0
     level: str = "tile"
     """``slide``: the counts and metrics are over slides."""
+    robustness: dict[str, Any] | None = None
+    """``--robustness``: ``runs.tile_level.robustness.robustness_report``."""
+    modality: dict[str, Any] | None = None
+    """The tiles' stain distance from the training tiles and whether they are the kind the model knows
+    (``engine.stain_stats.check_modality``); None for prompt files without stain statistics."""
     tuning_overlap: dict[str, int] | None = None
     """How many evaluation items the prompt file was tuned on (``train``, ``val``, of ``items``), by content;
     None where the run left no data manifest to compare with."""
@@ -127,6 +143,8 @@ class EvalResult:
             "backbone": self.backbone, "precision": self.precision, **self.scores, **self.trust,
             "counts": self.counts, "out": str(self.out), "seconds": self.seconds, "level": self.level,
             "tuning_overlap": self.tuning_overlap,
+            **({"robustness": self.robustness} if self.robustness is not None else {}),
+            **({"modality": self.modality} if self.modality is not None else {}),
         }
 
 
@@ -154,6 +172,9 @@ class EvalOptions:
     """Replace an evaluation of another prompt file or other data in the output folder."""
     report: bool = True
     """Write ``report.html`` (``runs.report``) beside the metrics: one offline page, about a second."""
+    robustness: bool = False
+    """Score again under controlled shifts, and per site (``runs.tile_level.robustness``): ``robustness.png``, a
+    table."""
 
     def __post_init__(self) -> None:
         """Counts must be usable."""

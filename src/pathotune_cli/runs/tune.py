@@ -20,6 +20,7 @@ from pathotune_cli.cluster import World
 from pathotune_cli.config import RunConfig, TaskPreset, apply_overrides, load_backbone_preset, load_task_preset
 from pathotune_cli.config.lab import lab_config_path, output_folder, read_lab_defaults
 from pathotune_cli.config.loader import read_yaml, validate
+from pathotune_cli.config.run import ADDED_DEFAULTS
 from pathotune_cli.errors import BadInput, MissingWeights
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import coerce_paths
@@ -43,6 +44,10 @@ class TuneOptions:
     batch_size: int | None = None
     lr: float | None = None
     shots: int | None = None
+    stain: str | None = None
+    """``macenko``, ``reinhard`` or ``none`` (``train.stain.method``)."""
+    stain_reference: Path | None = None
+    """An image or folder to fit the stain normalisation to (``train.stain.reference``)."""
     seed: int | None = None
     precision: str | None = None
     device: str | None = None
@@ -69,6 +74,10 @@ class TuneOptions:
             )
         if not self.config and self.data is None and self.method != "zeroshot":
             raise BadInput("no training data given", "pass --data DIR|CSV (only --method zeroshot runs without it)")
+        if self.stain_reference is not None and not Path(self.stain_reference).exists():
+            from pathotune_cli.engine.stain_fit import REFERENCE_FIX
+
+            raise BadInput(f"stain reference {self.stain_reference} does not exist", REFERENCE_FIX)
 
 
 def choose_backbone(opts: TuneOptions, task: TaskPreset) -> tuple[str, str | None]:
@@ -103,6 +112,10 @@ def resolve_config(opts: TuneOptions) -> RunConfig:
             base[key] = str(Path(str(base[key])).expanduser().resolve())
     train = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "shots": opts.shots}
     base.setdefault("train", {}).update({k: v for k, v in train.items() if v is not None})
+    stain = {k: v for k, v in {"method": opts.stain, "reference": str(Path(opts.stain_reference).expanduser().resolve())
+             if opts.stain_reference else None}.items() if v is not None}
+    if stain:
+        base["train"].setdefault("stain", {}).update(stain)
     if opts.method is not None:
         base.setdefault("prompt", {})["method"] = opts.method
     if not base.get("data") and base.get("prompt", {}).get("method") != "zeroshot":
@@ -259,6 +272,7 @@ def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allo
 
     train_set, val_set, splits = _load_splits(config, report)
     built = _build(config, placement, allow_download, report)
+    built.stain = _fit_stain(config, built.model, splits[0].store, report)
     dist.agree("backbone (weights fingerprint)", built.backbone_fingerprint,
                "give every rank the same backbone weights (--weights on a file system all nodes see)")
     monitor = f"validation {config.train.monitor}" if val_set is not None else "training loss"
@@ -303,8 +317,8 @@ def _require_same_settings(out: Path, config: RunConfig) -> None:
     except BadInput:
         return  # the checkpoint's own digest still guards the resume
     now = _flat(config.model_dump(mode="json"))
-    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k) and k.split(".")[0] not in
-                     ("out", "device", "runtime"))
+    changed = sorted(k for k in {*before, *now} if before.get(k, ADDED_DEFAULTS.get(k)) != now.get(k)
+                     and k.split(".")[0] not in ("out", "device", "runtime"))
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         raise BadInput(f"{out} was started with other settings (changed: {shown})",
@@ -404,6 +418,17 @@ def _build(config: RunConfig, placement: Any, allow_download: bool, report: Repo
     if random_note:
         warn(report, random_note)
     return built
+
+
+def _fit_stain(config: RunConfig, model: Any, store: Any, report: Reporter) -> dict[str, Any]:
+    """``--stain``: the normalisation fitted and set inside the model; always: the training tiles' stain statistics."""
+    from pathotune_cli.engine.stain_fit import prepare_stain
+
+    header = prepare_stain(model, config.train.stain, store, config.seed)
+    if "stain" in header:
+        note(report, f"stain normalisation {header['stain'].method} fitted to {header['stain'].reference}: "
+                     "applied inside the model by every command and export")
+    return header
 
 
 def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any,

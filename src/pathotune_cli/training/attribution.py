@@ -50,8 +50,7 @@ def gradient_x_input(
     with torch.enable_grad():
         instance = None
         if model.needs_instance_features:
-            encoder = model.instance_encoder if model.instance_encoder is not None else model.backbone
-            instance = encoder(x)
+            instance = model.encode_instances(model.stain_normalise(x))
         features = model.features(x, instance)
         logits = model.head(features).float()
         chosen = logits.argmax(dim=1) if target is None else target.to(logits.device).long()

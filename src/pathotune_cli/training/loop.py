@@ -274,7 +274,7 @@ def _train_epoch(model: Any, optimizer: torch.optim.Optimizer, params: list[torc
     losses, lr = [], settings.lr
     for step in range(steps_per_epoch):
         batch = order[step * settings.batch_size : (step + 1) * settings.batch_size].numpy()
-        draws = augment_draws(len(batch), aug_gen)  # the whole batch's numbers, on every rank alike
+        draws = augment_draws(len(batch), aug_gen, settings.augment)  # the whole batch's numbers, on every rank alike
         lo, hi = dist.bounds(len(batch))
         lr = lr_at((epoch - 1) * steps_per_epoch + step, total_steps, warmup, settings.lr, settings.schedule)
         for group in optimizer.param_groups:

@@ -102,6 +102,9 @@ def _task_section(header: PromptHeader) -> dict[str, Any]:
 def _preprocessing_section(header: PromptHeader, size: int, fmt: str) -> dict[str, Any]:
     pre = header.preprocessing
     steps = ["uint8: / 255 -> float32 in [0, 1]; float32 in [0, 1]: taken as it is"]
+    if header.stain is not None:
+        steps.append(f"{header.stain.method} stain normalisation per tile towards the reference fitted to "
+                     f"{header.stain.reference} (do not normalise stain yourself)")
     if size != pre.input_size:
         steps.append(f"resize {size} -> {pre.input_size} (bicubic, antialiased), as `pathotune predict` does")
     steps.append(f"(x - mean) / std per channel, mean {list(pre.mean)}, std {list(pre.std)}")

@@ -208,6 +208,9 @@ def _two_stage(config: RunConfig) -> tuple[Any, dict[str, Any]]:
 
     prompted, file = load_prompted_model(config.tile_prompts, config.weights)
     header = file.header
+    if header.stain is not None:
+        raise BadInput(f"{file.path} normalises stain ({header.stain.method}); slide-level files do not carry it yet",
+                       "tune the tile prompts without --stain for two-stage slide-level use")
     built = BuiltModel(prompted, header.backbone.fingerprint,
                        header.instance_encoder.preset if header.instance_encoder else None,
                        header.instance_encoder.fingerprint if header.instance_encoder else None,

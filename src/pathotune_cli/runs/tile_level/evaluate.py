@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import kernel_spec
@@ -52,10 +53,13 @@ def eval_tiles(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     scores = classification_metrics(data.labels, probs, task.class_names, ordinal=task.ordinal,
                                     bootstrap=opts.bootstrap, seed=opts.seed)
     trusted = trust_report(outputs.logits, outputs.features, data.labels, trust, opts.bootstrap, opts.seed)
+    robust = _robustness(opts, model, data, probs, scores, trust, placement, report) if opts.robustness else None
+    modality = _modality(header, data, model.backbone.input_size, report)
     result = EvalResult(
         prompts=file.path, data=Path(opts.data), task=task.name, method=header.method,
         backbone=header.backbone.preset.name, precision=placement.precision, scores=scores, trust=trusted,
         counts=data.counts(), out=out, seconds=round(time.time() - started, 2), tuning_overlap=counts,
+        robustness=robust, modality=modality,
     )
     rows = predictions_table(data.labels, probs, task.class_names, [str(p) for p in data.paths])
     with Staging() as staged:  # the files appear together or not at all
@@ -65,6 +69,10 @@ def eval_tiles(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
                               title=task.name)
         save_reliability(trusted, staged.temp(out / "reliability_diagram.png"),
                          title=f"{task.name}: {len(data)} tiles")
+        if robust is not None:
+            from pathotune_cli.runs.tile_level.robustness import save_robustness_plot
+
+            save_robustness_plot(robust, staged.temp(out / "robustness.png"), title=f"{task.name}: {len(data)} tiles")
         staged.commit()
     return result
 
@@ -94,3 +102,31 @@ def training_overlap(prompts: Path, paths: list[Path]) -> tuple[str | None, dict
     which = " and ".join(f"{n} in its {'training' if s == 'train' else 'validation'} data" for s, n in found.items())
     return (f"{len(splits)} of {len(paths)} evaluation tiles are also in the data this prompt file was tuned on "
             f"({which}, by sha256 in {manifest}): these metrics overstate how it does on new tiles"), counts
+
+
+def _modality(header: Any, data: Any, size: int, report: Reporter) -> dict[str, Any] | None:
+    """A sample of the tiles against the training tiles' stain statistics; a warning line when they differ."""
+    from pathotune_cli.engine.stain_stats import check_modality, modality_warning, sample_index
+    from pathotune_cli.runs.tile_level.labels import store_for
+
+    if header.stain_stats is None or not len(data):
+        return None
+    index = sample_index(len(data))
+    tiles = store_for(data, size).batch(list(index))
+    check = check_modality(header.stain_stats, tiles.permute(0, 2, 3, 1).numpy())
+    line = modality_warning(f"tile set {data.source}", check, strict_hint=False)
+    if line:
+        warn(report, line)
+    return check._asdict()
+
+
+def _robustness(opts: EvalOptions, model: Any, data: Any, probs: Any, scores: dict[str, Any], trust: Any,
+                placement: Any, report: Reporter) -> dict[str, Any]:
+    """``--robustness``: the metrics under controlled shifts, and per site (``runs.tile_level.robustness``)."""
+    from pathotune_cli.runs.tile_level.labels import store_for
+    from pathotune_cli.runs.tile_level.robustness import robustness_report, sites_of
+
+    store = store_for(data, model.backbone.input_size)
+    return robustness_report(model, store, data.labels, data.class_names, trust.probabilities, scores,
+                             probs, placement, opts.batch_size, opts.bootstrap, opts.seed,
+                             sites_of(Path(opts.data), data.paths), report)
