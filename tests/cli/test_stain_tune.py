@@ -167,7 +167,6 @@ def test_eval_says_when_a_tile_set_is_not_the_kind_the_model_knows(stained: Path
     assert ok.exit_code == 0 and "not the kind of slide" not in ok.output
 
 
-@pytest.mark.skip(reason="needs hook: predict calls runs.trust.modality.slide_modality per slide (lead, issue 22)")
 def test_predict_flags_the_fluorescence_slide_and_not_the_he_slide(stained: Path, tmp_path: Path) -> None:
     import csv
 

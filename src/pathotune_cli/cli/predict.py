@@ -95,6 +95,8 @@ def predict(
     roi: RoiOpt = None,
     roi_class: RoiClassOpt = None,
     write_report: ReportOpt = True,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail a slide unlike the slides the model was tuned on "
+                                         "(another stain or modality) instead of warning.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict a task over slides (CSV, GeoJSON for QuPath, heatmap, summary) and tile images (predictions.csv)."""
@@ -111,7 +113,8 @@ def predict(
         workers=workers, precision=precision, device=device, weights=weights, coords=coords, min_tissue=min_tissue,
         tissue=tissue.value, tissue_geojson=tissue_geojson, slides_csv=slides_csv, default_mpp=default_mpp,
         heatmap_class=heatmap_class, resume=resume, kernels=kernels, alpha=alpha, uncalibrated=uncalibrated,
-        explain_top=explain_top, roi=roi, roi_class=roi_class, report=write_report, max_damaged=max_damaged,
+        explain_top=explain_top, roi=roi, roi_class=roi_class, report=write_report, strict=strict,
+        max_damaged=max_damaged,
         shard=resolve_shard(shard),
     )
     with ProgressDisplay() as progress:

@@ -102,6 +102,8 @@ class PredictOptions:
     """With ``roi``: only the regions of this class."""
     report: bool = True
     """Write ``report.html`` (``runs.report``) when the run ends (a whole run, not a shard): about 60 ms a slide."""
+    strict: bool = False
+    """Fail a slide that is not the kind the model was tuned on (stain, modality), instead of warning."""
 
     shard: Shard = WHOLE
     """Which slides this process takes (``cluster.Shard``, or ``"I/N"``): every N-th from I, sorted by path."""

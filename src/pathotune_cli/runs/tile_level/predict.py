@@ -29,9 +29,11 @@ from pathotune_cli.runs.per_slide.inference import TileOutputs, infer_tiles
 from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
 from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling, plan
 from pathotune_cli.runs.trust.apply import UNCERTAIN, Trust, extra_headers, extra_values, tile_columns
+from pathotune_cli.runs.trust.modality import modality_columns
 
 if TYPE_CHECKING:
     from pathotune_cli.engine.model import PromptedModel
+    from pathotune_cli.engine.stain_stats import ModalityCheck
 
 PREDICT_ALGORITHM = 3
 """Bumped when a change of pathotune predicts differently from the same slide, model and settings (2: calibrated
@@ -73,8 +75,10 @@ def start_tile_level(opts: PredictOptions, prompts: Path, tiling: Tiling, out: P
                        f"use one of {', '.join(task.class_names)}")
     placement = shard_placement(opts.device, opts.precision, opts.shard)
     model.place(placement, "inference", kernel_spec(opts.kernels))
-    return TilePredictJob(out, model, placement, trust, tiling, opts, list(task.class_names), file.path, sha,
-                          file.header.backbone.fingerprint, report)
+    job = TilePredictJob(out, model, placement, trust, tiling, opts, list(task.class_names), file.path, sha,
+                         file.header.backbone.fingerprint, report)
+    job.stain_stats = file.header.stain_stats
+    return job
 
 
 class TilePredictJob(SlideJob):
@@ -91,6 +95,8 @@ class TilePredictJob(SlideJob):
         self.prompts, self.prompts_sha256, self.fingerprint = prompts, prompts_sha256, fingerprint
         self.pool: Any = None
         """Reading processes shared by every slide of the run (None: read in this process)."""
+        self.stain_stats: Any = None
+        """The training tiles' stain statistics (``engine.stain_stats``): each slide is checked against them."""
 
     def settings(self, slide: SlideInput) -> dict[str, object]:
         """The prompt file, the precision, the tiling and the output options."""
@@ -98,7 +104,7 @@ class TilePredictJob(SlideJob):
         return {"version": PREDICT_ALGORITHM, "prompts_sha256": self.prompts_sha256,
                 "precision": self.placement.precision, **self.tiling.settings(slide),
                 "heatmap_class": opts.heatmap_class, "uncalibrated": opts.uncalibrated, "alpha": opts.alpha,
-                "explain_top": opts.explain_top}
+                "explain_top": opts.explain_top, "strict": opts.strict}
 
     def label(self, slide: SlideInput) -> str:
         """``summary.csv`` names slides by file name."""
@@ -133,11 +139,14 @@ class TilePredictJob(SlideJob):
         planned = plan(slide, self.tiling)
         for line in planned.plan.notes:
             warn(self.report, line)
+        modality = self._modality(slide, planned)
         inferred = self._infer(planned)
         planned = dataclasses.replace(planned, coords=inferred.coords(planned))  # the tiles that decoded
         logits, ood = inferred.values[0], (inferred.values[1] if self.trust.has_ood else None)
         columns = tile_columns(self.trust, logits, ood, self.class_names)
         columns["damaged"] = inferred.filled
+        if modality is not None and not modality.modality_ok:  # every tile of the wrong kind of slide: Uncertain
+            columns["wrong_kind"] = np.ones(len(logits), bool)
         probs = columns["probs"]
         paths = output_paths(self.out, slide.stem, bool(self.opts.explain_top))
         picture = draw_heatmap(planned.plan.thumbnail, planned.plan.level0_size, planned.coords, planned.footprint,
@@ -151,7 +160,26 @@ class TilePredictJob(SlideJob):
             self._explain_top(planned, probs, staged.temp(paths["explain"]))
         row = self._row(slide, planned, probs, columns)
         row.values["tiles_damaged"] = inferred.damage.count
+        row.values.update(modality_columns(modality))
         return row
+
+    def _modality(self, slide: SlideInput, planned: PlannedSlide) -> ModalityCheck | None:
+        """The slide against the training tiles' stain statistics: a warning naming it, or (``--strict``) its failure.
+
+        Raises:
+            PathotuneError: ``--strict``, and the slide is not the kind of slide the model was tuned on.
+        """
+        from pathotune_cli.errors import PathotuneError
+        from pathotune_cli.runs.trust.modality import modality_warning, slide_modality
+
+        check = slide_modality(self.stain_stats, planned.path, planned.coords, planned.level, planned.read_size,
+                               planned.tile_size, planned.backend)
+        line = modality_warning(slide.name, check) if check is not None else None
+        if line and self.opts.strict:
+            raise PathotuneError(line, "predict it with a model tuned on slides of its kind, or drop --strict")
+        if line:
+            warn(self.report, line)
+        return check
 
     def run_extra(self) -> dict[str, object]:
         """What the run record adds when the run ends."""
@@ -279,6 +307,10 @@ def geojson_extras(columns: dict[str, Any], classes: list[str]) -> dict[str, Any
     if "ood" in columns:
         measurements.update(ood_score=columns["ood_score"], ood=columns["ood"])
         extras.update(uncertain=columns["ood"], uncertain_name=UNCERTAIN)
+    if "wrong_kind" in columns:  # a slide unlike the training tiles: every tile Uncertain, measured so
+        measurements["modality_ok"] = np.zeros(len(columns["wrong_kind"]))
+        flagged = columns["wrong_kind"] | (columns["ood"] if "ood" in columns else False)
+        extras.update(uncertain=flagged, uncertain_name=UNCERTAIN)
     if "damaged" in columns and np.any(columns["damaged"]):  # read from a coarser level: its own did not decode
         measurements["damaged"] = np.asarray(columns["damaged"], np.float64)
     return extras
