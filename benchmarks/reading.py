@@ -188,9 +188,9 @@ def predict_settings() -> tuple[int, int]:
     workers = opts.workers
     if not isinstance(workers, int):  # "auto": ask predict what it would use on this machine
         from pathotune_cli.hardware import resolve_device
-        from pathotune_cli.runs import predict
+        from pathotune_cli.runs.tile_level.predict import reading_workers
 
-        workers = predict.reading_workers(workers, resolve_device(opts.device))
+        workers = reading_workers(workers, resolve_device(opts.device))
     return workers, opts.batch_size
 
 
