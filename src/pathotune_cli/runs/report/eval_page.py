@@ -20,7 +20,7 @@ CHART_SIZE = 900
 def eval_page(records: RunRecords) -> str:
     """The whole eval report."""
     m = records.run
-    unit = "slides" if m.get("level") == "slide" else "tiles"
+    unit = {"slide": "slides"}.get(str(m.get("level")), "tiles")
     subtitle = f"{m.get('n', '?')} {unit} of {m.get('data', '?')}, evaluated into {records.folder}"
     body = [
         _metrics(m), _per_class(m), _confusion(m), _calibration(records.folder, m), _conformal(m), _ood(m),

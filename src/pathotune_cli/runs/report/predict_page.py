@@ -43,10 +43,10 @@ def top_class(row: dict[str, str], classes: list[str]) -> str:
 
 def _slide_table(records: RunRecords, classes: list[str]) -> str:
     have = {c for c in records.columns if any(s.row.get(c) not in (None, "") for s in records.slides)}
-    level = "slide" if "label" in have else "tile"
+    what = "label" if "label" in have else "top class"  # a slide-level model labels the slide
     columns: list[tuple[str, Callable[[dict[str, str]], str]]] = [
         ("status", lambda r: esc(r.get("status", ""))),
-        ("label" if level == "slide" else "top class", lambda r: esc(top_class(r, classes))),
+        (what, lambda r: esc(top_class(r, classes))),
         ("tiles", lambda r: esc(r.get("tiles", ""))),
         ("tissue mm²", lambda r: number(r.get("tissue_area_mm2"), 2)),
     ]
@@ -73,7 +73,7 @@ def _slide_table(records: RunRecords, classes: list[str]) -> str:
         '<section id="table"><h2>Slides at a glance</h2>'
         '<div class="controls filter" data-table="slide-table">'
         '<label>Filter <input type="search" placeholder="slide name, class, status..."></label>'
-        f'<label>{"label" if level == "slide" else "top class"} <select><option value="">any</option>{options}'
+        f'<label>{what} <select><option value="">any</option>{options}'
         '</select></label><span class="count" aria-live="polite"></span></div>'
         + table(["slide", *(label for label, _ in columns)], rows, table_id="slide-table", sortable=True,
                 text_columns=3, row_attrs=attrs)

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pathotune_cli.errors import BadInput
 
 Kind = Literal["predict", "eval"]
+PREDICT_RECORDS = frozenset({"predict"})
+"""The ``command`` of the run records a predict folder holds."""
 MAP_NAMES = (".heatmap.png", ".attention.png")
 """The map picture ``predict`` draws per slide: tile-level heatmap, slide-level attention."""
 
@@ -93,7 +95,7 @@ def read_records(folder: Path) -> RunRecords:
     run = _json(folder / "run.json") or next(
         (r for r in map(_json, sorted(folder.glob("run-*-of-*.json"))) if r is not None), None)  # a shard's
     command = (run or {}).get("command")
-    if command == "predict" or (command is None and (folder / "summary.csv").is_file()):
+    if (isinstance(command, str) and command in PREDICT_RECORDS) or (command is None and (folder / "summary.csv").is_file()):
         columns, rows = read_csv(folder / "summary.csv")
         slides = [_slide(folder, row) for row in rows]
         images = folder / "predictions.csv"
