@@ -87,7 +87,7 @@ def read_slide_list(path: Path) -> list[SlideInput]:
     folder = Path.cwd() if str(path) == STDIN or not path.is_file() else path.parent
     header = [c.strip().lower() for c in next(csv.reader([lines[0]]))]
     if set(header) & set(SLIDE_COLUMNS):
-        return _from_csv(text, path, folder)
+        return _from_csv("\n".join(lines), path, folder)
     if len(header) > 1:  # columns, none of them the slide's
         raise BadInput(f"{Path(_shown(path)).name}: no 'slide' column",
                        "the first line must name the columns: slide,mpp")
@@ -177,7 +177,10 @@ def _from_csv(text: str, path: Path, folder: Path) -> list[SlideInput]:
     try:
         reader = csv.DictReader(io.StringIO(text))
         columns = {c.strip().lower(): c for c in reader.fieldnames or [] if c is not None}
-        key = next(columns[c] for c in SLIDE_COLUMNS if c in columns)
+        key = next((columns[c] for c in SLIDE_COLUMNS if c in columns), None)
+        if key is None:
+            raise BadInput(f"{Path(_shown(path)).name}: no 'slide' column",
+                           "the first line must name the columns: slide,mpp")
         mpp_key = next((columns[c] for c in MPP_COLUMNS if c in columns), None)
         rows = []
         for line, row in enumerate(reader, start=2):

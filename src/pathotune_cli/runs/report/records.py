@@ -95,7 +95,8 @@ def read_records(folder: Path) -> RunRecords:
     run = _json(folder / "run.json") or next(
         (r for r in map(_json, sorted(folder.glob("run-*-of-*.json"))) if r is not None), None)  # a shard's
     command = (run or {}).get("command")
-    if (isinstance(command, str) and command in PREDICT_RECORDS) or (command is None and (folder / "summary.csv").is_file()):
+    summary = (folder / "summary.csv").is_file()
+    if (isinstance(command, str) and command in PREDICT_RECORDS) or (command is None and summary):
         columns, rows = read_csv(folder / "summary.csv")
         slides = [_slide(folder, row) for row in rows]
         images = folder / "predictions.csv"
