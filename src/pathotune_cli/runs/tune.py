@@ -272,7 +272,7 @@ def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allo
 
     train_set, val_set, splits = _load_splits(config, report)
     built = _build(config, placement, allow_download, report)
-    built.stain = _fit_stain(config, built.model, splits[0].store, report)
+    built.stain = _fit_stain(config, built.model, splits[0].store, report) if splits[0] is not None else {}
     dist.agree("backbone (weights fingerprint)", built.backbone_fingerprint,
                "give every rank the same backbone weights (--weights on a file system all nodes see)")
     monitor = f"validation {config.train.monitor}" if val_set is not None else "training loss"

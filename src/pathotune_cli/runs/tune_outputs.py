@@ -28,13 +28,13 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     write_csv(path, HISTORY_COLUMNS, ([row.get(c, "") for c in HISTORY_COLUMNS] for row in history))
 
 
-def data_manifest(path: Path, train_set: LabelledSet, val_set: LabelledSet | None) -> None:
+def data_manifest(path: Path, train_set: LabelledSet | None, val_set: LabelledSet | None) -> None:
     """Every file the run read: split, label, size and sha256, so the run can be redone and audited.
 
     Tiles read from slides (``labels.csv``) are listed by slide and position instead, with the group (slide or
     patient) that decided their split.
     """
-    if train_set.rows is not None:
+    if train_set is not None and train_set.rows is not None:
         from pathotune_cli.runs.tile_level.labels import write_data_manifest
 
         return write_data_manifest(path, train_set, val_set)
