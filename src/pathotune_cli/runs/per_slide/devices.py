@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 
 from pathotune_cli.cluster import Shard, World
 from pathotune_cli.errors import BadInput, PathotuneError, first_line, os_error
@@ -59,17 +59,21 @@ class SlidesResult(Protocol):
         ...
 
 
+Opts = TypeVar("Opts", bound=PerSlideOptions)
+R = TypeVar("R", bound=SlidesResult)
+
+
 @dataclass(frozen=True)
-class PerSlideCommand:
+class PerSlideCommand(Generic[Opts, R]):
     """A per-slide command as ``--devices`` needs it: its name, its run, how many slides it has.
 
     ``places_model``: whether a worker's entry names its device (``tile`` reads on CPUs whatever the entry).
     """
 
     name: str
-    run: Callable[[Any, Reporter], SlidesResult]
+    run: Callable[[Opts, Reporter], R]
     """The command's run function (module level, so a spawned worker can find it)."""
-    count: Callable[[Any], int]
+    count: Callable[[Opts], int]
     """This process's slides for the options, listed as the run lists them (without loading a model)."""
     places_model: bool = True
 
@@ -132,16 +136,15 @@ def rank_placement(device: str, precision: str, preset_precision: str, world: Wo
     return placement
 
 
-def run_command(command: PerSlideCommand, opts: PerSlideOptions, devices: list[str] | None,
-                report: Reporter = ignore) -> SlidesResult:
+def run_command(command: PerSlideCommand[Opts, R], opts: Opts, devices: list[str] | None,
+                report: Reporter = ignore) -> R:
     """``command``'s run in this process, or (``devices``) one worker process per device."""
     if devices:
         return run_on_devices(command, opts, devices, report)
     return command.run(opts, report)
 
 
-def run_on_devices(command: PerSlideCommand, opts: PerSlideOptions, devices: list[str],
-                   report: Reporter = ignore) -> SlidesResult:
+def run_on_devices(command: PerSlideCommand[Opts, R], opts: Opts, devices: list[str], report: Reporter = ignore) -> R:
     """Run ``command`` (``tile``, ``predict``, ``features``) with one worker process per device; their joined result.
 
     Args:
@@ -188,8 +191,8 @@ def run_on_devices(command: PerSlideCommand, opts: PerSlideOptions, devices: lis
         raise cls(f"{len(errors)} of {len(workers)} device workers failed: {lines[0]}"
                   + (f" (and {len(lines) - 1} other errors)" if len(lines) > 1 else ""),
                   "the other workers' slides are recorded; rerun with --resume for the rest")
-    first, *others = [results[j] for j in range(len(workers))]
-    joined = first.joined(others)
+    first, *others = [cast(R, results[j]) for j in range(len(workers))]  # what each worker's run returned
+    joined = cast(R, first.joined(list(others)))
     from pathotune_cli.runs.per_slide.merge import rebuild_summary
 
     rebuild_summary(joined.out, command.name, [r.to_summary() for r in joined.rows], report)
@@ -197,9 +200,9 @@ def run_on_devices(command: PerSlideCommand, opts: PerSlideOptions, devices: lis
 
 
 def _relay(workers: list[BaseProcess], events: Queue[tuple[str, int, object]], report: Reporter, names: list[str],
-           total: int) -> tuple[dict[int, SlidesResult], dict[int, tuple[int, str]]]:
+           total: int) -> tuple[dict[int, object], dict[int, tuple[int, str]]]:
     """Forward the workers' events until each has sent its result or error, or died."""
-    results: dict[int, SlidesResult] = {}
+    results: dict[int, object] = {}
     errors: dict[int, tuple[int, str]] = {}
     done, dead_since = 0, {}
     while len(results) + len(errors) < len(workers):
@@ -232,7 +235,7 @@ def _forward(event: object, report: Reporter, done: int, total: int) -> int:
     return done
 
 
-def _work(command: PerSlideCommand, opts: PerSlideOptions, events: Queue[tuple[str, int, object]], slot: int,
+def _work(command: PerSlideCommand[Opts, R], opts: Opts, events: Queue[tuple[str, int, object]], slot: int,
           threads: int) -> None:
     """A worker process: run its shard, sending every event and then its result (or its error) to the parent."""
     import torch
@@ -261,7 +264,7 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _worker_options(command: PerSlideCommand, opts: PerSlideOptions, shard: Shard, device: str) -> PerSlideOptions:
+def _worker_options(command: PerSlideCommand[Opts, R], opts: Opts, shard: Shard, device: str) -> Opts:
     """A worker's options: its shard and (a command that places a model) its device."""
     if command.places_model:
         return dataclasses.replace(opts, shard=shard, device=device)
