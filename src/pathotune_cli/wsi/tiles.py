@@ -230,20 +230,15 @@ def for_each_tile(
     stop = threading.Event()  # set here on the first error; ``cancel`` is the caller's and only read
     errors: list[BaseException] = []
 
+    def stopped() -> bool:
+        return stop.is_set() or (cancel is not None and cancel.is_set())
+
     def run(band: np.ndarray, reader: SlideReader | None) -> None:
         own = reader is None
         try:
             reader = open_slide(slide, backend) if reader is None else reader
             try:
-                for x, y in band.tolist():
-                    if stop.is_set() or (cancel is not None and cancel.is_set()):
-                        return
-                    if damage is None:
-                        func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
-                        continue
-                    tile, kept = read_tile_tolerant(reader, x, y, level, read_size, tile_size, damage)
-                    if kept:
-                        func(tile, x, y)
+                _read_band(reader, band, func, (level, read_size, tile_size), damage, stopped)
             finally:
                 if own:
                     reader.close()
@@ -251,10 +246,8 @@ def for_each_tile(
             errors.append(exc)
             stop.set()
 
-    workers = [
-        threading.Thread(target=run, args=(band, reader), name=f"tiles-{i}", daemon=True)
-        for i, (band, reader) in enumerate(zip(bands[1:], readers[1:], strict=True), start=1)
-    ]
+    pairs = enumerate(zip(bands[1:], readers[1:], strict=True), start=1)
+    workers = [threading.Thread(target=run, args=pair, name=f"tiles-{i}", daemon=True) for i, pair in pairs]
     try:
         for worker in workers:
             worker.start()
@@ -270,6 +263,22 @@ def for_each_tile(
         first.close()
     if errors:
         raise next((e for e in errors if not isinstance(e, Exception)), errors[0])
+
+
+def _read_band(reader: SlideReader, band: np.ndarray, func: Callable[[np.ndarray, int, int], None],
+               geometry: tuple[int, int, int], damage: TileDamage | None, stopped: Callable[[], bool]) -> None:
+    """``func(tile, x, y)`` for each tile of ``band`` in order, until ``stopped()``; ``geometry`` is
+    (level, read size, tile size). With ``damage``, a tile that does not decode is filled or left out."""
+    level, read_size, tile_size = geometry
+    for x, y in band.tolist():
+        if stopped():
+            return
+        if damage is None:
+            func(read_tile(reader, x, y, level, read_size, tile_size), x, y)
+            continue
+        tile, kept = read_tile_tolerant(reader, x, y, level, read_size, tile_size, damage)
+        if kept:
+            func(tile, x, y)
 
 
 def _join_through_interrupts(threads: list[threading.Thread]) -> None:
