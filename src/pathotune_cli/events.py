@@ -43,6 +43,25 @@ class EpochDone:
 
     row: dict[str, Any]
 
+    @property
+    def epoch(self) -> int:
+        """The epoch's number (from 1)."""
+        return int(self.row["epoch"])
+
+    @property
+    def train_loss(self) -> float:
+        """The epoch's mean training loss."""
+        return float(self.row["train_loss"])
+
+    @property
+    def best(self) -> bool:
+        """Whether this epoch is the best so far (the one kept)."""
+        return bool(self.row.get("best"))
+
+    def measured(self, keys: tuple[str, ...]) -> list[tuple[str, float]]:
+        """The ``keys`` this epoch measured (validation loss, accuracy, ...), in order, skipping absent ones."""
+        return [(key, float(self.row[key])) for key in keys if self.row.get(key) is not None]
+
 
 @dataclass(frozen=True)
 class SlidesStarted:

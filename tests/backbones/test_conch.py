@@ -126,7 +126,7 @@ def test_conch_image_and_text_match_conchs_own_computation_and_tune(small_preset
     torch.save(state, folder / "pytorch_model.bin")
     _tokenizer(folder / "conch_byte_level_bpe_uncased.json")
     yaml_path = _small(small_preset)
-    assert add_weights(str(yaml_path), folder / "pytorch_model.bin")["tensors"] > 0  # into the weight map
+    assert add_weights(str(yaml_path), folder / "pytorch_model.bin").tensors > 0  # into the weight map
 
     preset = load_backbone_preset(yaml_path)
     backbone = load_backbone(preset)

@@ -64,7 +64,7 @@ def test_pathoduet_checkpoint_loads_like_the_original_and_tunes(
 
     # the lab's path: record the local file once (`pathotune weights add`), then tune without --weights
     result = add_weights(str(yaml_path), file)
-    assert result["tensors"] == len(state) - 2 - len(extra) and result["sha256_check"] == "no published hash to compare"
+    assert result.tensors == len(state) - 2 - len(extra) and result.sha256_check == "no published hash to compare"
     tune(yaml_path)
 
 

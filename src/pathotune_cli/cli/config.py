@@ -28,10 +28,10 @@ def set_(
 
     result = set_default(key, value)
     if json_out:
-        emit_json(result)
+        emit_json(result.to_dict())
         return
-    was = f" (was {result['previous']})" if result["previous"] and result["previous"] != result["value"] else ""
-    info(f"{result['key']} = {result['value']}{was}; in {result['file']}")
+    was = f" (was {result.previous})" if result.previous and result.previous != result.value else ""
+    info(f"{result.key} = {result.value}{was}; in {result.file}")
 
 
 @app.command("get")
@@ -59,9 +59,9 @@ def unset(key: KeyArg, json_out: JsonOpt = False) -> None:
 
     result = unset_default(key)
     if json_out:
-        emit_json(result)
+        emit_json(result.to_dict())
     else:
-        info(f"{result['key']} unset" + (f" (was {result['previous']})" if result["previous"] else " (was not set)"))
+        info(f"{result.key} unset" + (f" (was {result.previous})" if result.previous else " (was not set)"))
 
 
 @app.command("list")
@@ -72,7 +72,7 @@ def list_(json_out: JsonOpt = False) -> None:
 
     doc = list_defaults()
     if json_out:
-        emit_json(doc)
+        emit_json(doc.to_dict())
         return
-    rows = [(k, "(not set)" if v["value"] is None else v["value"], v["meaning"]) for k, v in doc["defaults"].items()]
-    table(f"lab defaults ({doc['file']})", ["key", "value", "meaning"], rows)
+    rows = [(d.key, "(not set)" if d.value is None else d.value, d.meaning) for d in doc.defaults]
+    table(f"lab defaults ({doc.file})", ["key", "value", "meaning"], rows)

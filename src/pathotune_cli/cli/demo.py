@@ -34,13 +34,15 @@ def demo(
     if json_out:
         emit_json(result.to_dict())
         return
-    metrics = {f"test tiles {k}": v for k, v in result.eval["metrics"].items() if v is not None}
-    metrics["demo slide: tiles in their region's class"] = (
-        f"{result.slide['region_agreement']:.1%} of {result.slide['tiles']}"
-    )
-    metrics["slide-level demo: test slides AUROC"] = result.slide_level["test_auroc"]
-    metrics["slide-level demo: top-8 attended tiles in the tumour"] = f"{result.slide_level['top8_in_tumour']:.0%}"
-    for fmt, value in result.export.items():
-        metrics[f"{fmt} export: max |p - p_torch|"] = value if isinstance(value, str) else f"{value:.1e}"
+    metrics: dict[str, object] = {f"test tiles {k}": v for k, v in result.eval.metrics.items() if v is not None}
+    metrics.update({"demo slide: tiles in their region's class":
+                    f"{result.slide.region_agreement:.1%} of {result.slide.tiles}"})
+    if result.slide_level is not None:
+        metrics.update({
+            "slide-level demo: test slides AUROC": result.slide_level.test_auroc,
+            "slide-level demo: top-8 attended tiles in the tumour": f"{result.slide_level.top8_in_tumour:.0%}",
+        })
+    metrics.update({f"{fmt} export: max |p - p_torch|": value if isinstance(value, str) else f"{value:.1e}"
+                    for fmt, value in result.export.items()})
     key_values("demo results", metrics)
     key_values(f"demo artifacts ({result.seconds} s)", result.artifacts)

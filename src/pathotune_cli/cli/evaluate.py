@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,10 @@ from pathotune_cli.cli.options import (
 from pathotune_cli.cli.progress import ProgressDisplay
 from pathotune_cli.cli.render import emit_json, info, table, user_errors
 from pathotune_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    from pathotune_cli.runs.results import Metric
+    from pathotune_cli.runs.trust.view import TrustView
 
 
 @user_errors
@@ -54,6 +58,7 @@ def evaluate(
 ) -> None:
     """Evaluate a prompt file on labelled tiles: accuracy, balanced accuracy, F1, AUROC, kappa, with 95% CIs."""
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
+    from pathotune_cli.runs.trust.view import TrustView
 
     if data is None:
         raise BadInput("no data to evaluate on", "pass --data DIR|CSV (an ImageFolder tree or a CSV with path,label)")
@@ -67,27 +72,24 @@ def evaluate(
     if json_out:
         emit_json(result.to_dict())
         return
-    scores = result.scores
     table(
-        f"{result.task}: {scores['n']} {result.unit} "
+        f"{result.task}: {result.n} {result.unit} "
         f"({result.method} on {result.backbone})",
         ["metric", "value", "95% CI"],
-        [(k, _f(v["value"]), f"{_f(v['ci_low'])} - {_f(v['ci_high'])}") for k, v in scores["metrics"].items()],
+        [(row.name, _f(row.metric.value), _ci(row.metric)) for row in result.metric_rows()],
     )
     table(
         "per class",
         ["class", "support", "precision", "recall", "f1"],
-        [(c, v["support"], _f(v["precision"]["value"]), _f(v["recall"]["value"]), _f(v["f1"]["value"]))
-         for c, v in scores["per_class"].items()],
+        [(c.name, c.support, _f(c.precision.value), _f(c.recall.value), _f(c.f1.value)) for c in result.class_rows()],
     )
-    _render_trust(result.trust)
+    _render_trust(TrustView.of(result.trust))
     if result.robustness is not None:
         _render_robustness(result.robustness)
     page = ", report.html (open it in any browser)" if write_report and (result.out / "report.html").is_file() else ""
     robust = ", robustness.png" if result.robustness is not None else ""
     info(f"wrote {result.out}/metrics.json, predictions.csv, confusion_matrix.png, reliability_diagram.png"
          f"{robust}{page}")
-
 
 def _render_robustness(doc: dict) -> None:
     table("robustness (accuracy under controlled shifts, mildest first)",
@@ -103,28 +105,27 @@ def _render_robustness(doc: dict) -> None:
     info(doc["meaning"])
 
 
-def _render_trust(trust: dict) -> None:
-    cal = trust.get("calibration") or {}
-    rows = []
-    for name, label in (("raw", "raw softmax"), ("calibrated", f"temperature {_f(cal.get('temperature'))}")):
-        part = cal.get(name)
-        if part:
-            rows += [(label, metric, _f(part[metric]["value"]),
-                      f"{_f(part[metric]['ci_low'])} - {_f(part[metric]['ci_high'])}") for metric in ("ece", "brier")]
-    if rows:
-        table(f"calibration (ECE over {cal['raw']['bins']} bins; metrics above use {cal['probabilities']} "
+def _render_trust(trust: TrustView) -> None:
+    cal = trust.calibration
+    rows = [(label, measure, _f(m.value), _ci(m)) for label, measure, m in cal.rows()] if cal is not None else []
+    if cal is not None and rows:
+        table(f"calibration (ECE over {cal.bins} bins; metrics above use {cal.probabilities} "
               "probabilities)", ["probabilities", "measure", "value", "95% CI"], rows)
-    conformal = trust.get("conformal")
+    conformal = trust.conformal
     if conformal:
-        table(f"conformal prediction sets ({conformal['score']} score, {conformal['calibration_images']} "
+        table(f"conformal prediction sets ({conformal.score} score, {conformal.calibration_images} "
               "validation tiles)", ["alpha", "target", "coverage", "95% CI", "mean set size"],
-              [(f"{q['alpha']:g}", _f(q["target_coverage"]), _f(q["coverage"]) if q["coverage"] is not None
-                else q["reason"], f"{_f(q.get('coverage_ci_low'))} - {_f(q.get('coverage_ci_high'))}",
-                _f(q.get("mean_set_size"))) for q in conformal["levels"]])
-    ood = trust.get("ood")
+              [(f"{q.alpha:g}", _f(q.target_coverage), _f(q.coverage) if q.coverage is not None
+                else q.reason, f"{_f(q.coverage_ci_low)} - {_f(q.coverage_ci_high)}",
+                _f(q.mean_set_size)) for q in conformal.levels])
+    ood = trust.ood
     if ood:
-        info(f"OOD: {ood['flagged']} tiles flagged ({_f(ood['flagged_share'])}; threshold {_f(ood['threshold'])}, "
-             f"false flags at most {_f(ood['false_flag_bound'])} on tiles like the validation tiles)")
+        info(f"OOD: {ood.flagged} tiles flagged ({_f(ood.flagged_share)}; threshold {_f(ood.threshold)}, "
+             f"false flags at most {_f(ood.false_flag_bound)} on tiles like the validation tiles)")
+
+
+def _ci(metric: Metric) -> str:
+    return f"{_f(metric.ci_low)} - {_f(metric.ci_high)}"
 
 
 def _f(value: float | None) -> str:

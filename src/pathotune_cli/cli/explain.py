@@ -52,6 +52,6 @@ def explain(
         emit_json(result.to_dict())
         return
     table(f"explanations in {result.out} ({result.probabilities})", ["tile", "class", "probability", "set", "OOD"],
-          [(r["image"], r["class"], f"{r['probability']:.3f}", r.get("prediction_set", ""),
-            "" if "ood" not in r else ("flagged" if r["ood"] else "no")) for r in result.rows])
+          [(r.image, r.class_name, f"{r.probability:.3f}", r.prediction_set or "",
+            "" if r.ood is None else ("flagged" if r.ood else "no")) for r in result.rows])
     info(f"{len(result.rows)} PNGs and explanations.csv in {result.out}")

@@ -56,7 +56,7 @@ class ProgressDisplay:
                 self._bar("steps", f"epoch {event.epoch}/{self.epochs}", self.steps)
             self._advance("steps", event.step, f"loss {event.loss:.3f}")
         elif isinstance(event, EpochDone):
-            info(_epoch_line(event.row, self.epochs))
+            info(_epoch_line(event, self.epochs))
         elif isinstance(event, SlidesStarted):
             self._bar("slides", "slides", event.total)
         elif isinstance(event, TilesPlanned):
@@ -90,7 +90,7 @@ class ProgressDisplay:
             self.progress.remove_task(self.bars.pop(name))
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
-    parts += [f"{key} {row[key]:.4f}" for key in HISTORY_KEYS if row.get(key) is not None]
-    return "  ".join(parts) + ("  *" if row.get("best") else "")
+def _epoch_line(event: EpochDone, epochs: int) -> str:
+    parts = [f"epoch {event.epoch:>3}/{epochs}", f"train_loss {event.train_loss:.4f}"]
+    parts += [f"{key} {value:.4f}" for key, value in event.measured(HISTORY_KEYS)]
+    return "  ".join(parts) + ("  *" if event.best else "")

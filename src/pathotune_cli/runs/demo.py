@@ -14,13 +14,52 @@ import csv
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pathotune_cli.events import Reporter, ignore, note
 from pathotune_cli.files import atomic_write
+from pathotune_cli.runs.slide_level.demo import SlideLevelDemo, slide_level_demo
+
+if TYPE_CHECKING:
+    from pathotune_cli.runs.export import ExportResult
+    from pathotune_cli.runs.results import EvalResult, TuneResult
 
 DEMO_SLIDE_SIZE = (1792, 1344)  # level-0 pixels at 0.5 µm/px: 16 x 12 demo tiles of 112 px
 DEMO_MPP = 0.5
+
+
+@dataclass(frozen=True)
+class DemoTune:
+    """The demo's tuning run: where, how big, how long, its validation metrics."""
+
+    run: str
+    prompts: str
+    prompts_bytes: int
+    trainable_parameters: int
+    epochs_run: int
+    validation: dict[str, object] | None
+
+
+@dataclass(frozen=True)
+class DemoEval:
+    """The demo's evaluation on fresh tiles: where, and each metric's value."""
+
+    out: str
+    metrics: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class DemoSlide:
+    """The demo slide, tiled and predicted: tiles, share in their region's class, and its outputs."""
+
+    tiles: int
+    region_agreement: float
+    coords: str
+    overview: str
+    csv: str
+    geojson: str
+    heatmap: str
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -29,16 +68,16 @@ class DemoResult:
 
     out: Path
     seconds: float
-    tune: dict[str, Any]
-    eval: dict[str, Any]
-    slide: dict[str, Any]
+    tune: DemoTune
+    eval: DemoEval
+    slide: DemoSlide
     export: dict[str, float | str]
     """Per format: the largest probability difference of its check, or why it was skipped."""
     artifacts: dict[str, str] = field(default_factory=dict)
-    slide_level: dict[str, Any] = field(default_factory=dict)
+    slide_level: SlideLevelDemo | None = None
     """The slide-level part: test AUROC, share of the top-attended tiles in the planted tumour, paths."""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The result as plain data."""
         return {**asdict(self), "out": str(self.out)}
 
@@ -66,23 +105,21 @@ def demo_run(out: Path, epochs: int = 6, seed: int = 0, report: Reporter = ignor
     slide_result = _slide_steps(out, slide, tuned.prompts, report)
     exports = export_all(tuned.prompts, check_data=test, report=report, out_dir=out / "export",
                          metrics=evaluated.out / "metrics.json")
-    from pathotune_cli.runs.slide_level.demo import slide_level_demo
-
     slide_level = slide_level_demo(out, seed=seed, report=report)
     reports = _reports(out, report)
     return DemoResult(
         out=out,
         seconds=round(time.time() - started, 1),
-        tune={"run": str(tuned.run), "prompts": str(tuned.prompts), "prompts_bytes": tuned.prompts_bytes,
-              "trainable_parameters": tuned.trainable_parameters, "epochs_run": tuned.epochs_run,
-              "validation": tuned.validation},
-        eval={"out": str(evaluated.out), "metrics": {k: v["value"] for k, v in evaluated.scores["metrics"].items()}},
+        tune=DemoTune(run=str(tuned.run), prompts=str(tuned.prompts), prompts_bytes=tuned.prompts_bytes,
+                      trainable_parameters=tuned.trainable_parameters, epochs_run=tuned.epochs_run,
+                      validation=tuned.validation),
+        eval=DemoEval(out=str(evaluated.out), metrics=evaluated.metric_values()),
         slide=slide_result,
         export={f: d if isinstance(d, str) else (d.check or {}).get("max_abs_diff", "not checked")
                 for f, d in exports.items()},
         artifacts={**_artifacts(out, data, test, slide, tuned, evaluated, slide_result, exports),
-                   "slide-level prompt file": slide_level["prompts"],
-                   "slide-level attention": slide_level["attention"], **reports},
+                   "slide-level prompt file": slide_level.prompts,
+                   "slide-level attention": slide_level.attention, **reports},
         slide_level=slide_level,
     )
 
@@ -98,8 +135,8 @@ def _reports(out: Path, report: Reporter) -> dict[str, str]:
     return {name: str(path) for name, path in pages.items() if path is not None and Path(path).is_file()}
 
 
-def _artifacts(out: Path, data: Path, test: Path, slide: Path, tuned: Any, evaluated: Any,
-               slide_result: dict[str, Any], exports: dict[str, Any]) -> dict[str, str]:
+def _artifacts(out: Path, data: Path, test: Path, slide: Path, tuned: TuneResult, evaluated: EvalResult,
+               slide_result: DemoSlide, exports: dict[str, ExportResult | str]) -> dict[str, str]:
     """Where each thing the demo made is, for the closing table."""
     made = {f: d for f, d in exports.items() if not isinstance(d, str)}
     return {
@@ -112,12 +149,12 @@ def _artifacts(out: Path, data: Path, test: Path, slide: Path, tuned: Any, evalu
         "test metrics": str(evaluated.out / "metrics.json"),
         "confusion matrix": str(evaluated.out / "confusion_matrix.png"),
         "demo slide": str(slide),
-        "tile coordinates": slide_result["coords"],
-        "tile overview": slide_result["overview"],
-        "slide predictions": slide_result["csv"],
-        "QuPath GeoJSON": slide_result["geojson"],
-        "heatmap": slide_result["heatmap"],
-        "slide summary": slide_result["summary"],
+        "tile coordinates": slide_result.coords,
+        "tile overview": slide_result.overview,
+        "slide predictions": slide_result.csv,
+        "QuPath GeoJSON": slide_result.geojson,
+        "heatmap": slide_result.heatmap,
+        "slide summary": slide_result.summary,
         **{f"{f} model": str(d.export) for f, d in made.items()},
         **{f"{f} model card": str(d.card_md) for f, d in made.items()},
     }
@@ -159,7 +196,7 @@ def slide_agreement(predictions_csv: Path, class_names: list[str]) -> float:
     return agree / total if total else 0.0
 
 
-def _slide_steps(out: Path, slide: Path, prompts: Path, report: Reporter) -> dict[str, Any]:
+def _slide_steps(out: Path, slide: Path, prompts: Path, report: Reporter) -> DemoSlide:
     from pathotune_cli.demo_data import DEMO_CLASSES
     from pathotune_cli.runs.predict import PredictOptions, predict_run
     from pathotune_cli.runs.tile import TileConfig, tile_run
@@ -181,13 +218,13 @@ def _slide_steps(out: Path, slide: Path, prompts: Path, report: Reporter) -> dic
     csv_path = out / "predict" / f"{slide.stem}.predictions.csv"
     agreement = slide_agreement(csv_path, list(DEMO_CLASSES))
     note(report, f"demo slide: {slide_row.tiles} tiles, {agreement:.1%} in their region's class")
-    return {
-        "tiles": slide_row.tiles,
-        "region_agreement": agreement,
-        "coords": str(coords),
-        "overview": str(tiles_out / f"{slide.stem}.thumb.png"),
-        "csv": str(csv_path),
-        "geojson": str(out / "predict" / f"{slide.stem}.tiles.geojson"),
-        "heatmap": str(out / "predict" / f"{slide.stem}.heatmap.png"),
-        "summary": str(out / "predict" / "summary.csv"),
-    }
+    return DemoSlide(
+        tiles=slide_row.tiles,
+        region_agreement=agreement,
+        coords=str(coords),
+        overview=str(tiles_out / f"{slide.stem}.thumb.png"),
+        csv=str(csv_path),
+        geojson=str(out / "predict" / f"{slide.stem}.tiles.geojson"),
+        heatmap=str(out / "predict" / f"{slide.stem}.heatmap.png"),
+        summary=str(out / "predict" / "summary.csv"),
+    )

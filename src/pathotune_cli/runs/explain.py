@@ -16,14 +16,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import check_alpha, coerce_paths
-from pathotune_cli.runs.trust.apply import Trust
+from pathotune_cli.runs.trust.apply import Columns, Trust
+
+if TYPE_CHECKING:
+    from pathotune_cli.engine.model import PromptedModel
 
 CSV_NAME = "explanations.csv"
 CSV_COLUMNS = ("image", "png", "class", "probability", "prediction_set", "set_size", "ood_score", "ood")
@@ -57,19 +60,46 @@ class ExplainOptions:
 
 
 @dataclass(frozen=True)
+class ExplainRow:
+    """One explained tile: its PNG, top class and probability, and its set and OOD flag where the file has them."""
+
+    image: str
+    png: str
+    class_name: str
+    probability: float
+    prediction_set: str | None = None
+    set_size: int | None = None
+    ood_score: float | None = None
+    ood: bool | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """As ``--json`` prints it: the set and OOD keys only where present."""
+        row: dict[str, object] = {"image": self.image, "png": self.png, "class": self.class_name,
+                                  "probability": self.probability}
+        extras = {"prediction_set": self.prediction_set, "set_size": self.set_size, "ood_score": self.ood_score,
+                  "ood": self.ood}
+        return {**row, **{key: value for key, value in extras.items() if value is not None}}
+
+    def cells(self) -> list[object]:
+        """The row of ``explanations.csv`` (``CSV_COLUMNS``; empty where absent)."""
+        row = self.to_dict()
+        return [row.get(c, "") for c in CSV_COLUMNS]
+
+
+@dataclass(frozen=True)
 class ExplainResult:
     """The pictures written, one row per tile."""
 
     out: Path
     prompts: Path
     probabilities: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[ExplainRow] = field(default_factory=list)
     seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The result as plain data."""
         return {"out": str(self.out), "prompts": str(self.prompts), "probabilities": self.probabilities,
-                "images": len(self.rows), "rows": self.rows, "seconds": self.seconds}
+                "images": len(self.rows), "rows": [r.to_dict() for r in self.rows], "seconds": self.seconds}
 
 
 def explain_run(opts: ExplainOptions, report: Reporter = ignore) -> ExplainResult:
@@ -99,8 +129,8 @@ def explain_run(opts: ExplainOptions, report: Reporter = ignore) -> ExplainResul
     return ExplainResult(out, file.path, trust.describe(), rows, round(time.time() - started, 2))
 
 
-def explain_images(model: Any, trust: Trust, images: list[Path], out: Path, class_names: list[str], top: int,
-                   batch_size: int, device: str) -> list[dict[str, Any]]:
+def explain_images(model: PromptedModel, trust: Trust, images: list[Path], out: Path, class_names: list[str],
+                   top: int, batch_size: int, device: str) -> list[ExplainRow]:
     """``<stem>.explain.png`` per tile image into ``out``, and ``explanations.csv``; one row per image.
 
     The model runs in full precision here, whatever autocast the caller uses elsewhere.
@@ -108,17 +138,17 @@ def explain_images(model: Any, trust: Trust, images: list[Path], out: Path, clas
     from pathotune_cli.files import write_csv
 
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows: list[ExplainRow] = []
     for group in _same_size_batches(images, batch_size):
         tiles = np.stack([_read_rgb(p) for p in group])
         pngs = [out / f"{p.stem}.explain.png" for p in group]
         rows += explain_tiles(model, trust, tiles, [p.name for p in group], pngs, class_names, top, device)
-    write_csv(out / CSV_NAME, CSV_COLUMNS, ([r.get(c, "") for c in CSV_COLUMNS] for r in rows))
+    write_csv(out / CSV_NAME, CSV_COLUMNS, (r.cells() for r in rows))
     return rows
 
 
-def explain_tiles(model: Any, trust: Trust, tiles: np.ndarray, names: list[str], pngs: list[Path],
-                  class_names: list[str], top: int, device: str) -> list[dict[str, Any]]:
+def explain_tiles(model: PromptedModel, trust: Trust, tiles: np.ndarray, names: list[str], pngs: list[Path],
+                  class_names: list[str], top: int, device: str) -> list[ExplainRow]:
     """Attribution maps of uint8 (B, H, W, 3) tiles drawn into ``pngs``; one row per tile for the CSV."""
     import torch
 
@@ -135,11 +165,10 @@ def explain_tiles(model: Any, trust: Trust, tiles: np.ndarray, names: list[str],
         order = np.argsort(-p, kind="stable")[:top]
         save_explanation(tiles[i], maps[i], [(class_names[k], float(p[k])) for k in order], png, title=name,
                          lines=_lines(trust, columns, i))
-        row = {"image": name, "png": str(png), "class": class_names[int(order[0])], "probability": float(p[order[0]])}
-        for key in ("prediction_set", "set_size", "ood_score", "ood"):
-            if key in columns:
-                row[key] = columns[key][i].item() if hasattr(columns[key][i], "item") else columns[key][i]
-        rows.append(row)
+        extras = {key: columns[key][i].item() if hasattr(columns[key][i], "item") else columns[key][i]
+                  for key in ("prediction_set", "set_size", "ood_score", "ood") if key in columns}
+        rows.append(ExplainRow(image=name, png=str(png), class_name=class_names[int(order[0])],
+                               probability=float(p[order[0]]), **extras))
     return rows
 
 
@@ -157,7 +186,7 @@ def most_confident(probs: np.ndarray, k: int) -> list[tuple[int, int, int]]:
     return chosen
 
 
-def _lines(trust: Trust, columns: dict[str, Any], i: int) -> list[str]:
+def _lines(trust: Trust, columns: Columns, i: int) -> list[str]:
     lines = [trust.describe()]
     if "prediction_set" in columns:
         lines.append(f"set at alpha {trust.alpha:g}: {columns['prediction_set'][i] or '(empty)'}")

@@ -10,48 +10,116 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from pathotune_cli.config.schema import BackbonePreset
 from pathotune_cli.engine.header import FrozenPart, PromptHeader
 from pathotune_cli.errors import PathotuneError
+
+if TYPE_CHECKING:
+    import torch
+
+    from pathotune_cli.backbones.base import Backbone
+    from pathotune_cli.engine.promptfile import PromptFile
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """The prompt file on disk: where, how big, its sha256, when it was last written."""
+
+    path: str
+    bytes: int
+    sha256: str
+    modified: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where a frozen part's weights come from on this machine (``ok``), or why they do not."""
+
+    ok: bool
+    source: str | None = None
+    problem: str | None = None
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """As ``--json`` prints it: ``source`` when it resolves, else ``problem`` and ``fix``."""
+        if self.ok:
+            return {"ok": True, "source": self.source}
+        return {"ok": False, "problem": self.problem, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class PartShown:
+    """A frozen part (backbone or instance encoder) as shown: preset, fingerprint, weights, resolution here."""
+
+    preset: str
+    fingerprint: str
+    weight_source: str | None
+    random_weights: bool
+    resolves: Resolution
+    family: str | None = None
+    """Family, model and weights are shown for the backbone only (``detail``)."""
+    model: str | None = None
+    weights: str | None = None
+    detail: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        """As ``--json`` prints it."""
+        shown: dict[str, object] = {"preset": self.preset, "fingerprint": self.fingerprint,
+                                    "weight_source": self.weight_source, "random_weights": self.random_weights,
+                                    "resolves": self.resolves.to_dict()}
+        if self.detail:
+            shown.update(family=self.family, model=self.model, weights=self.weights)
+        return shown
+
+
+@dataclass(frozen=True)
+class TensorRow:
+    """One tensor stored in the prompt file."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    numel: int
 
 
 @dataclass(frozen=True)
 class InspectResult:
     """A prompt file's header, tensors and integrity, and whether its frozen parts resolve here."""
 
-    file: dict[str, Any]
-    """path, bytes, sha256, modified."""
+    file: FileFacts
     header: PromptHeader
-    backbone: dict[str, Any]
-    instance_encoder: dict[str, Any] | None
-    tensors: list[dict[str, Any]] = field(default_factory=list)
+    backbone: PartShown
+    instance_encoder: PartShown | None
+    tensors: list[TensorRow] = field(default_factory=list)
     tensors_verified: bool = False
     tensors_not_verified_because: str | None = None
 
     @property
     def tensor_values(self) -> int:
         """Numbers stored in the file's tensors."""
-        return sum(t["numel"] for t in self.tensors)
+        return sum(t.numel for t in self.tensors)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The document ``--json`` prints."""
         h = self.header
         return {
-            "file": self.file, "format_version": h.format_version, "pathotune_version": h.pathotune_version,
+            "file": asdict(self.file), "format_version": h.format_version, "pathotune_version": h.pathotune_version,
             "created": h.created, "task": h.task.name,
             "classes": [{"name": c.name, "description": c.description} for c in h.task.classes],
-            "method": h.method, "prompt": h.prompt.model_dump(mode="json"), "backbone": self.backbone,
-            "instance_encoder": self.instance_encoder, "text_encoder": h.text_encoder, "texts": h.texts,
+            "method": h.method, "prompt": h.prompt.model_dump(mode="json"), "backbone": self.backbone.to_dict(),
+            "instance_encoder": None if self.instance_encoder is None else self.instance_encoder.to_dict(),
+            "text_encoder": h.text_encoder, "texts": h.texts,
             "tile": h.tile.model_dump(mode="json"), "preprocessing": h.preprocessing.model_dump(mode="json"),
             "trainable_parameters": h.trainable_parameters, "backbone_parameters": h.backbone_parameters,
             "metrics": h.metrics, "training": h.training,
             "trust": h.trust.model_dump(mode="json") if h.trust is not None else None,
             "stain": h.stain.model_dump(mode="json") if h.stain is not None else None,
             "stain_stats": h.stain_stats.model_dump(mode="json") if h.stain_stats is not None else None,
-            "tensors": self.tensors,
+            "tensors": [asdict(t) for t in self.tensors],
             "tensor_values": self.tensor_values, "tensors_verified": self.tensors_verified,
             "tensors_not_verified_because": self.tensors_not_verified_because,
         }
@@ -73,13 +141,13 @@ def inspect_run(prompts: str | Path) -> InspectResult:
     if expected is not None:
         check_tensors(file, expected)
     tensors = [
-        {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "numel": t.numel()}
+        TensorRow(name=name, shape=list(t.shape), dtype=str(t.dtype).removeprefix("torch."), numel=t.numel())
         for name, t in sorted(file.tensors.items())
     ]
     stat = file.path.stat()
     return InspectResult(
-        file={"path": str(file.path), "bytes": stat.st_size, "sha256": sha256_file(file.path),
-              "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime))},
+        file=FileFacts(path=str(file.path), bytes=stat.st_size, sha256=sha256_file(file.path),
+                       modified=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime))),
         header=header,
         backbone=_part(header.backbone, detail=True),
         instance_encoder=None if header.instance_encoder is None else _part(header.instance_encoder),
@@ -87,7 +155,7 @@ def inspect_run(prompts: str | Path) -> InspectResult:
     )
 
 
-def expected_tensors(file: Any) -> tuple[dict[str, Any] | None, str | None]:
+def expected_tensors(file: PromptFile) -> tuple[dict[str, torch.Tensor] | None, str | None]:
     """The tensors ``load_prompted_model`` would expect, as shapes on the ``meta`` device, with no weights.
 
     Returns:
@@ -127,7 +195,7 @@ class _FamilyMissing(Exception):
     pass
 
 
-def _skeleton(preset: Any) -> tuple[Any, str]:
+def _skeleton(preset: BackbonePreset) -> tuple[Backbone, str]:
     """A backbone with the preset's shapes and no weights: on ``meta``, else random-initialised on the CPU."""
     import torch
 
@@ -147,23 +215,20 @@ def _skeleton(preset: Any) -> tuple[Any, str]:
         return cls(preset, WeightSource("random")), "cpu"
 
 
-def _part(part: FrozenPart, detail: bool = False) -> dict[str, Any]:
+def _part(part: FrozenPart, detail: bool = False) -> PartShown:
     """A frozen part as shown: preset, fingerprint, random weights, and where its weights resolve here."""
     preset = part.preset
-    shown: dict[str, Any] = {"preset": preset.name, "fingerprint": part.fingerprint,
-                             "weight_source": part.weight_source, "random_weights": part.random_weights,
-                             "resolves": _resolves(preset)}
-    if detail:
-        shown.update(family=preset.family, model=preset.model, weights=preset.weights)
-    return shown
+    return PartShown(preset=preset.name, fingerprint=part.fingerprint, weight_source=part.weight_source,
+                     random_weights=part.random_weights, resolves=_resolves(preset),
+                     family=preset.family if detail else None, model=preset.model if detail else None,
+                     weights=preset.weights if detail else None, detail=detail)
 
 
-def _resolves(preset: Any) -> dict[str, Any]:
+def _resolves(preset: BackbonePreset) -> Resolution:
     """Where this preset's weights come from on this machine, or why they do not."""
     from pathotune_cli.backbones import resolve_weights
 
     try:
-        return {"ok": True, "source": resolve_weights(preset).describe()}
+        return Resolution(ok=True, source=resolve_weights(preset).describe())
     except PathotuneError as exc:  # MissingWeights, or a weight map that points nowhere
-        return {"ok": False, "problem": exc.problem, "fix": exc.fix}
-
+        return Resolution(ok=False, problem=exc.problem, fix=exc.fix)

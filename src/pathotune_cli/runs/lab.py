@@ -7,15 +7,64 @@ folder or a place where one can be made.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from pathotune_cli.config import load_backbone_preset
 from pathotune_cli.config.lab import KEYS, check_key, lab_config_path, read_lab_defaults, write_lab_defaults
 from pathotune_cli.errors import BadInput
 
 
-def set_default(key: str, value: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DefaultSet:
+    """A lab default just set: its key, its checked value, what it was, and the file it lives in."""
+
+    key: str
+    value: str
+    previous: str | None
+    file: str
+
+    def to_dict(self) -> dict[str, object]:
+        """The document ``--json`` prints."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DefaultUnset:
+    """A lab default just removed: its key, what it was, and the file."""
+
+    key: str
+    previous: str | None
+    file: str
+
+    def to_dict(self) -> dict[str, object]:
+        """The document ``--json`` prints."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LabDefault:
+    """One lab default key: its value (None when unset) and what it does."""
+
+    key: str
+    value: str | None
+    meaning: str
+
+
+@dataclass(frozen=True)
+class DefaultsListed:
+    """Every lab default key, in order, and the file they live in."""
+
+    file: str
+    defaults: list[LabDefault]
+
+    def to_dict(self) -> dict[str, object]:
+        """The document ``--json`` prints: each key maps to its value and meaning."""
+        return {"file": self.file,
+                "defaults": {d.key: {"value": d.value, "meaning": d.meaning} for d in self.defaults}}
+
+
+def set_default(key: str, value: str) -> DefaultSet:
     """Check ``value`` for ``key`` and record it; returns what is now set.
 
     Raises:
@@ -26,7 +75,7 @@ def set_default(key: str, value: str) -> dict[str, Any]:
     defaults = read_lab_defaults()
     previous = getattr(defaults, key)
     path = write_lab_defaults(defaults.model_copy(update={key: checked}))
-    return {"key": key, "value": checked, "previous": previous, "file": str(path)}
+    return DefaultSet(key=key, value=checked, previous=previous, file=str(path))
 
 
 def get_default(key: str) -> str | None:
@@ -34,22 +83,22 @@ def get_default(key: str) -> str | None:
     return getattr(read_lab_defaults(), check_key(key))
 
 
-def unset_default(key: str) -> dict[str, Any]:
+def unset_default(key: str) -> DefaultUnset:
     """Remove one lab default; returns what it was."""
     key = check_key(key)
     defaults = read_lab_defaults()
     previous = getattr(defaults, key)
     path = write_lab_defaults(defaults.model_copy(update={key: None}))
-    return {"key": key, "previous": previous, "file": str(path)}
+    return DefaultUnset(key=key, previous=previous, file=str(path))
 
 
-def list_defaults() -> dict[str, Any]:
+def list_defaults() -> DefaultsListed:
     """Every key with its value (None when unset) and what it does, and the file they live in."""
     defaults = read_lab_defaults()
-    return {
-        "file": str(lab_config_path()),
-        "defaults": {key: {"value": getattr(defaults, key), "meaning": meaning} for key, meaning in KEYS.items()},
-    }
+    return DefaultsListed(
+        file=str(lab_config_path()),
+        defaults=[LabDefault(key, getattr(defaults, key), meaning) for key, meaning in KEYS.items()],
+    )
 
 
 def _check_value(key: str, value: str) -> str:

@@ -30,7 +30,7 @@ def kernel_spec(spec: str) -> Any:
         raise BadInput(f"--{exc}", "e.g. --kernels auto, plain, or attention=fused,weights=bf16") from None
 
 
-def coerce_paths(options: Any) -> None:
+def coerce_paths(options: object) -> None:
     """Turn the string values of a frozen dataclass's fields into their types.
 
     ``Path`` fields (and tuples of them) become ``Path``s; an ``"I/N"`` string in a ``Shard`` field becomes a

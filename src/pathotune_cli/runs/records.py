@@ -11,10 +11,13 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli import __version__
 from pathotune_cli.files import write_json
+
+if TYPE_CHECKING:
+    from pathotune_cli.cluster import Shard
 
 RECORDED_ENV = (
     "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "PATHOTUNE_WEIGHTS", "CUDA_VISIBLE_DEVICES",
@@ -37,7 +40,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def provenance(extra: dict[str, object] | None = None) -> dict[str, Any]:
     """Versions, command line, platform and the standard environment variables a run honoured."""
     return {
         "versions": versions(),
@@ -49,8 +52,8 @@ def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def write_run_record(out: Path, settings: dict[str, Any], started: float, name: str = "run.json",
-                     **extra: Any) -> Path:
+def write_run_record(out: Path, settings: dict[str, object], started: float, name: str = "run.json",
+                     **extra: object) -> Path:
     """``out/<name>`` for a per-slide command: provenance, the run's settings and its timings.
 
     ``name`` is ``run.json``, or a shard's ``run-<I>-of-<N>.json``.
@@ -63,7 +66,7 @@ def write_run_record(out: Path, settings: dict[str, Any], started: float, name: 
     }))
 
 
-def add_to_run_record(path: Path, **extra: Any) -> None:
+def add_to_run_record(path: Path, **extra: object) -> None:
     """Add what is known only later (the kernels a fit chose) to a ``run.json`` written at the start."""
     import json
 
@@ -71,8 +74,8 @@ def add_to_run_record(path: Path, **extra: Any) -> None:
     write_json(path, {**record, **extra})
 
 
-def write_slides_record(out: Path, command: str, shard: Any, all_slides: list[Path], settings: dict[str, Any],
-                        started: float, status: str, **extra: Any) -> Path:
+def write_slides_record(out: Path, command: str, shard: Shard, all_slides: list[Path], settings: dict[str, object],
+                        started: float, status: str, **extra: object) -> Path:
     """The run record of a per-slide command, or of one shard of it (``Shard.run_record_name``).
 
     Written when it starts (``status`` running) and when it ends: its shard, and every slide of the whole run by

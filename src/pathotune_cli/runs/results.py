@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,43 @@ from pathotune_cli.runs.options import coerce_paths, kernel_spec
 
 UNITS = {"tile": "images", "slide": "slides"}
 """What a tuning run's counts count, by level."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured value with its bootstrap 95% interval (None where undefined or not bootstrapped)."""
+
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+    @classmethod
+    def of(cls, summary: Mapping[str, object]) -> Metric:
+        """From the ``{"value", "ci_low", "ci_high"}`` of ``metrics.json``."""
+        return cls(*(_number(summary.get(key)) for key in ("value", "ci_low", "ci_high")))
+
+
+def _number(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """A named metric (accuracy, macro_auroc, ...)."""
+
+    name: str
+    metric: Metric
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One class's support and its precision, recall and F1 with intervals."""
+
+    name: str
+    support: int
+    precision: Metric
+    recall: Metric
+    f1: Metric
 
 
 @dataclass(frozen=True)
@@ -135,6 +173,24 @@ class EvalResult:
     def unit(self) -> str:
         """What the metrics are over: ``tiles`` or ``slides``."""
         return {"tile": "tiles", "slide": "slides"}[self.level]
+
+    @property
+    def n(self) -> int:
+        """How many items (tiles or slides) were scored."""
+        return int(self.scores["n"])
+
+    def metric_rows(self) -> list[MetricRow]:
+        """Each metric with its interval, in the order of ``metrics.json``."""
+        return [MetricRow(name, Metric.of(v)) for name, v in self.scores["metrics"].items()]
+
+    def metric_values(self) -> dict[str, float | None]:
+        """Each metric's value by name."""
+        return {row.name: row.metric.value for row in self.metric_rows()}
+
+    def class_rows(self) -> list[ClassRow]:
+        """Per class: support, precision, recall and F1 with intervals."""
+        return [ClassRow(name, int(v["support"]), Metric.of(v["precision"]), Metric.of(v["recall"]),
+                         Metric.of(v["f1"])) for name, v in self.scores["per_class"].items()]
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain data (the scores at the top level, as in ``metrics.json``)."""

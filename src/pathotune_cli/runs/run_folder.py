@@ -75,7 +75,7 @@ def clear(out: Path) -> None:
         remove(out / name)
 
 
-def started_record(extra: dict[str, Any]) -> dict[str, Any]:
+def started_record(extra: dict[str, object]) -> dict[str, Any]:
     """The fields of ``run.json`` that say a run is going, and where."""
     return {"status": "running", "host": socket.gethostname(), "pid": os.getpid(), "pid_namespace": pid_namespace(),
             **extra}
@@ -113,7 +113,7 @@ def mark_finished(out: Path, seconds: float) -> None:
     write_json(out / RUN_RECORD, record)
 
 
-def _owner_alive(record: dict[str, Any]) -> bool:
+def _owner_alive(record: dict[str, object]) -> bool:
     pid = record.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
         return False

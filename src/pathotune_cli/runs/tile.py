@@ -27,6 +27,8 @@ from pathotune_cli.runs.per_slide.tiling import Tiling, plan
 from pathotune_cli.wsi.plan import SlidePlan
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pathotune_cli.wsi.damage import TileDamage
 
 COMMAND = "tile"
@@ -351,7 +353,7 @@ def _save_tiles(plan: SlidePlan, folder: Path, fmt: str, threads: int, cancel: t
     folder.mkdir(parents=True, exist_ok=True)
     stem = plan.path.stem
 
-    def save(tile: Any, x: int, y: int) -> None:
+    def save(tile: np.ndarray, x: int, y: int) -> None:
         path = os.path.join(folder, f"{stem}_x{x}_y{y}.{fmt}")
         if fmt == "jpg":
             # libjpeg-turbo straight from the array: the same bytes as Pillow's quality=90 (4:2:0), without

@@ -12,10 +12,12 @@ from pathotune_cli.files import sha256_file, write_csv, write_json
 
 if TYPE_CHECKING:
     from pathotune_cli.config.schema import TaskPreset
+    from pathotune_cli.engine.model import PromptedModel
     from pathotune_cli.events import Reporter
     from pathotune_cli.hardware import Placement
     from pathotune_cli.runs.trust.fit import FittedTrust
     from pathotune_cli.training.data import LabelledSet
+    from pathotune_cli.training.images import ImageStore
     from pathotune_cli.training.loop import FitResult, Split
 
 HISTORY_COLUMNS = (
@@ -23,7 +25,7 @@ HISTORY_COLUMNS = (
 )
 
 
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+def write_history(path: Path, history: list[dict[str, object]]) -> None:
     """Per-epoch history as CSV."""
     write_csv(path, HISTORY_COLUMNS, ([row.get(c, "") for c in HISTORY_COLUMNS] for row in history))
 
@@ -48,7 +50,7 @@ def data_manifest(path: Path, train_set: LabelledSet | None, val_set: LabelledSe
 
 
 def validation_trust(
-    model: Any, splits: tuple[Split, Split | None], batch_size: int, placement: Placement, seed: int,
+    model: PromptedModel, splits: tuple[Split, Split | None], batch_size: int, placement: Placement, seed: int,
     result: FitResult, class_names: list[str], report: Reporter,
 ) -> tuple[np.ndarray | None, FittedTrust | None]:
     """The validation tiles' raw probabilities and the trust section fitted on them (None, None without).
@@ -76,9 +78,9 @@ def validation_trust(
 
 
 def write_validation_report(
-    path_for: Callable[[str], Path], model: Any, val_split: Split | None, val_set: LabelledSet | None,
+    path_for: Callable[[str], Path], model: PromptedModel, val_split: Split | None, val_set: LabelledSet | None,
     task: TaskPreset, batch_size: int, placement: Placement, seed: int, result: FitResult,
-    probs: np.ndarray | None = None, trust: dict[str, Any] | None = None,
+    probs: np.ndarray | None = None, trust: dict[str, object] | None = None,
 ) -> dict[str, Any]:
     """Metrics with confidence intervals, predictions, confusion matrix and curves for the best epoch.
 
@@ -113,7 +115,7 @@ def write_validation_report(
 class _Subset:
     """The ``ImageStore`` interface over some of another store's tiles."""
 
-    def __init__(self, store: Any, index: np.ndarray) -> None:
+    def __init__(self, store: ImageStore, index: np.ndarray) -> None:
         self.store = store
         self.index = np.asarray(index)
 

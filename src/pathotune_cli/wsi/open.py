@@ -58,7 +58,6 @@ def open_slide(path: str | Path, backend: Backend | str = "auto") -> SlideReader
 
 def _open_auto(path: Path) -> SlideReader:
     """The first reader that takes the file: CZI by content, the direct TIFF decoder, OpenSlide, then Pillow."""
-    import pathotune_cli.wsi.support as support
     from pathotune_cli.wsi.czi_reader import is_czi
 
     if is_czi(path):
@@ -93,16 +92,21 @@ def _open_auto(path: Path) -> SlideReader:
         return ImageReader(path)
     except NotAnImage as exc:  # anything else Pillow says (too large, 32-bit) is the answer itself
         reasons.append("Pillow does not recognise it" if "format" in exc.why else f"Pillow: {exc.why}")
+    raise _unreadable(path, reasons, openslide_missing)
+
+
+def _unreadable(path: Path, reasons: list[str], openslide_missing: bool) -> BadInput:
+    """The error for a file no reader opened: OpenSlide missing where it was the reader, else what each said."""
+    import pathotune_cli.wsi.support as support
+
     if openslide_missing and (path.suffix.lower() in _OPENSLIDE_ONLY or _is_tiff(path)):
         from pathotune_cli.wsi.openslide_reader import INSTALL
 
-        raise MissingDependency(
-            f"{path.name}: reading this slide needs OpenSlide, which is not installed", INSTALL
-        )
+        return MissingDependency(f"{path.name}: reading this slide needs OpenSlide, which is not installed", INSTALL)
     what = f"{_describe(path)}; {'; '.join(reasons)}"
     if what.startswith("unrecognised binary"):  # a format of its own: the conversion is the way in
-        raise support.unreadable_line(path, what)
-    raise BadInput(f"{path.name}: not a slide or image pathotune can read ({what})")
+        return support.unreadable_line(path, what)
+    return BadInput(f"{path.name}: not a slide or image pathotune can read ({what})")
 
 
 def _open_with(path: Path, backend: str) -> SlideReader:

@@ -225,8 +225,10 @@ def for_each_tile(
     bands = [band for band in np.array_split(coords, max(1, min(threads, len(coords)))) if len(band)]
     first = open_slide(slide, backend)
     readers = [first] + [first if first.backend == "image" else None] * (len(bands) - 1)
-    stop = threading.Event()  # set here on the first error; ``cancel`` is the caller's and only read
-    errors: list[BaseException] = []
+    stop, errors = threading.Event(), []  # stop: set here on the first error; ``cancel`` is the caller's, only read
+
+    def stopped() -> bool:
+        return stop.is_set() or (cancel is not None and cancel.is_set())
 
     def run(band: np.ndarray, reader: SlideReader | None) -> None:
         own = reader is None
@@ -234,7 +236,7 @@ def for_each_tile(
             reader = open_slide(slide, backend) if reader is None else reader
             try:
                 for x, y in band.tolist():
-                    if stop.is_set() or (cancel is not None and cancel.is_set()):
+                    if stopped():
                         return
                     _one_tile(reader, x, y, level, read_size, tile_size, func, damage)
             finally:
@@ -244,10 +246,8 @@ def for_each_tile(
             errors.append(exc)
             stop.set()
 
-    workers = [
-        threading.Thread(target=run, args=(band, reader), name=f"tiles-{i}", daemon=True)
-        for i, (band, reader) in enumerate(zip(bands[1:], readers[1:], strict=True), start=1)
-    ]
+    pairs = enumerate(zip(bands[1:], readers[1:], strict=True), start=1)
+    workers = [threading.Thread(target=run, args=pair, name=f"tiles-{i}", daemon=True) for i, pair in pairs]
     try:
         for worker in workers:
             worker.start()

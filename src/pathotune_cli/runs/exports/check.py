@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli.errors import BadInput
 from pathotune_cli.events import Reporter, note
 from pathotune_cli.formats import TILE_IMAGE_SUFFIXES as IMAGE_SUFFIXES
 
+if TYPE_CHECKING:
+    import torch
+
+    from pathotune_cli.engine.model import PromptedModel
+
 SYNTHETIC_NOISE_TILES = 4
 """Uniform-noise tiles in every check; plus one synthetic H&E-like tile per demo class."""
 
 
-def check_against_pytorch(model: Any, out: Path, fmt: str, size: int, real: Any, real_data: Path | None,
+def check_against_pytorch(model: PromptedModel, out: Path, fmt: str, size: int, real: torch.Tensor | None,
+                          real_data: Path | None,
                           report: Reporter, temperature: float = 1.0) -> dict[str, Any]:
     """PyTorch against the saved export on synthetic and real tiles, as uint8 and float32; refusals probed.
 
@@ -41,7 +47,7 @@ def check_against_pytorch(model: Any, out: Path, fmt: str, size: int, real: Any,
     }
 
 
-def synthetic_tiles(size: int) -> Any:
+def synthetic_tiles(size: int) -> torch.Tensor:
     """Uniform noise plus one H&E-like texture per demo class: cheap, seeded, and not all saturated."""
     import numpy as np
     import torch
@@ -54,7 +60,7 @@ def synthetic_tiles(size: int) -> Any:
     return torch.from_numpy(np.concatenate([noise, textures]))
 
 
-def real_tiles(folder: Path, size: int, limit: int) -> Any:
+def real_tiles(folder: Path, size: int, limit: int) -> torch.Tensor:
     """Up to ``limit`` real tiles from ``folder``, resized to the input size as ``pathotune`` reads tiles.
 
     Raises:

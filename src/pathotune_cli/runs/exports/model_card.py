@@ -40,16 +40,16 @@ LIMITATIONS = (
 def build_card(
     header: PromptHeader,
     *,
-    export: dict[str, Any],
-    input_spec: dict[str, Any],
-    output_spec: dict[str, Any],
-    prompts: dict[str, Any],
-    check: dict[str, Any] | None,
-    validation: dict[str, Any] | None,
-    evaluation: dict[str, Any] | None,
+    export: dict[str, object],
+    input_spec: dict[str, object],
+    output_spec: dict[str, object],
+    prompts: dict[str, object],
+    check: dict[str, object] | None,
+    validation: dict[str, object] | None,
+    evaluation: dict[str, object] | None,
     versions: dict[str, str],
     random_weights: str | None = None,
-    wsinfer: dict[str, Any] | None = None,
+    wsinfer: dict[str, object] | None = None,
 ) -> dict[str, Any]:
     """The card as one JSON-ready dict, from a prompt file's header and what the export learned.
 
@@ -121,7 +121,7 @@ def _frozen_section(part: FrozenPart) -> dict[str, Any]:
             "fingerprint": part.fingerprint, "licence": preset.licence, "citation": preset.citation}
 
 
-def _training_section(training: dict[str, Any]) -> dict[str, Any]:
+def _training_section(training: dict[str, object]) -> dict[str, Any]:
     keys = ("seed", "epochs_run", "best_epoch", "data", "config_digest")
     return {"class_counts": training.get("class_counts", {}), **{k: training.get(k) for k in keys}}
 
@@ -199,7 +199,7 @@ def evaluation_metrics(
     }
 
 
-def card_markdown(card: dict[str, Any]) -> str:
+def card_markdown(card: dict[str, object]) -> str:
     """The card for people: one page of Markdown, section by section."""
     sections = (_md_head, _md_use, _md_classes, _md_io, _md_wsinfer, _md_model, _md_training, _md_metrics,
                 _md_check)
@@ -208,7 +208,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _md_head(card: dict[str, Any]) -> list[str]:
+def _md_head(card: dict[str, object]) -> list[str]:
     model, bb = card["model"], card["backbone"]
     return [
         f"# Model card: {card['task']['name']} ({card['method']} on {bb['preset']})",
@@ -222,17 +222,17 @@ def _md_head(card: dict[str, Any]) -> list[str]:
     ]
 
 
-def _md_use(card: dict[str, Any]) -> list[str]:
+def _md_use(card: dict[str, object]) -> list[str]:
     return ["## Intended use", "", card["intended_use"], "", "## Limitations", "",
             *[f"- {item}" for item in card["limitations"]], ""]
 
 
-def _md_classes(card: dict[str, Any]) -> list[str]:
+def _md_classes(card: dict[str, object]) -> list[str]:
     return ["## Classes", "", "| index | class | description |", "|---|---|---|",
             *[f"| {c['index']} | {c['name']} | {c['description']} |" for c in card["classes"]], ""]
 
 
-def _md_io(card: dict[str, Any]) -> list[str]:
+def _md_io(card: dict[str, object]) -> list[str]:
     inp, out, tile, pre = card["input"], card["output"], card["tile"], card["preprocessing"]
     u8, f32 = inp["conventions"]
     return [
@@ -252,7 +252,7 @@ def _md_io(card: dict[str, Any]) -> list[str]:
     ]
 
 
-def _md_wsinfer(card: dict[str, Any]) -> list[str]:
+def _md_wsinfer(card: dict[str, object]) -> list[str]:
     ws = card.get("wsinfer")
     if not ws:
         return []
@@ -271,7 +271,7 @@ def _md_wsinfer(card: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _md_model(card: dict[str, Any]) -> list[str]:
+def _md_model(card: dict[str, object]) -> list[str]:
     bb = card["backbone"]
     lines = [
         "## Model",
@@ -292,7 +292,7 @@ def _md_model(card: dict[str, Any]) -> list[str]:
     ]
 
 
-def _md_training(card: dict[str, Any]) -> list[str]:
+def _md_training(card: dict[str, object]) -> list[str]:
     training = card["training"]
     counts = training["class_counts"]
     lines = ["## Training data", ""]
@@ -309,7 +309,7 @@ def _md_training(card: dict[str, Any]) -> list[str]:
     ]
 
 
-def _md_metrics(card: dict[str, Any]) -> list[str]:
+def _md_metrics(card: dict[str, object]) -> list[str]:
     lines: list[str] = []
     for title, section in (("Validation metrics", card["validation"]), ("Evaluation metrics", card["evaluation"])):
         lines += [f"## {title}", ""]
@@ -341,7 +341,7 @@ def _overlap_line(overlap: object) -> str:
             "data.")
 
 
-def _md_check(card: dict[str, Any]) -> list[str]:
+def _md_check(card: dict[str, object]) -> list[str]:
     check, model = card["check"], card["model"]
     if not check:
         return ["## Export check", "", "Not run (--no-check).", ""]
@@ -352,7 +352,7 @@ def _md_check(card: dict[str, Any]) -> list[str]:
             f"{', '.join(check.get('refuses', []))}.", ""]
 
 
-def _interval(m: dict[str, Any]) -> dict[str, Any]:
+def _interval(m: dict[str, object]) -> dict[str, Any]:
     return {"value": m.get("value"), "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")}
 
 
@@ -365,16 +365,16 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
-def _close(a: Any, b: Any) -> bool:
+def _close(a: object, b: object) -> bool:
     try:
         return abs(float(a) - float(b)) <= 1e-9
     except (TypeError, ValueError):
         return False
 
 
-def _f(value: Any) -> str:
+def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _shape(shape: list[Any]) -> str:
+def _shape(shape: list[object]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"

@@ -57,7 +57,7 @@ def wsinfer_config(classes: list[str], tile_mpp: float, tile_size: int, architec
     return config
 
 
-def config_problems(config: Any) -> list[str]:
+def config_problems(config: object) -> list[str]:
     """What makes ``config`` an invalid WSInfer model config (spec 1.0, as wsinfer-zoo 0.6 checks it).
 
     The schema's rules, plus wsinfer-zoo's ``len(class_names) == num_classes``, plus what the runtimes need:
@@ -89,7 +89,7 @@ def config_problems(config: Any) -> list[str]:
     return problems
 
 
-def _class_problems(names: Any, count: Any) -> list[str]:
+def _class_problems(names: object, count: object) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return ["'class_names' must be a list of strings"]
     problems = []
@@ -100,7 +100,7 @@ def _class_problems(names: Any, count: Any) -> list[str]:
     return problems
 
 
-def _transform_problems(transform: Any) -> list[str]:
+def _transform_problems(transform: object) -> list[str]:
     if not isinstance(transform, list):
         return ["'transform' must be a list"]
     problems = []
@@ -124,5 +124,5 @@ def _transform_problems(transform: Any) -> list[str]:
     return problems
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -104,7 +104,7 @@ def compare_tiles(ours: dict[tuple[int, int, int], list[float]], theirs: dict[tu
     }
 
 
-def _judge(comparison: dict[str, Any], name: str) -> None:
+def _judge(comparison: dict[str, object], name: str) -> None:
     if not comparison["shared_tiles"]:
         raise PathotuneError(
             f"WSInfer and pathotune predict share no tiles on {name} (WSInfer {comparison['tiles_wsinfer']}, "

@@ -17,15 +17,32 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 
-from pathotune_cli.cluster import Shard
+from pathotune_cli.cluster import Shard, World
 from pathotune_cli.errors import BadInput, PathotuneError, first_line, os_error
 from pathotune_cli.events import Message, Reporter, SlideDone, SlidesStarted, ignore
 from pathotune_cli.hardware import Placement
 from pathotune_cli.runs.per_slide.rows import SlideRow
 
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.queues import Queue
+
 POLL_S = 0.5
+
+
+class PerSlideOptions(Protocol):
+    """What ``--devices`` needs of a per-slide command's options.
+
+    ``TileConfig``, ``PredictOptions`` and ``FeaturesOptions``: a frozen dataclass with this process's ``shard``
+    (and, where the command places a model, a ``device`` field).
+    """
+
+    @property
+    def shard(self) -> Shard:
+        """This process's part of the slides."""
+        ...
 
 
 class SlidesResult(Protocol):
@@ -38,22 +55,26 @@ class SlidesResult(Protocol):
         """One row per slide of this run."""
         ...
 
-    def joined(self, others: list[Any]) -> Any:
+    def joined(self, others: list[SlidesResult]) -> SlidesResult:
         """This result with the other workers' rows."""
         ...
 
 
+Opts = TypeVar("Opts", bound=PerSlideOptions)
+R = TypeVar("R", bound=SlidesResult)
+
+
 @dataclass(frozen=True)
-class PerSlideCommand:
+class PerSlideCommand(Generic[Opts, R]):
     """A per-slide command as ``--devices`` needs it: its name, its run, how many slides it has.
 
     ``places_model``: whether a worker's entry names its device (``tile`` reads on CPUs whatever the entry).
     """
 
     name: str
-    run: Callable[[Any, Reporter], SlidesResult]
+    run: Callable[[Opts, Reporter], R]
     """The command's run function (module level, so a spawned worker can find it)."""
-    count: Callable[[Any], int]
+    count: Callable[[Opts], int]
     """This process's slides for the options, listed as the run lists them (without loading a model)."""
     places_model: bool = True
 
@@ -103,7 +124,7 @@ def shard_placement(device: str, precision: str, shard: Shard) -> Placement:
     return placement
 
 
-def rank_placement(device: str, precision: str, preset_precision: str, world: Any) -> Placement:
+def rank_placement(device: str, precision: str, preset_precision: str, world: World) -> Placement:
     """``tune``'s device and precision; under several ranks, ``cuda`` means this node's GPU for this rank.
 
     That GPU is ``hardware.rank_gpu``'s (``cuda:0`` where SLURM shows each task one GPU).
@@ -116,14 +137,15 @@ def rank_placement(device: str, precision: str, preset_precision: str, world: An
     return placement
 
 
-def run_command(command: PerSlideCommand, opts: Any, devices: list[str] | None, report: Reporter = ignore) -> Any:
+def run_command(command: PerSlideCommand[Opts, R], opts: Opts, devices: list[str] | None,
+                report: Reporter = ignore) -> R:
     """``command``'s run in this process, or (``devices``) one worker process per device."""
     if devices:
         return run_on_devices(command, opts, devices, report)
     return command.run(opts, report)
 
 
-def run_on_devices(command: PerSlideCommand, opts: Any, devices: list[str], report: Reporter = ignore) -> Any:
+def run_on_devices(command: PerSlideCommand[Opts, R], opts: Opts, devices: list[str], report: Reporter = ignore) -> R:
     """Run ``command`` (``tile``, ``predict``, ``features``) with one worker process per device; their joined result.
 
     Args:
@@ -170,18 +192,18 @@ def run_on_devices(command: PerSlideCommand, opts: Any, devices: list[str], repo
         raise cls(f"{len(errors)} of {len(workers)} device workers failed: {lines[0]}"
                   + (f" (and {len(lines) - 1} other errors)" if len(lines) > 1 else ""),
                   "the other workers' slides are recorded; rerun with --resume for the rest")
-    first, *others = [results[j] for j in range(len(workers))]
-    joined = first.joined(others)
+    first, *others = [cast(R, results[j]) for j in range(len(workers))]  # what each worker's run returned
+    joined = cast(R, first.joined(list(others)))
     from pathotune_cli.runs.per_slide.merge import rebuild_summary
 
     rebuild_summary(joined.out, command.name, [r.to_summary() for r in joined.rows], report)
     return joined
 
 
-def _relay(workers: list[Any], events: Any, report: Reporter, names: list[str],
-           total: int) -> tuple[dict[int, Any], dict[int, tuple[int, str]]]:
+def _relay(workers: list[BaseProcess], events: Queue[tuple[str, int, object]], report: Reporter, names: list[str],
+           total: int) -> tuple[dict[int, object], dict[int, tuple[int, str]]]:
     """Forward the workers' events until each has sent its result or error, or died."""
-    results: dict[int, Any] = {}
+    results: dict[int, object] = {}
     errors: dict[int, tuple[int, str]] = {}
     done, dead_since = 0, {}
     while len(results) + len(errors) < len(workers):
@@ -204,7 +226,7 @@ def _relay(workers: list[Any], events: Any, report: Reporter, names: list[str],
     return results, errors
 
 
-def _forward(event: Any, report: Reporter, done: int, total: int) -> int:
+def _forward(event: object, report: Reporter, done: int, total: int) -> int:
     """Relay one worker event: slide counts become counts over all workers; per-worker bars are dropped."""
     if isinstance(event, SlideDone):
         done += 1
@@ -214,7 +236,8 @@ def _forward(event: Any, report: Reporter, done: int, total: int) -> int:
     return done
 
 
-def _work(command: PerSlideCommand, opts: Any, events: Any, slot: int, threads: int) -> None:
+def _work(command: PerSlideCommand[Opts, R], opts: Opts, events: Queue[tuple[str, int, object]], slot: int,
+          threads: int) -> None:
     """A worker process: run its shard, sending every event and then its result (or its error) to the parent."""
     import torch
 
@@ -242,7 +265,7 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _worker_options(command: PerSlideCommand, opts: Any, shard: Shard, device: str) -> Any:
+def _worker_options(command: PerSlideCommand[Opts, R], opts: Opts, shard: Shard, device: str) -> Opts:
     """A worker's options: its shard and (a command that places a model) its device."""
     if command.places_model:
         return dataclasses.replace(opts, shard=shard, device=device)

@@ -78,7 +78,7 @@ def summary_path(out: Path, command: str) -> Path:
     return Path(out) / SUMMARY_FILES[command]
 
 
-def rebuild_summary(out: Path, command: str, rows: Iterable[dict[str, Any]] = (), report: Reporter = ignore) -> Path:
+def rebuild_summary(out: Path, command: str, rows: Iterable[dict[str, object]] = (), report: Reporter = ignore) -> Path:
     """The folder's summary from its records (``summary_rows``), written under the summary lock.
 
     Args:
@@ -94,7 +94,7 @@ def rebuild_summary(out: Path, command: str, rows: Iterable[dict[str, Any]] = ()
         return write_summary_rows(out, command, summary_rows(out, command, rows))
 
 
-def summary_rows(out: Path, command: str, rows: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+def summary_rows(out: Path, command: str, rows: Iterable[dict[str, object]] = ()) -> list[dict[str, Any]]:
     """One row per slide of the folder: its record, else ``in progress`` or ``pending`` (``SUMMARY_STATUSES``).
 
     A recorded slide's row is its record, whatever this run's ``rows`` say (another process may have redone it
@@ -126,7 +126,7 @@ def summary_rows(out: Path, command: str, rows: Iterable[dict[str, Any]] = ()) -
     return list(summary.values())
 
 
-def same_finish(record: dict[str, Any], row: dict[str, Any]) -> bool:
+def same_finish(record: dict[str, object], row: dict[str, object]) -> bool:
     """Whether this run's ``row`` is the one ``record`` holds (this run made or kept it), not an older finish.
 
     Every value both hold must agree (``seconds`` too: it tells two finishes apart), except a kept row's
@@ -151,7 +151,7 @@ def listed_slides(out: Path, command: str) -> tuple[list[str] | None, list[str]]
     return (None if listed is None else sorted(listed)), records
 
 
-def _unrecorded(out: Path, command: str, stem: str, name: str, row: dict[str, Any] | None) -> dict[str, Any]:
+def _unrecorded(out: Path, command: str, stem: str, name: str, row: dict[str, object] | None) -> dict[str, Any]:
     """A slide with no record: ``in progress`` (a live lock, its owner in ``error``), this run's row, or ``pending``."""
     owner = live_owner(lock_path(out, stem, command))
     if owner is not None:
@@ -162,7 +162,7 @@ def _unrecorded(out: Path, command: str, stem: str, name: str, row: dict[str, An
     return {"slide": name, "status": "pending"}
 
 
-def write_summary_rows(out: Path, command: str, rows: Sequence[dict[str, Any]]) -> Path:
+def write_summary_rows(out: Path, command: str, rows: Sequence[dict[str, object]]) -> Path:
     """Write the summary of ``rows`` (no lock, no records: the caller has them), one line per slide.
 
     Sorted by file name (stems are unique in a folder), so a ``pending`` row, which knows only the slide's name
@@ -174,7 +174,7 @@ def write_summary_rows(out: Path, command: str, rows: Sequence[dict[str, Any]]) 
                      (["" if r.get(c) is None else r.get(c, "") for c in columns] for r in ordered))
 
 
-def summary_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+def summary_columns(rows: Sequence[dict[str, object]]) -> list[str]:
     """The summary's columns: ``slide``, ``status``, the rows' own, then ``seconds``, ``resume``, ``error``.
 
     The middle columns come in the order the finished rows give them, which each command builds in its own
@@ -210,7 +210,7 @@ def merge_run(out: Path, report: Reporter = ignore) -> MergeResult:
     return MergeResult(out, counts)
 
 
-def _count(out: Path, command: str, summary: Path, rows: list[dict[str, Any]], locks: list[Path]) -> FolderCount:
+def _count(out: Path, command: str, summary: Path, rows: list[dict[str, object]], locks: list[Path]) -> FolderCount:
     done = {_stem(r) for r in rows}
     busy = [p.name.removesuffix(f".{command}.lock") for p in locks if live_owner(p) is not None]
     stale = [p.name for p in locks if live_owner(p) is None]
@@ -220,5 +220,5 @@ def _count(out: Path, command: str, summary: Path, rows: list[dict[str, Any]], l
                        sum(r.get("status") == "failed" for r in rows), sorted(busy), stale, missing, records)
 
 
-def _stem(row: dict[str, Any]) -> str:
+def _stem(row: dict[str, object]) -> str:
     return Path(str(row.get("slide", ""))).stem

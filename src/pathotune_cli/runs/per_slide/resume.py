@@ -83,7 +83,7 @@ def record_path(out: Path, stem: str, command: str) -> Path:
     return out / f"{stem}.{command}.json"
 
 
-def write_record(out: Path, stem: str, command: str, key: SlideKey, row: dict[str, Any]) -> Path:
+def write_record(out: Path, stem: str, command: str, key: SlideKey, row: dict[str, object]) -> Path:
     """Write a slide's record after its outputs are in place (atomically: it is the last word on the slide)."""
     return write_json(
         record_path(out, stem, command), {"version": RECORD_VERSION, "key": key.to_dict(), "row": row}
@@ -91,7 +91,7 @@ def write_record(out: Path, stem: str, command: str, key: SlideKey, row: dict[st
 
 
 def record_failure(
-    out: Path, stem: str, command: str, outputs: Iterable[Path], key: Callable[[], SlideKey], row: dict[str, Any]
+    out: Path, stem: str, command: str, outputs: Iterable[Path], key: Callable[[], SlideKey], row: dict[str, object]
 ) -> None:
     """Remove a failed slide's outputs and record why it failed.
 

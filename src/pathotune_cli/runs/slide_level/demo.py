@@ -10,17 +10,33 @@ lies in the planted region (a region holds 11-15 of a slide's ~55 tissue tiles, 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pathotune_cli.events import Reporter, ignore, note
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SLIDE_SIZE = (1120, 896)  # level-0 pixels at 0.5 µm/px: 10 x 8 tiles of 112 px, about 55 on tissue
 SLIDES = 24  # 12 to train, 4 to validate, 8 to test; odd indices carry a tumour
 MPP = 0.5
 
 
-def slide_level_demo(out: Path, epochs: int = 4, seed: int = 0, report: Reporter = ignore) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SlideLevelDemo:
+    """The slide-level demo's scores and where its outputs are."""
+
+    prompts: str
+    test_auroc: float | None
+    top8_in_tumour: float
+    """Share of the 8 most attended tiles of each positive test slide that lie in the planted tumour."""
+    eval: str
+    predict: str
+    attention: str
+
+def slide_level_demo(out: Path, epochs: int = 4, seed: int = 0, report: Reporter = ignore) -> SlideLevelDemo:
     """Generate, tune end to end, evaluate and predict; returns the scores and where things are."""
     from pathotune_cli.runs.evaluate import EvalOptions, eval_run
     from pathotune_cli.runs.predict import PredictOptions, predict_run
@@ -41,14 +57,14 @@ def slide_level_demo(out: Path, epochs: int = 4, seed: int = 0, report: Reporter
     predicted = predict_run(PredictOptions(prompts=tuned.prompts, inputs=tuple(positives), out=folder / "predict"),
                             report)
     looked = attention_in_planted(folder / "predict", positives, seed)
-    auroc = evaluated.scores["metrics"]["macro_auroc"]["value"]
+    auroc = evaluated.metric_values()["macro_auroc"]
     note(report, f"slide-level demo: test AUROC {auroc:.3f}; {looked:.0%} of the 8 most attended tiles of "
                  "positive slides lie in the planted tumour")
-    return {
-        "prompts": str(tuned.prompts), "test_auroc": auroc, "top8_in_tumour": looked,
-        "eval": str(evaluated.out), "predict": str(predicted.out),
-        "attention": str(folder / "predict" / f"{positives[0].stem}.attention.png"),
-    }
+    return SlideLevelDemo(
+        prompts=str(tuned.prompts), test_auroc=auroc, top8_in_tumour=looked,
+        eval=str(evaluated.out), predict=str(predicted.out),
+        attention=str(folder / "predict" / f"{positives[0].stem}.attention.png"),
+    )
 
 
 def write_planted_slides(folder: Path, seed: int = 0, count: int = SLIDES,
@@ -64,7 +80,8 @@ def write_planted_slides(folder: Path, seed: int = 0, count: int = SLIDES,
         path = folder / f"s{i:02d}.tiff"
         tumour = tumour_region(i, width, height, seed) if i % 2 else None
 
-        def draw(x: int, y: int, w: int, h: int, tumour: Any = tumour, i: int = i) -> Any:
+        def draw(x: int, y: int, w: int, h: int, tumour: tuple[float, float, float] | None = tumour,
+                 i: int = i) -> np.ndarray:
             return planted_tile(x, y, w, h, width, height, tumour, seed=seed * 1000 + i)
 
         if not path.is_file():

@@ -11,7 +11,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,11 +21,16 @@ from pathotune_cli.hardware import Placement
 from pathotune_cli.runs.options import kernel_spec
 from pathotune_cli.runs.per_slide.rows import SlideInput
 from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling, plan
-from pathotune_cli.runs.results import EvalResult
+from pathotune_cli.runs.results import EvalOptions, EvalResult
 from pathotune_cli.training.slide_data import SlideItem
 
+if TYPE_CHECKING:
+    from pathotune_cli.config.schema import TaskPreset
+    from pathotune_cli.engine.slide_model import SlideModel
+    from pathotune_cli.training.slide_data import SlideSet
 
-def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
+
+def eval_slides(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
     """Evaluate a slide-level prompt file on ``opts.data`` (a slides CSV).
 
     Raises:
@@ -69,7 +74,7 @@ def eval_slides(opts: Any, report: Reporter = ignore) -> Any:
     return EvalResult(**{**result.__dict__, "seconds": round(time.time() - started, 2)})
 
 
-def slide_logits_of(model: Any, slide: PlannedSlide, placement: Placement, report: Reporter = ignore,
+def slide_logits_of(model: SlideModel, slide: PlannedSlide, placement: Placement, report: Reporter = ignore,
                     batch_size: int = 64, max_damaged: float | None = 0.05) -> SlideLogits:
     """A slide through a slide-level model: its logits, where it looked, and the tiles that decoded."""
     import torch
@@ -112,7 +117,8 @@ def planned_slide(item: SlideItem, tiling: Tiling) -> PlannedSlide:
     return plan(SlideInput(item.path, item.mpp), tiling)
 
 
-def write_slide_report(out: Path, slides: Any, probs: np.ndarray, task: Any, seed: int = 0, bootstrap: int = 1000,
+def write_slide_report(out: Path, slides: SlideSet, probs: np.ndarray, task: TaskPreset, seed: int = 0,
+                       bootstrap: int = 1000,
                        prefix: str = "", title: str = "") -> dict[str, Any]:
     """Slide-level metrics with intervals, predictions, confusion matrix and ROC curves; returns the metrics."""
     from pathotune_cli.files import write_csv, write_json

@@ -13,7 +13,7 @@ at tile level (``runs.per_slide.tiling``); locks, resume, records and the summar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,9 +24,11 @@ from pathotune_cli.runs.options import PredictOptions, kernel_spec
 from pathotune_cli.runs.per_slide.engine import SlideJob
 from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
 from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling, plan
-from pathotune_cli.runs.trust.apply import Trust
+from pathotune_cli.runs.trust.apply import Columns, Trust
 
 if TYPE_CHECKING:
+    import torch
+
     from pathotune_cli.engine.slide_model import SlideModel
 
 TOP_TILES = 8
@@ -139,7 +141,7 @@ class SlidePredictJob(SlideJob):
         save_png(staged.temp(finals["top"]), _montage(planned, attention))
         save_slide_thumbnail(staged.temp(finals["thumb"]), planned.plan.thumbnail, planned.plan.level0_size)
 
-    def _row(self, slide: SlideInput, planned: PlannedSlide, columns: dict[str, Any]) -> SlideRow:
+    def _row(self, slide: SlideInput, planned: PlannedSlide, columns: Columns) -> SlideRow:
         probs = columns["probs"][0]
         sets = ({"prediction_set": columns["prediction_set"][0], "set_size": int(columns["set_size"][0])}
                 if "prediction_set" in columns else {})
@@ -161,7 +163,7 @@ def _outputs(out: Path, stem: str, explain: bool = False) -> dict[str, Path]:
     return paths
 
 
-def _montage(planned: Any, attention: np.ndarray, k: int = TOP_TILES) -> np.ndarray:
+def _montage(planned: PlannedSlide, attention: np.ndarray, k: int = TOP_TILES) -> np.ndarray:
     """The ``k`` most attended tiles side by side, most attended first (a white strip for an empty slide)."""
     from pathotune_cli.runs.slide_level.tiles import read_tiles
 
@@ -176,7 +178,8 @@ def _montage(planned: Any, attention: np.ndarray, k: int = TOP_TILES) -> np.ndar
     return strip
 
 
-def _explain_top(model: Any, trust: Any, planned: Any, features: Any, attention: np.ndarray, columns: dict[str, Any],
+def _explain_top(model: SlideModel, trust: Trust, planned: PlannedSlide, features: torch.Tensor, attention: np.ndarray,
+                 columns: Columns,
                  classes: list[str], k: int, folder: Path) -> None:
     """PNGs of the ``k`` most attended tiles, each with its map for the slide's class, and ``explanations.csv``.
 

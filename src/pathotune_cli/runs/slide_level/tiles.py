@@ -6,7 +6,7 @@ tiles, and so the same features, in every command.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,8 +15,14 @@ from pathotune_cli.hardware import Placement
 from pathotune_cli.runs.per_slide.inference import TileOutputs, infer_tiles
 from pathotune_cli.runs.per_slide.tiling import PlannedSlide
 
+if TYPE_CHECKING:
+    import torch
 
-def read_tiles(slide: PlannedSlide, index: np.ndarray | None = None) -> Any:
+    from pathotune_cli.engine.model import PromptedModel
+    from pathotune_cli.engine.slide_model import SlideModel
+
+
+def read_tiles(slide: PlannedSlide, index: np.ndarray | None = None) -> torch.Tensor:
     """uint8 tiles (n, 3, S, S) as a torch tensor, at ``index`` (None: every tile)."""
     import torch
 
@@ -28,11 +34,11 @@ def read_tiles(slide: PlannedSlide, index: np.ndarray | None = None) -> Any:
     return torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
 
 
-def slide_features(model: Any, slide: PlannedSlide, placement: Placement, batch_size: int = 64,
+def slide_features(model: PromptedModel | SlideModel, slide: PlannedSlide, placement: Placement, batch_size: int = 64,
                    report: Reporter = ignore, max_damaged: float | None = 0.05) -> TileOutputs:
     """Features (kept, D) float32 of a slide's tiles from ``model.tile_features`` (``per_slide.inference``)."""
 
-    def step(images: Any) -> tuple[np.ndarray, ...]:
+    def step(images: torch.Tensor) -> tuple[np.ndarray, ...]:
         return (model.tile_features(images).float().cpu().numpy(),)
 
     empty = (np.zeros((0, model.feature_dim), np.float32),)
@@ -50,13 +56,13 @@ class SlideTileBags:
     def __init__(self, slides: list[PlannedSlide], max_bytes: int = 1 << 30) -> None:
         self.slides = slides
         total = sum(len(s) * 3 * s.tile_size**2 for s in slides)
-        self._kept: dict[int, Any] | None = {} if total <= max_bytes else None
+        self._kept: dict[int, torch.Tensor] | None = {} if total <= max_bytes else None
 
     def count(self, slide: int) -> int:
         """Tiles of one slide."""
         return len(self.slides[slide])
 
-    def tiles(self, slide: int, index: np.ndarray) -> Any:
+    def tiles(self, slide: int, index: np.ndarray) -> torch.Tensor:
         """uint8 tiles of one slide at ``index``."""
         import torch
 

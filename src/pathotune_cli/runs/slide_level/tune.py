@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,20 +37,33 @@ from pathotune_cli.runs.slide_level.evaluate import planned_slide
 from pathotune_cli.training.distributed import SINGLE
 from pathotune_cli.training.slide_data import SlideItem
 
+if TYPE_CHECKING:
+    import torch
+
+    from pathotune_cli.engine import BuiltModel
+    from pathotune_cli.engine.slide_model import SlideModel
+    from pathotune_cli.hardware import Placement
+    from pathotune_cli.runs.trust.fit import FittedTrust
+    from pathotune_cli.training.distributed import Dist
+    from pathotune_cli.training.loop import FitResult
+    from pathotune_cli.training.mil_loop import Bags
+    from pathotune_cli.training.slide_data import SlideSet
+    from pathotune_cli.wsi.features_file import FeaturesFile
+
 
 @dataclass
 class _Encoder:
     """The slide model and how its tile features are made."""
 
-    model: Any
-    built: Any
+    model: SlideModel
+    built: BuiltModel
     source: str
-    source_prompts: dict[str, Any] | None
+    source_prompts: dict[str, str] | None
 
 
 def tune_slides(config: RunConfig, *, resume: bool = False, allow_download: bool = False,
                 report: Reporter = ignore, world: World | None = None, refused: Exception | None = None,
-                on_failure: Any = None) -> TuneResult:
+                on_failure: Callable[[str], None] | None = None) -> TuneResult:
     """Tune a slide-level model and write the run folder (or one per fold with ``folds``).
 
     ``world``: the ranks under ``torchrun`` (end to end only; aggregator-only tuning runs on rank 0 and the other
@@ -101,8 +115,9 @@ def _idle_rank(config: RunConfig, world: World) -> TuneResult:
     )
 
 
-def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: Any, resume: bool,
-                allow_download: bool, report: Reporter, started: float, dist: Any = SINGLE) -> TuneResult:
+def _tune_split(config: RunConfig, out: Path, train: SlideSet, val: SlideSet | None, placement: Placement,
+                resume: bool, allow_download: bool, report: Reporter, started: float,
+                dist: Dist = SINGLE) -> TuneResult:
     """One model on one split: encoder, bags, fit (every rank), prompt file (rank 0)."""
     from pathotune_cli.training.mil_loop import fit_mil
 
@@ -141,8 +156,8 @@ def _tune_split(config: RunConfig, out: Path, train: Any, val: Any, placement: A
     )
 
 
-def _cross_validate(config: RunConfig, slides: Any, placement: Any, resume: bool, allow_download: bool,
-                    report: Reporter, started: float, dist: Any = SINGLE) -> TuneResult:
+def _cross_validate(config: RunConfig, slides: SlideSet, placement: Placement, resume: bool, allow_download: bool,
+                    report: Reporter, started: float, dist: Dist = SINGLE) -> TuneResult:
     """Patient-grouped stratified K-fold: one model per fold in ``RUN/fold-K``, metrics per fold and mean ± sd."""
     from pathotune_cli.files import write_json
     from pathotune_cli.training.slide_data import patient_folds
@@ -201,7 +216,7 @@ def _slide_encoder(config: RunConfig, allow_download: bool, report: Reporter) ->
     return _Encoder(model, built, source, source_prompts)
 
 
-def _two_stage(config: RunConfig) -> tuple[Any, dict[str, Any]]:
+def _two_stage(config: RunConfig) -> tuple[BuiltModel, dict[str, str]]:
     """The tile encoder of a tile-level prompt file (its head unused), as a ``BuiltModel``."""
     from pathotune_cli.engine import BuiltModel, load_prompted_model
     from pathotune_cli.files import sha256_file
@@ -218,8 +233,8 @@ def _two_stage(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     return built, {"path": str(file.path.resolve()), "sha256": sha256_file(file.path), "task": header.task.name}
 
 
-def _bags(encoder: _Encoder, slides: Any, config: RunConfig, out: Path, placement: Any,
-          report: Reporter) -> tuple[Any, Any]:
+def _bags(encoder: _Encoder, slides: SlideSet, config: RunConfig, out: Path, placement: Placement,
+          report: Reporter) -> tuple[SlideSet, Bags]:
     """(the usable slides, their ``Bags``): cached features for linear/two-stage, tiles for end to end."""
     from pathotune_cli.runs.slide_level.tiles import SlideTileBags
     from pathotune_cli.training.mil_loop import Bags
@@ -256,8 +271,8 @@ def _tiling(config: RunConfig) -> Tiling:
     return Tiling(config.task.tile.mpp, config.task.tile.size, default_mpp=config.default_mpp)
 
 
-def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, placement: Any,
-                 report: Reporter) -> Any:
+def _features_of(encoder: _Encoder, item: SlideItem, config: RunConfig, out: Path, placement: Placement,
+                 report: Reporter) -> torch.Tensor:
     """A slide's tile features: from ``--features``, from this run's cache, or computed now and cached."""
     import torch
 
@@ -283,7 +298,7 @@ def _features_of(encoder: _Encoder, item: Any, config: RunConfig, out: Path, pla
     return torch.from_numpy(values)
 
 
-def _checked(found: Any, encoder: _Encoder, path: Path) -> Any:
+def _checked(found: FeaturesFile, encoder: _Encoder, path: Path) -> FeaturesFile:
     """Features made by this encoder: the same backbone (fingerprint, where the file states it) and width."""
     fingerprint = found.fingerprint
     expected = encoder.built.backbone_fingerprint
@@ -301,8 +316,8 @@ def _checked(found: Any, encoder: _Encoder, path: Path) -> Any:
     return found
 
 
-def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement: Any, train: Any, val: Any,
-                      started: float, dist: Any = SINGLE) -> None:
+def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement: Placement, train: SlideSet,
+                      val: SlideSet | None, started: float, dist: Dist = SINGLE) -> None:
     from pathotune_cli.files import write_csv, write_json, write_yaml
     from pathotune_cli.runs.records import provenance
     from pathotune_cli.runs.run_folder import started_record
@@ -322,8 +337,9 @@ def _start_run_folder(out: Path, config: RunConfig, encoder: _Encoder, placement
     write_csv(out / "data_manifest.csv", ("slide_id", "path", "patient", "label", "split"), rows)
 
 
-def _validation_report(out: Path, encoder: _Encoder, val: Any, val_bags: Any, config: RunConfig, placement: Any,
-                       fitted: Any, report: Reporter) -> tuple[dict[str, Any] | None, Any]:
+def _validation_report(out: Path, encoder: _Encoder, val: SlideSet | None, val_bags: Bags | None, config: RunConfig,
+                       placement: Placement, fitted: FitResult,
+                       report: Reporter) -> tuple[dict[str, float | None] | None, FittedTrust | None]:
     """Slide-level metrics, predictions, confusion matrix, ROC, curves, and the trust section of the validation slides.
 
     The trust section holds the temperature and the conformal quantiles, not OOD statistics (those are per tile).
@@ -351,8 +367,8 @@ def _validation_report(out: Path, encoder: _Encoder, val: Any, val_bags: Any, co
     return {**values, **{k: trust.summary[k] for k in ("temperature", "ece_before", "ece_after")}}, trust
 
 
-def _save(out: Path, config: RunConfig, encoder: _Encoder, train: Any, val: Any, fitted: Any,
-          validation: dict[str, Any] | None, trust: Any) -> Path:
+def _save(out: Path, config: RunConfig, encoder: _Encoder, train: SlideSet, val: SlideSet | None, fitted: FitResult,
+          validation: dict[str, float | None] | None, trust: FittedTrust | None) -> Path:
     from pathotune_cli.engine import prompt_header, save_prompt_file
 
     mil = config.mil.model_copy(update={"aggregator": encoder.model.aggregator.kind})

@@ -28,10 +28,12 @@ from pathotune_cli.runs.per_slide.engine import SlideJob
 from pathotune_cli.runs.per_slide.inference import TileOutputs, infer_tiles
 from pathotune_cli.runs.per_slide.rows import SlideInput, SlideRow
 from pathotune_cli.runs.per_slide.tiling import PlannedSlide, Tiling, plan
-from pathotune_cli.runs.trust.apply import UNCERTAIN, Trust, extra_headers, extra_values, tile_columns
+from pathotune_cli.runs.trust.apply import UNCERTAIN, Columns, Trust, extra_headers, extra_values, tile_columns
 from pathotune_cli.runs.trust.modality import modality_columns
 
 if TYPE_CHECKING:
+    import torch
+
     from pathotune_cli.engine.model import PromptedModel
     from pathotune_cli.engine.stain_stats import ModalityCheck
 
@@ -212,7 +214,7 @@ class TilePredictJob(SlideJob):
         flagged = int(np.sum(columns["ood"])) if "ood" in columns else None
         return ImagesResult(path, len(images), {c: int((labels == i).sum()) for i, c in enumerate(names)}, flagged)
 
-    def _row(self, slide: SlideInput, planned: PlannedSlide, probs: np.ndarray, columns: dict[str, Any]) -> SlideRow:
+    def _row(self, slide: SlideInput, planned: PlannedSlide, probs: np.ndarray, columns: Columns) -> SlideRow:
         area = (planned.footprint * planned.plan.mpp / 1000.0) ** 2
         roi = {} if planned.roi_mm2 is None else {"roi_area_mm2": round(planned.roi_mm2, 4)}
         values = {"tissue_area_mm2": round(planned.plan.tissue_area_mm2, 4), **roi,
@@ -231,7 +233,7 @@ class TilePredictJob(SlideJob):
 
         with_ood = self.trust.has_ood
 
-        def step(images: Any) -> tuple[np.ndarray, ...]:
+        def step(images: torch.Tensor) -> tuple[np.ndarray, ...]:
             z, f = forward_with_features(self.model, images, with_features=with_ood)
             scores = self.trust.ood_scores(f.float().cpu().numpy()) if with_ood and f is not None else None
             return z.float().cpu().numpy(), (scores if scores is not None else np.zeros(len(z)))
@@ -245,13 +247,13 @@ class TilePredictJob(SlideJob):
 
         Into ``folder`` (a temporary the caller stages), named ``<CLASS>_<rank>_x<X>_y<Y>.png``.
         """
-        from pathotune_cli.runs.explain import CSV_COLUMNS, CSV_NAME, explain_tiles, most_confident
+        from pathotune_cli.runs.explain import CSV_COLUMNS, CSV_NAME, ExplainRow, explain_tiles, most_confident
         from pathotune_cli.wsi.open import open_slide
         from pathotune_cli.wsi.tiles import read_batch
 
         folder.mkdir(parents=True, exist_ok=True)
         chosen = most_confident(probs, self.opts.explain_top)
-        rows: list[dict[str, Any]] = []
+        rows: list[ExplainRow] = []
         with open_slide(planned.path, planned.backend) as reader:
             for start in range(0, len(chosen), 8):
                 part = chosen[start : start + 8]
@@ -261,9 +263,8 @@ class TilePredictJob(SlideJob):
                          for (c, rank, _), (x, y) in zip(part, xy, strict=True)]
                 rows += explain_tiles(self.model, self.trust, tiles, names, [folder / f"{n}.png" for n in names],
                                       self.class_names, 3, self.placement.device)
-        for row in rows:
-            row["png"] = Path(row["png"]).name
-        write_csv(folder / CSV_NAME, CSV_COLUMNS, ([r.get(c, "") for c in CSV_COLUMNS] for r in rows))
+        rows = [dataclasses.replace(row, png=Path(row.png).name) for row in rows]
+        write_csv(folder / CSV_NAME, CSV_COLUMNS, (r.cells() for r in rows))
 
 
 def reading_workers(requested: int | None, device: str) -> int:
@@ -292,7 +293,7 @@ def output_paths(out: Path, stem: str, explain: bool = False) -> dict[str, Path]
     return paths
 
 
-def geojson_extras(columns: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+def geojson_extras(columns: Columns, classes: list[str]) -> dict[str, Any]:
     """The GeoJSON's trust columns, as ``wsi.write_tiles_geojson`` keywords.
 
     Measurements ``set_size`` and ``in_set_<class>`` (0/1), ``ood_score`` and ``ood`` (0/1); the set as text
@@ -316,7 +317,7 @@ def geojson_extras(columns: dict[str, Any], classes: list[str]) -> dict[str, Any
     return extras
 
 
-def trust_fractions(columns: dict[str, Any]) -> dict[str, Any]:
+def trust_fractions(columns: Columns) -> dict[str, Any]:
     """A slide's flagged share and mean set size (empty cells where not computed)."""
     n = len(columns["probs"])
     ood = round(float(np.mean(columns["ood"])), 4) if "ood" in columns and n else ""
@@ -335,7 +336,7 @@ def _composition(probs: np.ndarray, classes: list[str], tile_area_mm2: float) ->
     return row
 
 
-def _write_tile_csv(path: Path, coords: np.ndarray, footprint: int, columns: dict[str, Any],
+def _write_tile_csv(path: Path, coords: np.ndarray, footprint: int, columns: Columns,
                     classes: list[str]) -> None:
     probs, labels = columns["probs"], columns["labels"]
     header = ["x", "y", "w", "h", "class", *[f"prob_{c}" for c in classes], *extra_headers(columns)]

@@ -9,7 +9,7 @@ validation split) gives the raw softmax, and ``notice`` is the one line that say
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 UNCERTAIN = "Uncertain"
 """The QuPath classification of a tile flagged out of distribution."""
+
+Columns = dict[str, "np.ndarray | list[str]"]
+"""Per-tile outputs by name (``tile_columns``): arrays, and the prediction sets as text."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def load_trust(file: PromptFile, *, uncalibrated: bool = False, alpha: float | N
 
 
 def tile_columns(trust: Trust, logits: np.ndarray, ood_scores: np.ndarray | None,
-                 class_names: list[str]) -> dict[str, Any]:
+                 class_names: list[str]) -> Columns:
     """Per-tile outputs every writer shares: probabilities, top class, set and OOD columns where available.
 
     Returns:
@@ -120,7 +123,7 @@ def tile_columns(trust: Trust, logits: np.ndarray, ood_scores: np.ndarray | None
     from pathotune_cli.training.conformal import join_set
 
     probs = trust.probabilities(logits)
-    out: dict[str, Any] = {"probs": probs, "labels": probs.argmax(1) if len(probs) else np.zeros(0, int)}
+    out: Columns = {"probs": probs, "labels": probs.argmax(1) if len(probs) else np.zeros(0, int)}
     sets = trust.sets(logits)
     if sets is not None:
         out.update(sets=sets, prediction_set=[join_set(row, class_names) for row in sets],
@@ -130,14 +133,14 @@ def tile_columns(trust: Trust, logits: np.ndarray, ood_scores: np.ndarray | None
     return out
 
 
-def extra_headers(columns: dict[str, Any]) -> list[str]:
+def extra_headers(columns: Columns) -> list[str]:
     """CSV columns after the probabilities, in a fixed order, for the keys present."""
     return [k for k in ("prediction_set", "set_size", "ood_score", "ood") if k in columns]
 
 
-def extra_values(columns: dict[str, Any], i: int) -> list[Any]:
+def extra_values(columns: Columns, i: int) -> list[object]:
     """Tile ``i``'s values of ``extra_headers`` as CSV cells."""
-    cells: list[Any] = []
+    cells: list[object] = []
     for key in extra_headers(columns):
         value = columns[key][i]
         cells.append(f"{value:.4f}" if key == "ood_score" else int(value) if key in ("set_size", "ood") else value)

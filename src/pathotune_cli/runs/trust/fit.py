@@ -9,11 +9,14 @@ the flag threshold on the *validation* tiles' scores, which the means never saw)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pathotune_cli.events import Reporter, ignore, note, warn
+
+if TYPE_CHECKING:
+    from pathotune_cli.engine.trust import TrustStats
 
 OOD_FIT_MAX = 20_000
 """At most this many training tiles (a seeded random subset) give the OOD means and covariance."""
@@ -118,7 +121,7 @@ def _fit_ood(val_features: np.ndarray | None, train_features: np.ndarray | None,
                                                                                                   strict=True)}
 
 
-def _summary(stats: Any) -> dict[str, Any]:
+def _summary(stats: TrustStats) -> dict[str, Any]:
     c = stats.calibration
     out: dict[str, Any] = {
         "temperature": c.temperature, "validation_images": c.validation_images, "ece_bins": c.ece_bins,

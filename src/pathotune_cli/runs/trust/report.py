@@ -55,7 +55,7 @@ def trust_report(logits: np.ndarray, features: np.ndarray | None, labels: np.nda
     return report
 
 
-def save_reliability(report: dict[str, Any], path: Path, title: str) -> Path:
+def save_reliability(report: dict[str, object], path: Path, title: str) -> Path:
     """The reliability diagram of the raw and (where present) calibrated probabilities."""
     from pathotune_cli.training.trust_plots import save_reliability_diagram
 
