@@ -199,6 +199,7 @@ def slide_agreement(predictions_csv: Path, class_names: list[str]) -> float:
 def _slide_steps(out: Path, slide: Path, prompts: Path, report: Reporter) -> DemoSlide:
     from pathotune_cli.demo_data import DEMO_CLASSES
     from pathotune_cli.runs.predict import PredictOptions, predict_run
+    from pathotune_cli.runs.slide_level.demo import own_predict_folder
     from pathotune_cli.runs.tile import TileConfig, tile_run
 
     tiles_out = out / "slide-tiles"
@@ -209,6 +210,7 @@ def _slide_steps(out: Path, slide: Path, prompts: Path, report: Reporter) -> Dem
     if row.status == "failed":
         raise RuntimeError(f"demo slide failed to tile: {row.error}")
     coords = tiles_out / f"{slide.stem}.h5"
+    own_predict_folder(out / "predict", prompts, report)
     predicted = predict_run(
         PredictOptions(prompts=prompts, inputs=(slide,), out=out / "predict", coords=coords, workers=0), report
     )

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli.cluster import World
 from pathotune_cli.config import RunConfig, TaskPreset, apply_overrides, load_backbone_preset, load_task_preset
@@ -27,6 +27,15 @@ from pathotune_cli.runs.options import coerce_paths
 from pathotune_cli.runs.records import add_to_run_record
 from pathotune_cli.runs.results import TuneResult, config_digest
 from pathotune_cli.runs.run_folder import PROMPTS_NAME
+
+if TYPE_CHECKING:
+    from pathotune_cli.engine.build import BuiltModel
+    from pathotune_cli.engine.model import PromptedModel
+    from pathotune_cli.hardware import Placement
+    from pathotune_cli.training.data import LabelledSet
+    from pathotune_cli.training.distributed import Dist
+    from pathotune_cli.training.images import ImageStore
+    from pathotune_cli.training.loop import FitResult, Split
 
 
 @dataclass(frozen=True)
@@ -217,7 +226,7 @@ def _check_before_start(config: RunConfig, out: Path, resume: bool, force: bool,
             run_folder.clear(out)
 
 
-def _checked(check: Any, world: World) -> Exception | None:
+def _checked(check: Callable[[], None], world: World) -> Exception | None:
     """Run ``check``; under several ranks, return its error instead of raising it.
 
     The ranks then meet and all stop, rank 0 naming the error: a rank that ended alone would leave the others
@@ -250,7 +259,7 @@ def _check_kernel_pin(config: RunConfig) -> None:
 
 
 def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, report: Reporter,
-             started: float, world: World, refused: Exception | None, stopped: Any) -> TuneResult:
+             started: float, world: World, refused: Exception | None, stopped: Callable[[str], None]) -> TuneResult:
     """Join the other ranks (if any), then load, build, fit (every rank) and finish (rank 0) in a claimed folder.
 
     ``refused``: this rank's error from the checks (every rank stops once the ranks meet); ``stopped``: what rank 0
@@ -264,8 +273,8 @@ def _tune_in(out: Path, config: RunConfig, resume: bool, allow_download: bool, r
         return _tune_tiles(config, out, placement, resume, allow_download, report, dist, started)
 
 
-def _tune_tiles(config: RunConfig, out: Path, placement: Any, resume: bool, allow_download: bool, report: Reporter,
-                dist: Any, started: float) -> TuneResult:
+def _tune_tiles(config: RunConfig, out: Path, placement: Placement, resume: bool, allow_download: bool,
+                report: Reporter, dist: Dist, started: float) -> TuneResult:
     """Load, build, fit (every rank), then the run folder's outputs (rank 0)."""
     from pathotune_cli.training.fit_free import fit_without_gradients
     from pathotune_cli.training.loop import fit
@@ -325,7 +334,7 @@ def _require_same_settings(out: Path, config: RunConfig) -> None:
                        "resume with the same options, or pass --force to start again in it")
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+def _flat(data: object, prefix: str = "") -> dict[str, object]:
     if not isinstance(data, dict):
         return {prefix: data}
     flat: dict[str, Any] = {}
@@ -370,7 +379,8 @@ def _require_chosen_weights(config: RunConfig, because: str, allow_download: boo
         ) from None
 
 
-def _load_splits(config: RunConfig, report: Reporter) -> tuple[Any, Any, tuple[Any, Any]]:
+def _load_splits(config: RunConfig, report: Reporter) -> tuple[LabelledSet | None, LabelledSet | None,
+                                                                tuple[Split | None, Split | None]]:
     """Labelled tiles -> (train set, validation set or None, (train Split, validation Split or None))."""
     from pathotune_cli.runs.tile_level.labels import discover_data, one_group_warning, store_for
     from pathotune_cli.training.data import require_classes, sample_shots, split_train_val
@@ -400,7 +410,7 @@ def _load_splits(config: RunConfig, report: Reporter) -> tuple[Any, Any, tuple[A
     return train_set, val_set, (train, val)
 
 
-def _build(config: RunConfig, placement: Any, allow_download: bool, report: Reporter) -> Any:
+def _build(config: RunConfig, placement: Placement, allow_download: bool, report: Reporter) -> BuiltModel:
     """The frozen backbone with fresh prompts and head (seeded), and what the prompt file records of it."""
     import torch
 
@@ -420,7 +430,7 @@ def _build(config: RunConfig, placement: Any, allow_download: bool, report: Repo
     return built
 
 
-def _fit_stain(config: RunConfig, model: Any, store: Any, report: Reporter) -> dict[str, Any]:
+def _fit_stain(config: RunConfig, model: PromptedModel, store: ImageStore, report: Reporter) -> dict[str, Any]:
     """``--stain``: the normalisation fitted and set inside the model; always: the training tiles' stain statistics."""
     from pathotune_cli.engine.stain_fit import prepare_stain
 
@@ -431,8 +441,9 @@ def _fit_stain(config: RunConfig, model: Any, store: Any, report: Reporter) -> d
     return header
 
 
-def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any,
-                      monitor: str, started: float, dist: Any) -> None:
+def _start_run_folder(out: Path, config: RunConfig, built: BuiltModel, placement: Placement,
+                      train_set: LabelledSet | None, val_set: LabelledSet | None,
+                      monitor: str, started: float, dist: Dist) -> None:
     """The resolved config, the run record and the data manifest, before training starts."""
     import torch
 
@@ -457,8 +468,9 @@ def _start_run_folder(out: Path, config: RunConfig, built: Any, placement: Any, 
     data_manifest(out / "data_manifest.csv", train_set, val_set)
 
 
-def _finish(out: Path, config: RunConfig, built: Any, placement: Any, train_set: Any, val_set: Any,
-            splits: tuple[Any, Any], fitted: Any, report: Reporter) -> tuple[Path, dict[str, Any] | None]:
+def _finish(out: Path, config: RunConfig, built: BuiltModel, placement: Placement, train_set: LabelledSet | None,
+            val_set: LabelledSet | None, splits: tuple[Split | None, Split | None], fitted: FitResult,
+            report: Reporter) -> tuple[Path, dict[str, Any] | None]:
     """History, validation report, trust section and prompt file, renamed into place together, prompts last.
 
     Each is written under a temporary name first, so a folder holds them only when the run finished.

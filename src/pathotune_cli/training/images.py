@@ -6,9 +6,10 @@ is cheaper than decoding them again every epoch; above ``max_bytes`` the store d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,6 +34,18 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     if rgb.shape[:2] != (size, size):
         rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+class TileStore(Protocol):
+    """What training and evaluation read tiles through: ``ImageStore`` (files), ``ReadStore`` (tiles in slides)."""
+
+    def __len__(self) -> int:
+        """Tiles in the store."""
+        ...
+
+    def batch(self, index: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """uint8 tiles (B, 3, S, S) at ``index``."""
+        ...
 
 
 class ImageStore:

@@ -54,6 +54,7 @@ def slide_level_demo(out: Path, epochs: int = 4, seed: int = 0, report: Reporter
     tuned = tune_run(config, resume=(folder / "run" / "prompts.safetensors").exists(), report=report)
     evaluated = eval_run(EvalOptions(prompts=tuned.prompts, data=test_csv, out=folder / "eval", seed=seed), report)
     positives = [path for i, path in enumerate(slides) if i >= 16 and i % 2 == 1]
+    own_predict_folder(folder / "predict", tuned.prompts, report)
     predicted = predict_run(PredictOptions(prompts=tuned.prompts, inputs=tuple(positives), out=folder / "predict"),
                             report)
     looked = attention_in_planted(folder / "predict", positives, seed)
@@ -122,3 +123,23 @@ def _write_csvs(slides: list[Path], train_csv: Path, test_csv: Path) -> None:
                for i, p in enumerate(slides) if i < 16])
     write_csv(test_csv, ("slide", "label"), [(p.relative_to(test_csv.parent), label(i))
                                               for i, p in enumerate(slides) if i >= 16])
+
+
+def own_predict_folder(folder: Path, prompts: Path, report: Reporter = ignore) -> None:
+    """The demo's predict folder, emptied when it holds an earlier demo run's predictions (another prompt file).
+
+    Only for the demo, whose folders are its own: ``predict`` itself refuses a folder of another model.
+    """
+    import shutil
+
+    from pathotune_cli.errors import BadInput
+    from pathotune_cli.files import sha256_file
+    from pathotune_cli.runs.predict import one_model_per_folder
+
+    if not folder.is_dir():
+        return
+    try:
+        one_model_per_folder(folder, prompts, sha256_file(prompts))
+    except BadInput:
+        note(report, f"{folder}: the predictions of an earlier demo run, replaced")
+        shutil.rmtree(folder)

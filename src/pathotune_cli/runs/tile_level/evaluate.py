@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pathotune_cli.events import Reporter, ignore, note, warn
 from pathotune_cli.runs.options import kernel_spec
 from pathotune_cli.runs.results import EvalOptions, EvalResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pathotune_cli.engine.header import PromptHeader
+    from pathotune_cli.engine.model import PromptedModel
+    from pathotune_cli.hardware import Placement
+    from pathotune_cli.runs.trust.apply import Trust
+    from pathotune_cli.training.data import LabelledSet
 
 
 def eval_tiles(opts: EvalOptions, report: Reporter = ignore) -> EvalResult:
@@ -104,7 +113,7 @@ def training_overlap(prompts: Path, paths: list[Path]) -> tuple[str | None, dict
             f"({which}, by sha256 in {manifest}): these metrics overstate how it does on new tiles"), counts
 
 
-def _modality(header: Any, data: Any, size: int, report: Reporter) -> dict[str, Any] | None:
+def _modality(header: PromptHeader, data: LabelledSet, size: int, report: Reporter) -> dict[str, Any] | None:
     """A sample of the tiles against the training tiles' stain statistics; a warning line when they differ."""
     from pathotune_cli.engine.stain_stats import check_modality, modality_warning, sample_index
     from pathotune_cli.runs.tile_level.labels import store_for
@@ -120,8 +129,8 @@ def _modality(header: Any, data: Any, size: int, report: Reporter) -> dict[str, 
     return check._asdict()
 
 
-def _robustness(opts: EvalOptions, model: Any, data: Any, probs: Any, scores: dict[str, Any], trust: Any,
-                placement: Any, report: Reporter) -> dict[str, Any]:
+def _robustness(opts: EvalOptions, model: PromptedModel, data: LabelledSet, probs: np.ndarray,
+                scores: dict[str, Any], trust: Trust, placement: Placement, report: Reporter) -> dict[str, Any]:
     """``--robustness``: the metrics under controlled shifts, and per site (``runs.tile_level.robustness``)."""
     from pathotune_cli.runs.tile_level.labels import store_for
     from pathotune_cli.runs.tile_level.robustness import robustness_report, sites_of

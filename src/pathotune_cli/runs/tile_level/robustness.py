@@ -12,11 +12,21 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pathotune_cli.events import Reporter, ignore, note
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+
+    from pathotune_cli.engine.model import PromptedModel
+    from pathotune_cli.hardware import Placement
+    from pathotune_cli.training.images import TileStore
+    from pathotune_cli.training.shifts import Shift
 
 MEANING = (
     "A drop means the model's answers depend on that property of the image (stain, compression, focus or "
@@ -30,13 +40,13 @@ SITE_COLUMNS = ("site", "centre", "center")
 class ShiftedStore:
     """An ``ImageStore`` whose tiles come out shifted (seeded per tile)."""
 
-    def __init__(self, store: Any, shift: Any, seed: int) -> None:
+    def __init__(self, store: TileStore, shift: Shift, seed: int) -> None:
         self.store, self.shift, self.seed = store, shift, seed
 
     def __len__(self) -> int:
         return len(self.store)
 
-    def batch(self, index: Any) -> Any:
+    def batch(self, index: Sequence[int] | np.ndarray) -> torch.Tensor:
         """uint8 (B, 3, S, S) tiles at ``index``, shifted."""
         from pathotune_cli.training.shifts import apply_shift
 
@@ -44,8 +54,9 @@ class ShiftedStore:
 
 
 def robustness_report(
-    model: Any, store: Any, labels: np.ndarray, class_names: list[str], probabilities: Callable[[np.ndarray], Any],
-    unshifted: dict[str, Any], unshifted_probs: np.ndarray, placement: Any, batch_size: int, bootstrap: int, seed: int,
+    model: PromptedModel, store: TileStore, labels: np.ndarray, class_names: list[str],
+    probabilities: Callable[[np.ndarray], np.ndarray], unshifted: dict[str, Any], unshifted_probs: np.ndarray,
+    placement: Placement, batch_size: int, bootstrap: int, seed: int,
     sites: list[str] | None = None, report: Reporter = ignore,
 ) -> dict[str, Any]:
     """The robustness table (the ``robustness`` key of ``metrics.json``).
@@ -132,7 +143,7 @@ def save_robustness_plot(doc: dict[str, Any], path: Path, title: str = "") -> Pa
     return _save_atomically(fig, path)
 
 
-def _row(shift: Any, scores: dict[str, Any], unshifted: dict[str, Any], changed: float) -> dict[str, Any]:
+def _row(shift: Shift, scores: dict[str, Any], unshifted: dict[str, Any], changed: float) -> dict[str, Any]:
     base = unshifted["metrics"]["accuracy"]
     accuracy = scores["metrics"]["accuracy"]["value"]
     inside = base["ci_low"] is not None and base["ci_low"] <= accuracy <= base["ci_high"]
