@@ -73,16 +73,36 @@ def test_tile_finishes_a_slide_with_damaged_tiles_and_counts_them(region: np.nda
     assert row["status"] == "ok" and int(row["tiles_damaged"]) > 0
 
 
-def test_predict_maps_czi_and_ome_tiff_slides(tiny_run: Path, region: np.ndarray, tmp_path: Path) -> None:
-    from slide_files import write_czi, write_ome_tiff
+def test_predict_maps_czi_ome_tiff_and_ome_zarr_slides(tiny_run: Path, region: np.ndarray, tmp_path: Path) -> None:
+    from slide_files import write_czi, write_ome_tiff, write_ome_zarr
 
     czi = write_czi(tmp_path / "a.czi", region)
     ome = write_ome_tiff(tmp_path / "b.ome.tif", region)
+    zarr = write_ome_zarr(tmp_path / "c.zarr", region)
     out = tmp_path / "P"
-    result = runner.invoke(app, ["predict", str(tiny_run / "prompts.safetensors"), str(czi), str(ome), "--out",
-                                 str(out), "--workers", "0"])
+    result = runner.invoke(app, ["predict", str(tiny_run / "prompts.safetensors"), str(czi), str(ome), str(zarr),
+                                 "--out", str(out), "--workers", "0", "--no-report"])
     assert result.exit_code == 0, result.output
     with (out / "summary.csv").open(newline="") as fh:
         rows = {Path(row["slide"]).name: row for row in csv.DictReader(fh)}
-    assert rows["a.czi"]["status"] == "ok" and rows["b.ome.tif"]["status"] == "ok"
+    assert {rows[n]["status"] for n in ("a.czi", "b.ome.tif", "c.zarr")} == {"ok"}
     assert int(rows["a.czi"]["tiles"]) > 0 and rows["a.czi"]["tiles"] == rows["b.ome.tif"]["tiles"]
+    assert all(float(rows[n]["mpp"]) == pytest.approx(0.499, abs=1e-3) for n in ("a.czi", "b.ome.tif", "c.zarr"))
+
+
+def test_predict_finishes_a_slide_with_damaged_tiles_and_fails_one_past_the_limit(
+    tiny_run: Path, region: np.ndarray, tmp_path: Path
+) -> None:
+    from slide_files import damaged_pyramid
+
+    slide = damaged_pyramid(tmp_path / "d.tiff", region, [5])
+    prompts = str(tiny_run / "prompts.safetensors")
+    result = runner.invoke(app, ["predict", prompts, str(slide), "--out", str(tmp_path / "P"), "--max-damaged", "0.5",
+                                 "--min-tissue", "0", "--no-report"])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "P" / "summary.csv").open(newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["status"] == "ok" and int(row["tiles_damaged"]) > 0
+    refused = runner.invoke(app, ["predict", prompts, str(slide), "--out", str(tmp_path / "Q"), "--max-damaged",
+                                  "0.001", "--min-tissue", "0", "--no-report"])
+    assert refused.exit_code == 2 and "cannot be decoded, above the limit" in refused.output

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pathotune_cli.config.schema import Aggregator, BackbonePreset, Strict, TaskPreset
+from pathotune_cli.config.schema import SLIDE_LEVEL, Aggregator, BackbonePreset, Strict, TaskPreset
 
 ADDED_DEFAULTS: dict[str, object] = {
     "train.augment.hed": 0.0, "train.augment.stain_matrix": 0.0, "train.stain.method": "none",
@@ -306,7 +306,7 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _slide_only(self) -> RunConfig:
-        if self.task.level == "tile":
+        if not SLIDE_LEVEL[self.task.level]:
             used = [k for k in ("features", "tile_prompts", "folds", "default_mpp") if getattr(self, k) is not None]
             if used:
                 raise ValueError(f"'{used[0]}' is for slide-level tasks; task '{self.task.name}' is tile-level")

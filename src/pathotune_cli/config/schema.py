@@ -25,6 +25,9 @@ LAYOUTS_OF_FAMILY: dict[str, tuple[str, ...]] = {
 """The checkpoint key layouts each family's loader converts from."""
 
 
+SLIDE_LEVEL = {"tile": False, "slide": True}
+"""Whether a task's ``level`` predicts one label per slide (a MIL aggregator over its tiles)."""
+
 class Strict(BaseModel, frozen=True, extra="forbid", allow_inf_nan=False):
     """Base for every config object: immutable, an unknown key is an error, not a silent default, and a number
     is finite (``--set train.lr=1e400`` is inf, refused here rather than training on it)."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pathotune_cli.config.run import KNNSettings, LoRASettings, MILSettings, PromptSettings
-from pathotune_cli.config.schema import BackbonePreset, Strict, TaskPreset, TileSpec
+from pathotune_cli.config.schema import SLIDE_LEVEL, BackbonePreset, Strict, TaskPreset, TileSpec
 from pathotune_cli.engine.stain_stats import StainStats
 from pathotune_cli.engine.trust import TrustStats
 
@@ -110,7 +110,7 @@ class PromptHeader(Strict):
             raise ValueError("its class list does not match its task's classes")
         if self.method != self.prompt.method:
             raise ValueError(f"method '{self.method}' differs from its prompt settings ('{self.prompt.method}')")
-        if (self.level == "slide") != (self.mil is not None and self.tile_source is not None):
+        if SLIDE_LEVEL[self.level] != (self.mil is not None and self.tile_source is not None):
             raise ValueError("a slide-level file needs its mil settings and tile source, and only it has them")
         ood = self.trust.ood if self.trust is not None else None
         if ood is not None and not set(ood.classes) <= set(self.classes):

@@ -27,10 +27,12 @@ def read_tiles(slide: PlannedSlide, index: np.ndarray | None = None) -> torch.Te
     import torch
 
     from pathotune_cli.wsi import open_slide, read_batch
+    from pathotune_cli.wsi.damage import TileDamage
 
     coords = slide.coords if index is None else slide.coords[np.asarray(index, np.int64)]
-    with open_slide(slide.path, slide.backend) as reader:
-        tiles = read_batch(reader, coords, slide.level, slide.read_size, slide.tile_size)
+    with open_slide(slide.path, slide.backend) as reader:  # damaged tiles filled or white: counted by the inference
+        tiles = read_batch(reader, coords, slide.level, slide.read_size, slide.tile_size,
+                           damage=TileDamage(slide.path.name, max_share=None))
     return torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
 
 

@@ -249,6 +249,7 @@ class TilePredictJob(SlideJob):
         """
         from pathotune_cli.runs.explain import CSV_COLUMNS, CSV_NAME, ExplainRow, explain_tiles, most_confident
         from pathotune_cli.wsi.open import open_slide
+        from pathotune_cli.wsi.damage import TileDamage
         from pathotune_cli.wsi.tiles import read_batch
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -258,7 +259,8 @@ class TilePredictJob(SlideJob):
             for start in range(0, len(chosen), 8):
                 part = chosen[start : start + 8]
                 xy = planned.coords[[i for _, _, i in part]]
-                tiles = read_batch(reader, xy, planned.level, planned.read_size, planned.tile_size)
+                tiles = read_batch(reader, xy, planned.level, planned.read_size, planned.tile_size,
+                                   damage=TileDamage(planned.path.name, max_share=None))
                 names = [f"{self.class_names[c]}_{rank}_x{int(x)}_y{int(y)}"
                          for (c, rank, _), (x, y) in zip(part, xy, strict=True)]
                 rows += explain_tiles(self.model, self.trust, tiles, names, [folder / f"{n}.png" for n in names],

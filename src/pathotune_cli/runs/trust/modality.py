@@ -40,9 +40,12 @@ def slide_modality(stats: StainStats | None, slide: str | Path, coords: np.ndarr
 
     if stats is None or len(coords) == 0:
         return None
+    from pathotune_cli.wsi.damage import TileDamage
+
     index = sample_index(len(coords), seed=seed)
-    with open_slide(slide, backend) as reader:
-        tiles = read_batch(reader, np.asarray(coords)[index], level, read_size, tile_size)
+    with open_slide(slide, backend) as reader:  # a damaged tile is filled or white here; the inference counts it
+        tiles = read_batch(reader, np.asarray(coords)[index], level, read_size, tile_size,
+                           damage=TileDamage(Path(slide).name, max_share=None))
     return check_modality(stats, tiles)
 
 
