@@ -248,8 +248,8 @@ class TilePredictJob(SlideJob):
         Into ``folder`` (a temporary the caller stages), named ``<CLASS>_<rank>_x<X>_y<Y>.png``.
         """
         from pathotune_cli.runs.explain import CSV_COLUMNS, CSV_NAME, ExplainRow, explain_tiles, most_confident
-        from pathotune_cli.wsi.open import open_slide
         from pathotune_cli.wsi.damage import TileDamage
+        from pathotune_cli.wsi.open import open_slide
         from pathotune_cli.wsi.tiles import read_batch
 
         folder.mkdir(parents=True, exist_ok=True)
