@@ -191,9 +191,8 @@ def _from_header(header: dict[str, Any], bare: ModelInfo, sha: str, uncalibrated
         calibration = ("raw softmax probabilities (no calibration in this prompt file)" if temperature is None else
                        f"raw softmax probabilities (--uncalibrated; the file's temperature is {_g(temperature)})"
                        if uncalibrated else
+                       f"raw softmax probabilities (no temperature: {cal['note']})" if cal.get("note") else
                        f"calibrated probabilities (temperature {_g(temperature)}, fitted on the validation split)")
-    if calibration.startswith("calibrated") and cal.get("note"):
-        calibration += f"; {cal['note']}"
     tile = header.get("tile") or {}
     return ModelInfo(**{
         **bare.__dict__,
