@@ -237,6 +237,26 @@ def _csv(c: Ctx, text: str) -> Path:
     return c.file("data.csv", text)
 
 
+def _coords_of_another_scale(c: Ctx) -> list[str]:
+    from pathotune_cli.runs.slide_level.demo import write_planted_slides
+    from pathotune_cli.runs.tile import TileConfig, tile_run
+
+    slide = write_planted_slides(c.tmp / "slides", seed=1, count=1, size=(448, 448))[0]
+    tile_run(TileConfig(slides=(slide,), out=c.tmp / "T", target_mpp=1.0, tile_size=112))
+    return ["predict", str(c.prompts), str(slide), "--coords", str(c.tmp / "T"), "--out", str(c.tmp / "P")]
+
+
+def _folder_of_another_model(c: Ctx) -> list[str]:
+    record = {"version": 1, "key": {"input": {}, "settings": {"prompts_sha256": "0" * 64}}, "row": {"status": "ok"}}
+    c.file("P/x.predict.json", json.dumps(record))
+    return ["predict", str(c.prompts), str(c.slide), "--out", str(c.tmp / "P")]
+
+
+def _folder_of_another_evaluation(c: Ctx) -> list[str]:
+    c.file("E/metrics.json", json.dumps({"prompts": "/elsewhere/other.safetensors", "data": "/elsewhere/tiles"}))
+    return ["eval", str(c.prompts), "--data", str(c.tiles), "--out", str(c.tmp / "E"), "--bootstrap", "0"]
+
+
 CASES: dict[str, Callable[[Ctx], list[str]]] = {
     # usage: one line naming the option, the value and what is allowed
     "epochs-zero": lambda c: [*TUNE, "--data", str(c.tiles), "--epochs", "0"],
@@ -354,6 +374,9 @@ CASES: dict[str, Callable[[Ctx], list[str]]] = {
         c.monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3"), c.monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "10"),
         ["tile", str(c.slide), "--out", str(c.tmp / "T")])[-1],
     "slide-missing": lambda c: ["tile", str(c.tmp / "absent.svs"), "--out", str(c.tmp / "T")],
+    "coords-of-another-scale": _coords_of_another_scale,
+    "predict-folder-of-another-model": _folder_of_another_model,
+    "eval-folder-of-another-evaluation": _folder_of_another_evaluation,
     "predict-input-missing": lambda c: ["predict", str(c.prompts), str(c.tmp / "absent.svs"), "--out",
                                         str(c.tmp / "P")],
     "tissue-geojson-invalid": lambda c: ["tile", str(c.slide), "--tissue-geojson",
