@@ -22,6 +22,9 @@ def _digest_before_the_keys_existed(config: RunConfig) -> str:
         data.pop(key)
     data["mil"].pop("slides_per_step")
     data["train"].pop("stain")
+    data.pop("default_mpp")  # added with --default-mpp for slide-level tune
+    for key in ("lora", "knn"):  # added with the LoRA and kNN methods
+        data["prompt"].pop(key)
     for key in ("hed", "stain_matrix"):
         data["train"]["augment"].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
