@@ -164,3 +164,24 @@ def test_a_cold_start_offline_answers_in_json(args: list[str], tmp_path: Path) -
     done = subprocess.run([sys.executable, "-m", "pathotune_cli", *args], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert isinstance(json.loads(done.stdout), dict)  # how fast it answers is a benchmark figure (startup)
+
+
+def test_a_download_without_network_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                            kather_dir: Path) -> None:
+    import huggingface_hub
+    from typer.testing import CliRunner
+
+    from pathotune_cli.cli.app import app
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("An error happened while trying to locate the file on the Hub and we cannot find the "
+                      "requested files in the local cache. Please check your connection and try again.")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    result = CliRunner().invoke(app, ["tune", "--preset", "kather2016", "--data", str(kather_dir), "--backbone",
+                                      "uni", "--download", "--epochs", "1", "--out", str(tmp_path / "R")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: could not download the weights of backbone 'uni' (MahmoodLab/UNI/")
+    assert "we cannot find the requested files in the local cache;" in lines[0] and "--weights FILE" in lines[0]

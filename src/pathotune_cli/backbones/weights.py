@@ -217,7 +217,7 @@ def _download(preset: BackbonePreset) -> Path:
     try:
         return Path(hf_hub_download(repo, files[0], revision=preset.revision, cache_dir=hf_cache_dir()))
     except Exception as exc:  # offline, a proxy, a gated repository: the client raises many types
-        reason = first_line(exc, 160)
+        reason = first_line(exc, 300).split(". ")[0].rstrip(".")  # the client's first sentence
         raise MissingWeights(
             f"could not download the weights of backbone '{preset.name}' ({repo}/{files[0]}): "
             f"{type(exc).__name__}: {reason}",
