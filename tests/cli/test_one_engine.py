@@ -185,3 +185,9 @@ def test_the_prompt_file_is_found_in_any_argument_position(tile_model: Path, tmp
     result = _invoke("predict", slide, tile_model, "--out", tmp_path / "P")
     assert result.exit_code == 0, result.output
     assert _rows(tmp_path / "P" / "summary.csv")[0]["status"] == "ok"
+
+
+def test_devices_refuse_a_slide_list_on_standard_input(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tile", "-", "--devices", "cpu,cpu", "--out", str(tmp_path / "T")], input="a.svs\n")
+    assert result.exit_code == 2
+    assert "--devices with a slide list on standard input" in result.output and "--slides-csv FILE" in result.output

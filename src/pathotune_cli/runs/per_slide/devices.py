@@ -161,6 +161,10 @@ def run_on_devices(command: PerSlideCommand[Opts, R], opts: Opts, devices: list[
 
     from pathotune_cli.hardware import usable_cpus
 
+    given = [*getattr(opts, "inputs", ()), *getattr(opts, "slides", ()), getattr(opts, "slides_csv", None)]
+    if any(str(path) in ("-", "/dev/stdin") for path in given if path is not None):
+        raise BadInput("--devices with a slide list on standard input: the worker processes cannot read it",
+                       "write the list to a file and pass it with --slides-csv FILE")
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
     events = context.Queue()
     cpu_workers = devices.count("cpu")
