@@ -174,12 +174,12 @@ SLIDE_CELLS = st.sampled_from(["slide", "mpp", "wsi", "path", "a.svs", "0.25", "
 @FUZZ
 @given(st.lists(st.lists(SLIDE_CELLS, max_size=3), max_size=5))
 def test_slides_csvs(rows: list[list[str]]) -> None:
-    from pathotune_cli.runs.per_slide.inputs import read_slides_csv
+    from pathotune_cli.runs.per_slide.inputs import read_slide_list
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "slides.csv"
         path.write_text("\n".join(",".join(row) for row in rows), encoding="utf-8")
-        ends_well(lambda: read_slides_csv(path))
+        ends_well(lambda: read_slide_list(path))
 
 
 KEYS = st.sampled_from(["train.lr", "train.epochs", "train.batch_size", "train.shots", "train.val_fraction",

@@ -27,8 +27,6 @@ FLAT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 """Flat images: tiles for ``predict``, one-level slides for ``tile``."""
 TILE_IMAGE_SUFFIXES = (*FLAT_IMAGE_SUFFIXES, ".tif", ".tiff")
 """Tiles in a labelled set."""
-TILE_COMMAND_SUFFIXES = frozenset(SLIDE_SUFFIXES + FLAT_IMAGE_SUFFIXES)
-"""What ``tile`` picks up from a folder."""
 
 
 TILE_TIFF_MAX = 1024
@@ -73,11 +71,6 @@ def features_path(folder: str | Path, stem: str) -> Path | None:
     return None
 
 
-def is_slide(path: Path) -> bool:
-    """Whether ``predict`` treats ``path`` as a whole slide (by its suffix)."""
-    return path.suffix.lower() in SLIDE_SUFFIXES
-
-
 def is_flat_image(path: Path) -> bool:
-    """Whether ``predict`` treats ``path`` as a tile image (by its suffix)."""
+    """Whether ``path`` is a flat image by its suffix (``explain`` picks these up from folders)."""
     return path.suffix.lower() in FLAT_IMAGE_SUFFIXES

@@ -237,8 +237,3 @@ def _check_names(slides: list[SlideInput]) -> None:
         if other != slide.path:
             raise BadInput(f"two slides share the name {slide.stem!r} ({other} and {slide.path})",
                            "rename one, or run them into different --out folders")
-
-
-def read_slides_csv(path: Path) -> list[tuple[Path, float | None]]:
-    """``read_slide_list`` as (path, mpp) pairs (for callers that predate ``SlideInput``)."""
-    return [(s.path, s.mpp) for s in read_slide_list(path)]

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import torch
 
     from pathotune_cli.engine.model import PromptedModel
-    from pathotune_cli.engine.stain_stats import ModalityCheck
+    from pathotune_cli.engine.stain_stats import ModalityCheck, StainStats
 
 PREDICT_ALGORITHM = 3
 """Bumped when a change of pathotune predicts differently from the same slide, model and settings (2: calibrated
@@ -77,10 +77,8 @@ def start_tile_level(opts: PredictOptions, prompts: Path, tiling: Tiling, out: P
                        f"use one of {', '.join(task.class_names)}")
     placement = shard_placement(opts.device, opts.precision, opts.shard)
     model.place(placement, "inference", kernel_spec(opts.kernels))
-    job = TilePredictJob(out, model, placement, trust, tiling, opts, list(task.class_names), file.path, sha,
-                         file.header.backbone.fingerprint, report)
-    job.stain_stats = file.header.stain_stats
-    return job
+    return TilePredictJob(out, model, placement, trust, tiling, opts, list(task.class_names), file.path, sha,
+                          file.header.backbone.fingerprint, file.header.stain_stats, report)
 
 
 class TilePredictJob(SlideJob):
@@ -90,14 +88,14 @@ class TilePredictJob(SlideJob):
 
     def __init__(self, out: Path, model: PromptedModel, placement: Placement, trust: Trust, tiling: Tiling,
                  opts: PredictOptions, class_names: list[str], prompts: Path, prompts_sha256: str,
-                 fingerprint: str, report: Reporter = ignore) -> None:
+                 fingerprint: str, stain_stats: StainStats | None = None, report: Reporter = ignore) -> None:
         super().__init__(out, report)
         self.model, self.placement, self.trust, self.tiling, self.opts = model, placement, trust, tiling, opts
         self.class_names = class_names
         self.prompts, self.prompts_sha256, self.fingerprint = prompts, prompts_sha256, fingerprint
         self.pool: Any = None
         """Reading processes shared by every slide of the run (None: read in this process)."""
-        self.stain_stats: Any = None
+        self.stain_stats = stain_stats
         """The training tiles' stain statistics (``engine.stain_stats``): each slide is checked against them."""
 
     def settings(self, slide: SlideInput) -> dict[str, object]:
