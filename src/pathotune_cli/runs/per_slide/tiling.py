@@ -105,15 +105,15 @@ class Tiling:
 
 @dataclass(frozen=True)
 class PlannedSlide:
-    """Where a slide's tiles are and how to read them."""
+    """Where a slide's tiles are and how to read them.
 
-    path: Path
-    backend: str
+    The level and read size are the plan's, unless the coordinates were reused (``--coords``).
+    """
+
     coords: np.ndarray
     """``(N, 2)`` level-0 top-left x, y."""
     level: int
     read_size: int
-    tile_size: int
     footprint: int
     """Tile side in level-0 pixels."""
     plan: SlidePlan
@@ -125,6 +125,21 @@ class PlannedSlide:
 
     def __len__(self) -> int:
         return len(self.coords)
+
+    @property
+    def path(self) -> Path:
+        """The slide file."""
+        return self.plan.path
+
+    @property
+    def backend(self) -> str:
+        """The reader that opened it."""
+        return self.plan.backend
+
+    @property
+    def tile_size(self) -> int:
+        """Tile side the model sees, in pixels."""
+        return self.plan.tile_size
 
 
 def plan(slide: SlideInput, tiling: Tiling) -> PlannedSlide:
@@ -143,8 +158,7 @@ def plan(slide: SlideInput, tiling: Tiling) -> PlannedSlide:
     )
     file = coords_file_for(tiling.coords, slide.path)
     if file is None:
-        found = PlannedSlide(planned.path, planned.backend, planned.coords, planned.level, planned.read_size,
-                             planned.tile_size, planned.grid.patch_size_level0, planned)
+        found = PlannedSlide(planned.coords, planned.level, planned.read_size, planned.grid.patch_size_level0, planned)
     else:
         found = _reused(file, planned)
     roi = tiling.roi_file(slide)
@@ -188,8 +202,7 @@ def _reused(file: Path, planned: SlidePlan) -> PlannedSlide:
     _check_scale(file, footprint * planned.mpp, footprint, found.attrs.get("target_mpp"), planned.tile_size,
                  planned.target_mpp, planned.path.name)
     level, read_size = level_for_footprint(downsamples, footprint, planned.tile_size)
-    return PlannedSlide(planned.path, planned.backend, found.coords, level, read_size, planned.tile_size, footprint,
-                        planned, file)
+    return PlannedSlide(found.coords, level, read_size, footprint, planned, file)
 
 
 def _check_scale(file: Path, side: float, footprint: int, cut: object, size: int, mpp: float, slide: str) -> None:
